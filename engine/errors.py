@@ -1,0 +1,22 @@
+"""Errors the engine raises for problems the user can fix.
+
+Anything derived from `UserError` is reported by the CLI as one line and exit
+status 2, never as a traceback: it means the input (a flag, a TOML file, a data
+path) was wrong, not the program.
+"""
+
+
+class UserError(Exception):
+    """A problem with the user's input; the message says what and how to fix it."""
+
+
+class ConfigError(UserError):
+    """A configuration value or file is invalid."""
+
+
+class DataError(UserError):
+    """A dataset cannot be found or read."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint file is missing, truncated or corrupt."""

@@ -1,0 +1,128 @@
+"""Typed events the trainer publishes; the dashboard and headless mode consume the same ones.
+
+A sink is any callable taking one event. Events are frozen dataclasses of plain
+values (no tensors), so they can cross threads and be written to JSON as-is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Event:
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": type(self).__name__, **dataclasses.asdict(self)}
+
+
+@dataclass(frozen=True)
+class Log(Event):
+    """A line of progress text (data preparation, tokenizer training, warnings)."""
+
+    message: str
+    level: str = "info"  # "info" | "warning"
+
+
+@dataclass(frozen=True)
+class RunStarted(Event):
+    run_dir: str
+    num_params: int
+    total_steps: int
+    start_step: int  # > 0 when resuming
+    steps_per_epoch: int
+    tokens_per_step: int
+    device: str
+    precision: str
+    world_size: int = 1
+    resumed_from: str = ""  # checkpoint path when resuming
+    preset_params: dict[str, int] = field(default_factory=dict)  # preset name -> parameter count
+
+
+@dataclass(frozen=True)
+class StepMetrics(Event):
+    step: int  # optimizer steps completed
+    total_steps: int
+    epoch: int  # 0-based epoch the step belongs to
+    loss: float  # mean training loss over the steps since the last log
+    lr: float
+    grad_norm: float  # before clipping
+    tokens_per_s: float
+    step_time_s: float  # mean wall time per step since the last log
+    elapsed_s: float  # training wall time of this run, compile and eval excluded
+    tokens_seen: int
+
+
+@dataclass(frozen=True)
+class EvalResult(Event):
+    step: int
+    split: str  # "valid" | "test"
+    loss: float  # mean NLL per token (nats)
+    perplexity: float  # token-level
+    word_perplexity: float  # exp(total NLL / words), comparable across tokenizers
+    bits_per_byte: float
+    tokens: int  # tokens scored
+    partial: bool  # True when only a subset of the split was scored (word ppl then extrapolated)
+    best: bool = False  # new best validation loss
+
+
+@dataclass(frozen=True)
+class SampleGenerated(Event):
+    step: int
+    prompt: str
+    text: str
+
+
+@dataclass(frozen=True)
+class CheckpointSaved(Event):
+    step: int
+    path: str
+    reason: str  # "interval" | "pause" | "stop" | "final" | "best"
+
+
+@dataclass(frozen=True)
+class Paused(Event):
+    step: int
+    checkpoint: str
+
+
+@dataclass(frozen=True)
+class Resumed(Event):
+    step: int
+
+
+@dataclass(frozen=True)
+class MemorySample(Event):
+    """Live memory figures from the monitor (GPU through NVML/torch.cuda, else the process)."""
+
+    kind: str  # "cuda" | "cpu"
+    used_bytes: int  # GPU memory used on the device (NVML) or process RSS
+    total_bytes: int  # GPU capacity or system RAM
+    allocated_bytes: int = 0  # torch.cuda.memory_allocated
+    reserved_bytes: int = 0  # torch.cuda.memory_reserved
+    peak_bytes: int = 0  # torch.cuda.max_memory_allocated, or peak RSS
+    utilization: float = -1.0  # GPU utilisation percent; -1 when unknown
+    label: str = ""  # "NVIDIA H100 80GB HBM3" or "process memory (no GPU)"
+
+
+@dataclass(frozen=True)
+class Finished(Event):
+    step: int
+    run_dir: str
+    stopped: bool  # True when stopped early by the user, False when the schedule completed
+    model_dir: str = ""  # final weights, empty when stopped early
+    best_val_loss: float = float("inf")
+    test: EvalResult | None = None
+
+
+@dataclass(frozen=True)
+class Failed(Event):
+    message: str
+    step: int
+    kind: str  # "oom" | "nan" | "data" | "config" | "error"
+    checkpoint: str = ""  # last good checkpoint, kept on disk
+    traceback: str = ""
+
+
+EventSink = Callable[[Event], None]

@@ -1,0 +1,148 @@
+"""Headless training (`tui-lm --no-ui`): the trainer's events as readable lines.
+
+Prints one line per event (with a rich progress bar when stdout is a
+terminal), and turns Ctrl-C / SIGTERM into a graceful stop: the step
+finishes and a checkpoint is written. A second Ctrl-C exits at once.
+Exit status: 0 finished or stopped, 2 bad input (config, data), 1 crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from engine import events as ev
+from engine.config import RunConfig, build_config
+from engine.control import TrainingControl
+
+
+def _millions(n: int) -> str:
+    return f"{n / 1e6:.1f}M"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def format_event(e: ev.Event) -> str | None:
+    """One readable line per event; None for events headless mode does not print."""
+    if isinstance(e, ev.Log):
+        return ("warning: " if e.level == "warning" else "") + e.message
+    if isinstance(e, ev.RunStarted):
+        presets = ", ".join(f"{k} {_millions(v)}" for k, v in e.preset_params.items())
+        what = f"resuming {e.resumed_from} at step {e.start_step}" if e.resumed_from else "new run"
+        return (f"run {e.run_dir} ({what})\n"
+                f"  model {_millions(e.num_params)} parameters (presets at this vocabulary: {presets})\n"
+                f"  device {e.device}, {e.precision}, {e.world_size} rank(s); {e.total_steps:,} steps, "
+                f"{e.steps_per_epoch:,} per epoch, {e.tokens_per_step:,} tokens per step")
+    if isinstance(e, ev.StepMetrics):
+        remaining = (e.total_steps - e.step) * e.step_time_s
+        return (f"step {e.step:>6}/{e.total_steps} | epoch {e.epoch + 1} | loss {e.loss:.4f} | lr {e.lr:.2e} | "
+                f"grad {e.grad_norm:.2f} | {e.tokens_per_s:,.0f} tok/s | ETA {_duration(remaining)}")
+    if isinstance(e, ev.EvalResult):
+        scope = f" (first {e.tokens:,} tokens)" if e.partial else ""
+        best = " *best*" if e.best else ""
+        return (f"eval step {e.step} {e.split}{scope}: loss {e.loss:.4f} | ppl {e.perplexity:.2f} | "
+                f"word ppl {e.word_perplexity:.2f} | bpb {e.bits_per_byte:.3f}{best}")
+    if isinstance(e, ev.SampleGenerated):
+        return f"sample step {e.step}: {e.text!r}"
+    if isinstance(e, ev.CheckpointSaved):
+        return f"checkpoint step {e.step} ({e.reason}): {e.path}"
+    if isinstance(e, ev.Paused):
+        return f"paused at step {e.step}"
+    if isinstance(e, ev.Resumed):
+        return f"resumed at step {e.step}"
+    if isinstance(e, ev.Finished):
+        if e.stopped:
+            return f"stopped at step {e.step}; resume with: tui-lm --no-ui --resume {e.run_dir}"
+        test = f"; test word ppl {e.test.word_perplexity:.2f}" if e.test else ""
+        return f"finished at step {e.step}; final model in {e.model_dir}{test}"
+    if isinstance(e, ev.Failed):
+        where = f"; last checkpoint {e.checkpoint} is intact" if e.checkpoint else ""
+        return f"error ({e.kind}) at step {e.step}: {e.message}{where}"
+    return None
+
+
+class Printer:
+    """Event sink for headless mode."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(highlight=False, soft_wrap=True)
+        self.progress: Progress | None = None
+        self.task: Any = None
+        if self.console.is_terminal:
+            self.progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
+                                     TimeRemainingColumn(), console=self.console, transient=True)
+
+    def __call__(self, e: ev.Event) -> None:
+        line = format_event(e)
+        if isinstance(e, ev.Failed) and e.kind == "error" and e.traceback:
+            print(e.traceback, file=sys.stderr)
+        if line is not None:
+            self.console.print(line, markup=False)
+        if self.progress is None:
+            return
+        if isinstance(e, ev.RunStarted):
+            self.progress.start()
+            self.task = self.progress.add_task("train", total=e.total_steps, completed=e.start_step)
+        elif isinstance(e, ev.StepMetrics) and self.task is not None:
+            self.progress.update(self.task, completed=e.step)
+        elif isinstance(e, (ev.Finished, ev.Failed)):
+            self.progress.stop()
+
+
+def install_signal_handlers(control: TrainingControl, say) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        if control.should_stop:
+            say("second interrupt: exiting now without a checkpoint")
+            os._exit(130)
+        say("stopping after this step and writing a checkpoint (Ctrl-C again to exit at once)")
+        control.stop()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def resolve(args: argparse.Namespace, overrides: dict[str, dict[str, Any]]) -> tuple[RunConfig, Path | None]:
+    """The run's config and, when resuming, its folder."""
+    from engine.data import canonical_name
+    from engine.runs import default_out_dir, latest_run
+
+    if args.resume is None:
+        return build_config(args.preset, args.config, overrides), None
+    if args.resume:
+        run_dir = Path(args.resume)
+        if run_dir.name == "run.toml":
+            run_dir = run_dir.parent
+        if not (run_dir / "run.toml").is_file():
+            from engine.errors import ConfigError
+
+            raise ConfigError(f"--resume {args.resume}: not a run folder (no run.toml in it)")
+    else:
+        base = build_config(args.preset, args.config, overrides)
+        parent = Path(base.run.out_dir) if base.run.out_dir else default_out_dir(canonical_name(base.data.dataset))
+        run_dir = latest_run(parent)
+    return build_config(None, run_dir / "run.toml", overrides), run_dir
+
+
+def run_headless(args: argparse.Namespace, overrides: dict[str, dict[str, Any]]) -> int:
+    cfg, run_dir = resolve(args, overrides)
+    from engine.trainer import Trainer  # torch is imported only once the config is known to be valid
+
+    control = TrainingControl()
+    printer = Printer()
+    install_signal_handlers(control, lambda m: printer.console.print(m, markup=False))
+    result = Trainer(cfg, printer, control, run_dir=run_dir, resume=run_dir is not None).run()
+    if isinstance(result, ev.Failed):
+        return 2 if result.kind in ("config", "data") else 1
+    return 0
