@@ -36,6 +36,10 @@ from engine.runtime import Runtime, all_gather, all_reduce_sum, resolve_runtime,
 from engine.schedule import lr_at
 
 
+class NonFiniteLoss(Exception):
+    """The training loss became NaN or infinite."""
+
+
 class Trainer:
     def __init__(
         self,
@@ -64,6 +68,8 @@ class Trainer:
         try:
             self._setup()
             return self._loop()
+        except NonFiniteLoss as e:
+            return self._fail(str(e), "nan")
         except torch.OutOfMemoryError as e:
             return self._fail(self._oom_message(e), "oom")
         except DataError as e:
@@ -207,7 +213,7 @@ class Trainer:
                 dt = now - window_start
                 self.elapsed += dt
                 if not math.isfinite(mean_loss):
-                    raise FloatingPointError(f"training loss is {mean_loss} at step {self.step}; "
+                    raise NonFiniteLoss(f"training loss is {mean_loss} at step {self.step}; "
                                              f"try a lower train.lr (now {t.lr}) or fp32/bf16 precision")
                 self.emit(ev.StepMetrics(
                     step=self.step, total_steps=self.total_steps, epoch=epoch, loss=mean_loss, lr=lr,

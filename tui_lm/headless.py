@@ -88,7 +88,9 @@ class Printer:
         line = format_event(e)
         if isinstance(e, ev.Failed) and e.kind == "error" and e.traceback:
             print(e.traceback, file=sys.stderr)
-        if line is not None:
+        if isinstance(e, ev.Failed):
+            print(f"tui-lm: {line}", file=sys.stderr)
+        elif line is not None:
             self.console.print(line, markup=False)
         if self.progress is None:
             return

@@ -1,0 +1,76 @@
+"""Word-level perplexity uses the right word count; the loader's batches are reproducible and disjoint."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.config import DataConfig, ModelConfig
+from engine.evaluate import eval_metrics, score_tokens
+from engine.loader import TrainLoader
+from engine.model import GPT
+from engine.tokenizer import prepare_data
+
+
+def test_word_perplexity_of_a_uniform_model_on_known_text(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TUI_LM_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "train.txt").write_text("a b c d e f g\n" * 50)
+    # 3 + 0 + 2 whitespace words and 3 lines: 8 words
+    (folder / "valid.txt").write_text("a b c\n\n d  e \n")
+    data = prepare_data(DataConfig(dataset=str(folder), vocab_size=300))
+    assert (data.valid.n_words, data.valid.n_lines, data.valid.n_bytes) == (8, 3, 14)
+    model = GPT(ModelConfig(d_model=16, num_heads=2, num_layers=1, d_ff=32, max_seq_len=4, dropout=0.0,
+                            vocab_size=data.vocab_size))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()  # zero logits: uniform over the padded vocabulary
+    scored_tokens = len(data.valid.ids) - 1
+    nll, count = score_tokens(model, data.valid.ids, seq_len=4, batch_size=2, device=torch.device("cpu"))
+    assert count == scored_tokens
+    vocab = model.cfg.padded_vocab_size
+    assert nll == pytest.approx(scored_tokens * math.log(vocab), rel=1e-5)
+    m = eval_metrics(nll, count, scored_tokens, data.valid.n_words, data.valid.n_bytes)
+    assert m.word_perplexity == pytest.approx(vocab ** (scored_tokens / 8), rel=1e-4)
+    assert m.perplexity == pytest.approx(vocab, rel=1e-4)
+    assert m.bits_per_byte == pytest.approx(scored_tokens * math.log2(vocab) / 14, rel=1e-4)
+    assert not m.partial
+
+
+def test_partial_evaluation_extrapolates_and_says_so() -> None:
+    m = eval_metrics(nll_sum=20.0, scored=10, total_tokens=100, n_words=50, n_bytes=400)
+    assert m.partial and m.loss == 2.0
+    assert m.word_perplexity == pytest.approx(math.exp(2.0 * 100 / 50))
+
+
+def test_loader_ranks_read_disjoint_slices_of_the_same_global_batch() -> None:
+    tokens = np.arange(10_000, dtype=np.uint16)
+    single = TrainLoader(tokens, seq_len=8, batch_size=8, grad_accum_steps=2, seed=3)
+    ranks = [TrainLoader(tokens, seq_len=8, batch_size=8, grad_accum_steps=1, seed=3, rank=r, world_size=2)
+             for r in range(2)]
+    for _ in range(5):
+        whole = torch.cat([x for x, _ in single.next_step()])
+        parts = torch.cat([x for loader in ranks for x, _ in loader.next_step()])
+        assert torch.equal(whole, parts)
+    first_rank = ranks[0].next_step()[0][0]
+    second_rank = ranks[1].next_step()[0][0]
+    assert not set(first_rank[:, 0].tolist()) & set(second_rank[:, 0].tolist())
+
+
+def test_loader_resumes_from_its_state_and_changes_order_each_epoch() -> None:
+    tokens = np.arange(2_000, dtype=np.uint16)
+    a = TrainLoader(tokens, seq_len=10, batch_size=4, seed=1)
+    epoch0 = [a.next_step()[0][0] for _ in range(a.steps_per_epoch)]
+    state = dict(a.state.to_dict())
+    nxt = a.next_step()[0][0]
+    assert a.state.epoch == 1 and not torch.equal(nxt, epoch0[0])
+    b = TrainLoader(tokens, seq_len=10, batch_size=4, seed=1)
+    b.load_state(state)
+    assert torch.equal(b.next_step()[0][0], nxt)
+    x, y = a.next_step()[0]
+    assert torch.equal(x[:, 1:], y[:, :-1])  # targets are inputs shifted by one

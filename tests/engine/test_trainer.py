@@ -1,0 +1,119 @@
+"""Real tiny training runs on the CPU: exact resumption, control, and the run folder on disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from conftest import tiny_config
+from engine import events as ev
+from engine.config import build_config, read_toml
+from engine.control import TrainingControl
+from engine.trainer import Trainer
+
+
+def losses(events: list[ev.Event]) -> list[float]:
+    return [e.loss for e in events if isinstance(e, ev.StepMetrics)]
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(run_dir / "models" / "model.safetensors")
+
+
+def test_resumed_run_is_bit_identical_to_uninterrupted(corpus: Path, tmp_path: Path) -> None:
+    straight: list[ev.Event] = []
+    done = Trainer(tiny_config(corpus, tmp_path / "a"), straight.append).run()
+    assert isinstance(done, ev.Finished) and not done.stopped
+
+    first: list[ev.Event] = []
+    control = TrainingControl()
+
+    def stop_at_6(e: ev.Event) -> None:
+        first.append(e)
+        if isinstance(e, ev.StepMetrics) and e.step == 6:
+            control.stop()
+
+    stopped = Trainer(tiny_config(corpus, tmp_path / "b"), stop_at_6, control).run()
+    assert isinstance(stopped, ev.Finished) and stopped.stopped and stopped.step == 6
+    run_dir = tmp_path / "b" / "r"
+    assert not (run_dir / "models").exists()
+    assert json.loads((run_dir / "state.json").read_text())["status"] == "stopped"
+
+    second: list[ev.Event] = []
+    cfg = build_config(None, run_dir / "run.toml")
+    resumed = Trainer(cfg, second.append, run_dir=run_dir, resume=True).run()
+    assert isinstance(resumed, ev.Finished) and not resumed.stopped
+    started = next(e for e in second if isinstance(e, ev.RunStarted))
+    assert started.start_step == 6 and started.resumed_from.endswith("step_0000006.pt")
+
+    assert losses(first) + losses(second) == losses(straight)  # bit-identical, dropout included
+    a, b = weights(tmp_path / "a" / "r"), weights(run_dir)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_pause_writes_checkpoint_then_waits_for_resume(corpus: Path, tmp_path: Path) -> None:
+    control = TrainingControl()
+    seen: list[ev.Event] = []
+
+    def sink(e: ev.Event) -> None:
+        seen.append(e)
+        if isinstance(e, ev.StepMetrics) and e.step == 3:
+            control.pause()
+        if isinstance(e, ev.Paused):
+            # The checkpoint exists on disk while the loop waits.
+            assert Path(e.checkpoint).is_file()
+            assert json.loads((tmp_path / "r" / "r" / "state.json").read_text())["status"] == "paused"
+            control.resume()
+
+    result = Trainer(tiny_config(corpus, tmp_path / "r"), sink, control).run()
+    assert isinstance(result, ev.Finished) and result.step == 12
+    kinds = [type(e).__name__ for e in seen]
+    assert kinds.index("Paused") < kinds.index("Resumed")
+    paused = next(e for e in seen if isinstance(e, ev.Paused))
+    assert paused.step == 3
+
+
+def test_run_folder_holds_everything(corpus: Path, tmp_path: Path) -> None:
+    seen: list[ev.Event] = []
+    cfg = tiny_config(corpus, tmp_path / "out", save_interval=4, keep_checkpoints=2, sample_tokens=0)
+    result = Trainer(cfg, seen.append).run()
+    assert isinstance(result, ev.Finished)
+    run_dir = tmp_path / "out" / "r"
+    assert read_toml(run_dir / "run.toml")["train"]["save_interval"] == 4
+    assert read_toml(run_dir / "run.toml")["model"]["vocab_size"] == cfg.model.vocab_size
+    snaps = sorted(p.name for p in (run_dir / "snapshots").glob("*.pt"))
+    # keep_checkpoints=2 newest plus the best one
+    assert "step_0000012.pt" in snaps and len(snaps) <= 3
+    assert {"model.safetensors", "config.toml", "tokenizer.json"} <= {p.name for p in (run_dir / "models").iterdir()}
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [d["step"] for d in lines if d["event"] == "StepMetrics"]
+    assert steps == list(range(1, 13))
+    evals = [d for d in lines if d["event"] == "EvalResult"]
+    assert {d["split"] for d in evals} == {"valid", "test"}
+    final_valid = [d for d in evals if d["split"] == "valid"][-1]
+    assert final_valid["partial"] is False and final_valid["word_perplexity"] > final_valid["perplexity"] > 1
+    # the loss goes down on this tiny corpus
+    assert losses(seen)[-1] < losses(seen)[0]
+
+
+def test_missing_dataset_fails_cleanly(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TUI_LM_CACHE", str(tmp_path / "cache"))
+    cfg = tiny_config(tmp_path / "does-not-exist", tmp_path / "out")
+    seen: list[ev.Event] = []
+    result = Trainer(cfg, seen.append).run()
+    assert isinstance(result, ev.Failed) and result.kind == "data"
+    assert "does-not-exist" in result.message
+
+
+def test_nan_loss_reports_and_keeps_checkpoint(corpus: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(corpus, tmp_path / "out", lr=1e6, save_interval=1, grad_clip=0.0)
+    result = Trainer(cfg).run()
+    assert isinstance(result, ev.Failed) and result.kind == "nan"
+    assert "loss is nan" in result.message.lower() or "loss is inf" in result.message.lower()
+    assert result.checkpoint and Path(result.checkpoint).is_file()
+    state = json.loads((tmp_path / "out" / "r" / "state.json").read_text())
+    assert state["status"] == "crashed"
