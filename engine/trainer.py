@@ -78,8 +78,13 @@ class Trainer:
             return self._fail(str(e), "config")
         except Exception as e:  # any other crash still reports and keeps the checkpoints
             return self._fail(f"{type(e).__name__}: {e}", "error", traceback.format_exc())
+        finally:
+            if self.rt is not None and self.rt.distributed:
+                torch.distributed.destroy_process_group()
 
     def _fail(self, message: str, kind: str, tb: str = "") -> ev.Failed:
+        if self.rt is not None and self.rt.distributed:
+            message = f"[rank {self.rt.rank}] {message}"
         event = ev.Failed(message=message, step=self.step, kind=kind, checkpoint=self.last_checkpoint, traceback=tb)
         self.emit(event)
         return event
@@ -101,7 +106,11 @@ class Trainer:
         cfg = self.cfg
         self.rt = rt = resolve_runtime(cfg.train)
         log = (lambda m: self.emit(ev.Log(m))) if rt.is_main else (lambda m: None)
+        if rt.distributed and not rt.is_main:
+            torch.distributed.barrier()  # rank 0 trains the tokenizer and writes the token cache first
         self.data = prepare_data(cfg.data, log=log)
+        if rt.distributed and rt.is_main:
+            torch.distributed.barrier()
         cfg.model.vocab_size = self.data.vocab_size
         if len(self.data.train.ids) < cfg.model.max_seq_len + 1:
             raise DataError(f"the training split has only {len(self.data.train.ids)} tokens, fewer than "
@@ -114,6 +123,8 @@ class Trainer:
             write_toml(cfg, self.run_dir / "run.toml")
             shutil.copyfile(self.data.tokenizer_path, self.run_dir / "tokenizer.json")
             self.emit = RunRecorder(self.run_dir, self._emit_ui)
+        else:  # other ranks stay quiet unless they fail
+            self.emit = lambda e: self._emit_ui(e) if isinstance(e, ev.Failed) else None
 
         torch.manual_seed(cfg.train.seed + rt.rank)
         self.raw_model = GPT(cfg.model).to(rt.device)
@@ -192,9 +203,9 @@ class Trainer:
         window_steps, window_start = 0, time.perf_counter()
         grad_norm = torch.zeros((), device=rt.device)
         while self.step < self.total_steps:
-            if self.control.should_pause and not self.control.should_stop:
+            if self.control.should_pause and not self.control.should_stop and not rt.distributed:
                 self._pause()
-            if self.control.should_stop:
+            if self._stop_requested():
                 return self._finish(stopped=True)
             lr = lr_at(self.step, lr=t.lr, warmup_steps=t.warmup_steps, total_steps=self.total_steps,
                        min_lr_ratio=t.min_lr_ratio)
@@ -231,6 +242,20 @@ class Trainer:
                 self._save("interval" if not best else "best", best=best)
                 window_start = time.perf_counter()
         return self._finish(stopped=False)
+
+    def _stop_requested(self) -> bool:
+        """Ranks must agree to stop at the same step, or the others would hang in all-reduce.
+
+        The vote is a collective, so under DDP it runs on logging steps only
+        (one small sync per log interval, not per step).
+        """
+        rt = self.rt
+        assert rt is not None
+        if not rt.distributed:
+            return self.control.should_stop
+        if self.step % self.cfg.train.log_interval:
+            return False
+        return all_reduce_sum([float(self.control.should_stop)], rt)[0] > 0
 
     def _train_step(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
         rt, t = self.rt, self.cfg.train

@@ -24,7 +24,7 @@ from engine.control import TrainingControl
 
 
 def _millions(n: int) -> str:
-    return f"{n / 1e6:.1f}M"
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}K"
 
 
 def _duration(seconds: float) -> str:

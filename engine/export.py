@@ -1,0 +1,124 @@
+"""Export a trained GPT as a Hugging Face GPT-2 folder that loads with no custom code.
+
+`export_hf` writes what `GPT2LMHeadModel.from_pretrained(out)` and
+`AutoTokenizer.from_pretrained(out)` read: config.json, model.safetensors
+under GPT-2's key names, tokenizer.json and its two small config files.
+Everything is plain JSON and safetensors, so exporting needs no
+`transformers` install.
+
+Decisions:
+- The engine's layers already follow GPT-2's layout, so names map one-to-one
+  under a `transformer.` prefix. GPT-2's Conv1D keeps weights as (in, out)
+  where nn.Linear keeps (out, in), so the four projection matrices are
+  transposed. lm_head.weight is not written: config.json says
+  tie_word_embeddings, and `save_pretrained` writes exactly the same key set.
+- The embedding is sliced to the real vocabulary (the padded rows only exist
+  for fast matmuls). The exported model then has exactly len(tokenizer)
+  outputs, so Hugging Face `generate` cannot produce ids the tokenizer
+  cannot decode; its logits equal the engine's on every real row.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from engine.errors import UserError
+from engine.model import GPT
+
+EOT = "<|endoftext|>"
+# Linear layers whose weights GPT-2 stores transposed (Conv1D).
+_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
+    """The model's weights under GPT-2 names, real vocabulary only, as contiguous CPU tensors."""
+    vocab = model.cfg.vocab_size
+    out: dict[str, torch.Tensor] = {}
+    for name, t in model.state_dict().items():
+        if name == "lm_head.weight":
+            continue  # tied to wte; the config's tie_word_embeddings restores it
+        t = t.detach().to("cpu", torch.float32)
+        if name == "wte.weight":
+            t = t[:vocab]
+        elif name.endswith(_CONV1D):
+            t = t.t()
+        # clone: safetensors refuses tensors that share storage, and slices/views do.
+        out[f"transformer.{name}"] = t.contiguous().clone()
+    return out
+
+
+def hf_config(model: GPT, eot_id: int) -> dict:
+    cfg = model.cfg
+    return {
+        "model_type": "gpt2",
+        "architectures": ["GPT2LMHeadModel"],
+        "vocab_size": cfg.vocab_size,
+        "n_positions": cfg.max_seq_len,
+        "n_embd": cfg.d_model,
+        "n_layer": cfg.num_layers,
+        "n_head": cfg.num_heads,
+        "n_inner": cfg.d_ff,
+        "activation_function": "gelu_new",  # tanh GELU, as nn.GELU(approximate="tanh")
+        "layer_norm_epsilon": cfg.layer_norm_eps,
+        "resid_pdrop": cfg.dropout,
+        "embd_pdrop": cfg.dropout,
+        "attn_pdrop": cfg.dropout,
+        "initializer_range": 0.02,
+        "scale_attn_weights": True,
+        "scale_attn_by_inverse_layer_idx": False,
+        "reorder_and_upcast_attn": False,
+        "tie_word_embeddings": True,
+        "bos_token_id": eot_id,
+        "eos_token_id": eot_id,
+        "torch_dtype": "float32",
+        "use_cache": True,
+    }
+
+
+def export_hf(model: GPT, tokenizer_path: Path, out_dir: Path) -> Path:
+    """Write a Hugging Face GPT-2 folder for `model` and its tokenizer.json; returns `out_dir`."""
+    from tokenizers import Tokenizer
+
+    tokenizer_path, out_dir = Path(tokenizer_path), Path(out_dir)
+    if not tokenizer_path.is_file():
+        raise UserError(f"tokenizer {tokenizer_path} does not exist")
+    tok = Tokenizer.from_file(str(tokenizer_path))
+    eot_id = tok.token_to_id(EOT)
+    if eot_id is None:
+        raise UserError(f"tokenizer {tokenizer_path} has no {EOT} token")
+    # More model rows than tokens is harmless (they are never produced); fewer is not.
+    if tok.get_vocab_size(with_added_tokens=True) > model.cfg.vocab_size:
+        raise UserError(
+            f"tokenizer {tokenizer_path} has {tok.get_vocab_size(with_added_tokens=True)} tokens "
+            f"but the model was built for {model.cfg.vocab_size}"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    # "format": "pt" is what transformers checks to accept a safetensors file as PyTorch weights.
+    save_file(hf_state_dict(model), str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    _write_json(out_dir / "config.json", hf_config(model, eot_id))
+    _write_json(out_dir / "generation_config.json",
+                {"bos_token_id": eot_id, "eos_token_id": eot_id})
+
+    shutil.copyfile(tokenizer_path, out_dir / "tokenizer.json")
+    special = {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT}
+    # PreTrainedTokenizerFast runs tokenizer.json exactly as written; GPT2TokenizerFast
+    # may rebuild the pipeline from vocab + merges in newer transformers releases.
+    _write_json(out_dir / "tokenizer_config.json", {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        **special,
+        "model_max_length": model.cfg.max_seq_len,
+        "add_prefix_space": False,
+        "clean_up_tokenization_spaces": False,
+    })
+    _write_json(out_dir / "special_tokens_map.json", special)
+    return out_dir
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")

@@ -1,0 +1,1 @@
+"""Sub-commands of `tui-lm` (`estimate`, `sample`, `export`): each module has `main(argv) -> int`."""

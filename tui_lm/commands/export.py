@@ -1,0 +1,81 @@
+"""`tui-lm export RUN_FOLDER --format hf OUT_DIR`: write a run's model for other tools.
+
+    tui-lm export RUN --format hf OUT_DIR [--checkpoint PATH]
+
+`hf` writes a Hugging Face GPT-2 folder (see engine.export) that
+`GPT2LMHeadModel.from_pretrained` and `AutoTokenizer.from_pretrained` load
+without custom code. A run that has not finished has no final model; the
+newest checkpoint is exported instead, and the command says so.
+Bad input prints one line `tui-lm export: error: ...` and returns 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from engine.errors import UserError
+from tui_lm.cli import Parser
+
+PROG = "tui-lm export"
+FORMATS = ("hf",)
+
+
+def build_parser() -> Parser:
+    p = Parser(prog=PROG, description="Export a trained run's model.")
+    p.add_argument("run", metavar="RUN_FOLDER", help="the run folder (holds run.toml, models/, snapshots/)")
+    p.add_argument("out", metavar="OUT_DIR", help="folder to write (created if missing)")
+    p.add_argument("--format", default="hf", help="hf: Hugging Face GPT-2 (the only one so far)")
+    p.add_argument("--checkpoint", default=None, metavar="PATH", help="a snapshots/step_*.pt to export instead")
+    return p
+
+
+def tokenizer_file(run_dir: Path) -> Path:
+    """The run's tokenizer.json, looked up where engine.checkpoint.load_model looks."""
+    for path in (run_dir / "models" / "tokenizer.json", run_dir / "tokenizer.json"):
+        if path.is_file():
+            return path
+    raise UserError(f"no tokenizer.json in {run_dir / 'models'} or {run_dir}")
+
+
+def run(argv: list[str]) -> int:
+    from engine.checkpoint import load_model
+    from engine.export import export_hf
+
+    args = build_parser().parse_args(argv)
+    if args.format not in FORMATS:
+        raise UserError(f"unknown format {args.format!r}; supported: {', '.join(FORMATS)}")
+    run_dir, out = Path(args.run), Path(args.out)
+    if not run_dir.is_dir():
+        raise UserError(f"run folder {run_dir} does not exist")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output {out} exists and is not a folder")
+    loaded = load_model(run_dir, args.checkpoint)
+    if loaded.from_checkpoint and args.checkpoint is None:
+        print(f"no final model in {run_dir / 'models'}; exporting checkpoint {_relative(loaded.source, run_dir)}")
+    export_hf(loaded.model, tokenizer_file(run_dir), out)
+    print(f"exported {_relative(loaded.source, run_dir)} to {out} (Hugging Face GPT-2, "
+          f"{loaded.model.num_params():,} parameters)")
+    return 0
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return run(argv)
+    except UserError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except SystemExit as e:  # argparse: --help (0) or a bad flag (2, already reported)
+        return e.code if isinstance(e.code, int) else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
