@@ -153,12 +153,34 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             self.model = DDP(self.model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+        if rt.compile:
+            self._compile_warmup()
         self.emit(ev.RunStarted(
             run_dir=str(self.run_dir), num_params=self.raw_model.num_params(), total_steps=self.total_steps,
             start_step=self.step, steps_per_epoch=self.loader.steps_per_epoch,
             tokens_per_step=t.batch_size * cfg.model.max_seq_len, device=rt.describe(), precision=rt.precision,
             world_size=rt.world_size, resumed_from=resumed_from, preset_params=self._preset_params(),
         ))
+
+    def _compile_warmup(self) -> None:
+        """Compile before the clock starts, so compilation is reported apart from training time.
+
+        One throwaway forward/backward on a zero batch; gradients are dropped
+        and the RNG restored, so the run's numbers are as without it.
+        """
+        rt = self.rt
+        assert rt is not None
+        saved = rng_state()
+        x = torch.zeros(self.loader.micro_batch, self.cfg.model.max_seq_len, dtype=torch.long, device=rt.device)
+        start = time.perf_counter()
+        self.model.train()
+        with rt.autocast():
+            _, loss = self.model(x, x)
+        loss.backward()
+        loss.item()
+        self.optimizer.zero_grad(set_to_none=True)
+        set_rng_state(saved)
+        self.emit(ev.Log(f"torch.compile: compiled in {time.perf_counter() - start:.1f} s (not counted as training time)"))
 
     def _preset_params(self) -> dict[str, int]:
         from engine.config import ModelConfig, preset_names
