@@ -1,0 +1,292 @@
+"""engine.memory / engine.gpus / `tui-lm estimate`: the estimate against real PyTorch tensors.
+
+The activation and whole-step checks count what PyTorch really holds on the
+CPU (saved-tensor hooks, a live-tensor dispatch mode; the same code as
+bench/memory_gpu.py) and hold the estimate to a tight tolerance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.config import build_config
+from engine.errors import ConfigError
+from engine.gpus import GPU_CATALOGUE, find_gpu
+from engine.memory import (GiB, estimate_memory, format_bytes, max_batch_size, oom_advice,
+                           saved_activations, verdict)
+from engine.model import GPT
+from tui_lm.commands.estimate import main as estimate_main
+
+ROOT = Path(__file__).resolve().parents[2]
+PRESETS = ("tiny", "small", "medium")
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("memory_gpu_bench", ROOT / "bench" / "memory_gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _bench()
+
+
+def cfg_with(preset: str = "tiny", **sections):
+    return build_config(preset, None, {k: v for k, v in sections.items()})
+
+
+# ----------------------------------------------------------------------------- parameters, FLOPs, state
+
+
+@pytest.mark.parametrize("preset,model", [
+    ("tiny", {}), ("small", {}), ("medium", {}),
+    ("tiny", {"vocab_size": 1000, "d_model": 96, "num_heads": 3, "d_ff": 200, "num_layers": 2, "max_seq_len": 100}),
+    ("tiny", {"vocab_size": 64, "d_model": 8, "num_heads": 1, "d_ff": 8, "num_layers": 1, "max_seq_len": 1}),
+    ("small", {"vocab_size": 50304, "num_layers": 7, "d_ff": 1000}),
+])
+def test_num_params_and_flops_equal_the_model(preset, model):
+    cfg = cfg_with(preset, model=model)
+    with torch.device("meta"):
+        gpt = GPT(cfg.model)
+    est = estimate_memory(cfg)
+    assert est.num_params == gpt.num_params()
+    assert est.flops_per_token == gpt.flops_per_token()
+    assert est.tokens_per_step == cfg.train.batch_size * cfg.model.max_seq_len
+
+
+def test_parameter_gradient_and_optimizer_rows_equal_real_tensors():
+    cfg = cfg_with("tiny", train={"batch_size": 2, "precision": "fp32"}, model={"max_seq_len": 16})
+    torch.manual_seed(0)
+    model = GPT(cfg.model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.randint(0, cfg.model.vocab_size, (2, 16))
+    _, loss = model(x, x)
+    loss.backward()
+    opt.step()
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    grads = sum(p.grad.numel() * p.grad.element_size() for p in model.parameters())
+    state = sum(v.numel() * v.element_size() for s in opt.state.values() for k, v in s.items() if k != "step")
+    est = estimate_memory(cfg)
+    assert est.rows["parameters"] == params
+    assert est.gradient_bytes == grads
+    assert est.rows["optimizer state"] == state == 2 * params
+    assert est.peak_phase == "end of backward" and est.rows["gradients"] >= grads  # 32 tokens: state dominates
+    # set_to_none: no gradients before backward, where the default batch peaks...
+    default = estimate_memory(cfg_with("tiny"))
+    assert default.peak_phase == "start of backward" and default.rows["gradients"] == 0
+    # ...but with accumulation the earlier micro-steps' gradients are held at every moment.
+    acc = estimate_memory(cfg_with("tiny", train={"batch_size": 4, "grad_accum_steps": 2}, model={"max_seq_len": 16}))
+    assert acc.rows["gradients"] >= grads
+
+
+def test_rows_sum_to_total_and_precision_resolves():
+    cfg = cfg_with("small", train={"batch_size": 8})
+    gpu = estimate_memory(cfg)
+    assert sum(gpu.rows.values()) == gpu.total_bytes
+    assert gpu.precision == "bf16" and gpu.rows["CUDA context"] > 400 * 2**20
+    assert estimate_memory(cfg, bf16_supported=False).precision == "fp16"
+    cpu = estimate_memory(cfg, device="cpu")
+    assert cpu.precision == "fp32" and cpu.rows["CUDA context"] == 0 and cpu.rows["autocast weight copies"] == 0
+    assert cpu.total_bytes == cpu.allocated_bytes
+    ddp = estimate_memory(cfg, world_size=2)
+    assert ddp.micro_batch == 4 and ddp.rows["DDP gradient buckets"] == ddp.gradient_bytes
+
+
+# ----------------------------------------------------------------------------- activations vs autograd
+
+
+@pytest.fixture(scope="module")
+def preset_models():
+    models = {}
+    for preset in PRESETS:
+        torch.manual_seed(0)
+        models[preset] = GPT(build_config(preset).model)
+    return models
+
+
+BATCH, SEQ = 2, 32
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("attention", ["fused", "math"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("ckpt", [False, True], ids=["full", "checkpointed"])
+def test_saved_activations_match_autograd(preset_models, preset, attention, precision, ckpt):
+    base = build_config(preset)
+    model = preset_models[preset]
+    bench.set_variant(model, attention, ckpt)
+    x = torch.randint(0, base.model.vocab_size, (BATCH, SEQ), generator=torch.Generator().manual_seed(1))
+    measured = bench.measure_saved_bytes(model, x, x, precision)
+    est = bench.estimate_for(base, BATCH, SEQ, precision, attention, ckpt, "cpu")
+    logprobs = 4 * BATCH * SEQ * base.model.padded_vocab_size
+    # The log-probabilities dominate the total: compare the rest on its own, tightly.
+    got, want = measured - logprobs, est.saved_bytes - logprobs
+    assert abs(want - got) <= 0.02 * got, f"estimate {format_bytes(want)} vs autograd {format_bytes(got)}"
+    assert abs(est.saved_bytes - measured) <= 0.001 * measured
+
+
+def test_attention_matrix_only_for_math_and_dropout_masks_by_device():
+    m = build_config("medium").model
+    fused = saved_activations(m, 1, 1024, "bf16", "cuda")["block"]
+    math = saved_activations(dataclasses.replace(m, attention="math"), 1, 1024, "bf16", "cuda")["block"]
+    heads_t2 = m.num_heads * 1024 * 1024
+    # fp32 softmax (4) + 1-byte dropout mask + bf16 copy for att @ v (2) per element
+    assert math - fused == pytest.approx(7 * heads_t2, rel=0.02)
+    cpu_masks = saved_activations(m, 1, 1024, "fp32", "cpu")["embed"]
+    cuda_masks = saved_activations(m, 1, 1024, "fp32", "cuda")["embed"]
+    assert cpu_masks - cuda_masks == 3 * 1024 * m.d_model  # fp32 noise on CPU, bool mask on CUDA
+
+
+@pytest.mark.parametrize("preset,model,batch,seq,precision,ckpt", [
+    ("tiny", {}, 4, 128, "fp32", False),  # peaks at the start of backward
+    ("tiny", {"vocab_size": 512}, 8, 256, "fp32", True),  # peaks in the recomputed block
+    ("tiny", {"num_layers": 1}, 1, 16, "bf16", False),  # peaks at the end of backward
+])
+def test_whole_step_peak_matches_live_tensors(preset, model, batch, seq, precision, ckpt):
+    cfg = cfg_with(preset, model={**model, "max_seq_len": seq, "grad_checkpointing": ckpt},
+                   train={"batch_size": batch, "precision": precision})
+    est = estimate_memory(cfg, device="cpu")
+    measured = bench.measure_peak(cfg, precision)
+    assert abs(est.allocated_bytes - measured) <= 0.03 * measured, (est.peak_phase, est.phases, measured)
+
+
+# ----------------------------------------------------------------------------- verdicts and advice
+
+
+def test_verdict_bands():
+    assert verdict(50, 100) == "fits"
+    assert verdict(90, 100) == "tight"
+    assert verdict(100, 100) == "tight"
+    assert verdict(101, 100) == "does not fit"
+
+
+@pytest.mark.parametrize("preset,accum,ckpt", [("tiny", 1, False), ("small", 2, False), ("medium", 1, True),
+                                               ("medium", 4, False)])
+def test_max_batch_size_is_the_boundary(preset, accum, ckpt):
+    cfg = cfg_with(preset, train={"grad_accum_steps": accum, "batch_size": 4 * accum},
+                   model={"grad_checkpointing": ckpt})
+    gpu = 16 * GiB
+    best = max_batch_size(cfg, gpu)
+    assert best > 0 and best % accum == 0
+
+    def total(batch):
+        return estimate_memory(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=batch)))
+
+    assert verdict(total(best).total_bytes, gpu) != "does not fit"
+    assert verdict(total(best + accum).total_bytes, gpu) == "does not fit"
+    sizes = [total(b * accum).total_bytes for b in range(1, 40)]
+    assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
+
+
+def test_max_batch_size_zero_when_nothing_fits():
+    assert max_batch_size(cfg_with("medium"), 1 * GiB) == 0
+
+
+def test_oom_advice_names_a_batch_size_that_fits():
+    cfg = cfg_with("medium", train={"batch_size": 64})
+    advice = oom_advice(cfg, "NVIDIA GeForce RTX 4080", 16 * GiB)
+    assert "RTX 4080" in advice and "16.00 GiB" in advice
+    n = int(re.search(r"batch_size (\d+) fits", advice).group(1))
+    fitted = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=n))
+    assert 0 < n < 64 and estimate_memory(fitted).total_bytes <= 16 * GiB
+    assert "grad checkpointing" in advice
+
+
+def test_oom_advice_when_even_one_sequence_is_too_much():
+    advice = oom_advice(cfg_with("medium", train={"batch_size": 8}, model={"grad_checkpointing": True}),
+                        "tiny card", 1 * GiB)
+    assert "does not fit" in advice and "max_seq_len" in advice
+
+
+def test_format_bytes():
+    assert format_bytes(1.23 * GiB) == "1.23 GiB"
+    assert format_bytes(5 * 2**20) == "5.00 MiB"
+    assert format_bytes(12) == "12 B"
+
+
+def test_fast_enough_for_every_keystroke():
+    cfg = cfg_with("medium", train={"batch_size": 32})
+    start = time.perf_counter()
+    for _ in range(200):
+        estimate_memory(cfg)
+    assert (time.perf_counter() - start) / 200 < 1e-3
+    start = time.perf_counter()
+    for _ in range(10):
+        max_batch_size(cfg, 80 * GiB)
+    assert (time.perf_counter() - start) / 10 < 20e-3
+
+
+def test_importing_memory_and_gpus_does_not_import_torch():
+    code = "import sys, engine.memory, engine.gpus, tui_lm.commands.estimate; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# ----------------------------------------------------------------------------- GPUs
+
+
+@pytest.mark.parametrize("query,expected", [
+    ("4080", "RTX 4080 16GB"), ("rtx 4080", "RTX 4080 16GB"), ("NVIDIA GeForce RTX 4090", "RTX 4090 24GB"),
+    ("NVIDIA H100 80GB HBM3", "H100 80GB"), ("NVIDIA H100 PCIe", "H100 PCIe 80GB"),
+    ("NVIDIA A100-SXM4-80GB", "A100 80GB"), ("a100 40gb", "A100 40GB"), ("Tesla T4", "T4 16GB"),
+    ("NVIDIA L4", "L4 24GB"), ("NVIDIA RTX A4000", "RTX A4000 16GB"), ("rtx3060 12gb", "RTX 3060 12GB"),
+    ("NVIDIA H200", "H200 141GB"),
+])
+def test_find_gpu_is_tolerant(query, expected):
+    assert find_gpu(query).name == expected
+
+
+def test_find_gpu_uses_the_reported_memory_and_rejects_unknown_cards():
+    assert find_gpu("NVIDIA GeForce RTX 3060", memory_bytes=12 * GiB - 300 * 2**20).name == "RTX 3060 12GB"
+    with pytest.raises(ConfigError, match="RTX 4080 16GB"):
+        find_gpu("Radeon RX 7900")
+    names = [g.name for g in GPU_CATALOGUE]
+    assert len(names) == len(set(names)) >= 14
+    assert all(g.peak_bf16_tflops > g.peak_fp32_tflops > 0 for g in GPU_CATALOGUE)
+
+
+# ----------------------------------------------------------------------------- tui-lm estimate
+
+
+def test_estimate_prints_breakdown_and_gpu_table(capsys):
+    assert estimate_main(["--preset", "small", "--batch_size", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "activations" in out and "logits + cross-entropy" in out and "RTX 4080" in out and "H100" in out
+    assert "44,933,120" in out  # parameters
+
+
+def test_estimate_json_and_spellings(capsys):
+    argv = ["--preset", "small", "--batch-size", "16", "--grad-checkpointing", "--attention", "math",
+            "--grad-accum", "2", "--seq-len", "256", "--vocab-size", "32000", "--gpu", "RTX 4080", "--json"]
+    assert estimate_main(argv) == 0
+    hyphen = json.loads(capsys.readouterr().out)
+    underscore = ["--" + a[2:].replace("-", "_") if a.startswith("--") else a for a in argv]
+    assert estimate_main(underscore) == 0
+    assert json.loads(capsys.readouterr().out) == hyphen
+    assert hyphen["seq_len"] == 256 and hyphen["micro_batch"] == 8 and hyphen["model"]["vocab_size"] == 32000
+    assert hyphen["model"]["grad_checkpointing"] is True and hyphen["model"]["attention"] == "math"
+    assert [g["name"] for g in hyphen["gpus"]] == ["RTX 4080 16GB"]
+    assert hyphen["gpus"][0]["verdict"] in ("fits", "tight", "does not fit")
+    assert sum(hyphen["rows"].values()) == hyphen["total_bytes"]
+
+
+@pytest.mark.parametrize("argv,field", [
+    (["--batch_size", "0"], "train.batch_size"),
+    (["--precision", "fp8"], "train.precision"),
+    (["--d_model", "100", "--num_heads", "3"], "model.d_model"),
+    (["--gpu", "Voodoo 5"], "unknown GPU"),
+])
+def test_estimate_bad_values_exit_2_naming_the_field(capsys, argv, field):
+    assert estimate_main(["--preset", "tiny", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tui-lm estimate: error:") and field in err

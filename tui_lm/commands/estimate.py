@@ -1,0 +1,188 @@
+"""`tui-lm estimate`: will this run fit on my GPU? A peak-memory breakdown without touching one.
+
+    tui-lm estimate --preset small --batch_size 32 [--precision bf16] [--grad-checkpointing]
+                    [--attention math] [--grad-accum N] [--seq-len N] [--d_model N] ...
+                    [--vocab-size N] [--gpu "RTX 4080"] [--json]
+
+Prints the breakdown of the estimated peak (engine.memory), the parameter
+count, tokens per step and FLOPs per token, then for every catalogue GPU (or
+just --gpu) whether it fits and the largest batch_size that does. `--json`
+prints the same as one JSON object. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from typing import Any, Callable
+
+from engine.config import RunConfig, build_config
+from engine.errors import ConfigError
+from engine.gpus import GPU, GPU_CATALOGUE, find_gpu
+from engine.memory import MemoryEstimate, estimate_memory, format_bytes, max_batch_size, verdict
+from tui_lm.cli import Parser, spellings
+
+# (flags, section.key, type, help); the config field's own type, argparse converts.
+FLAGS: list[tuple[tuple[str, ...], str, Callable[[str], Any], str]] = [
+    (("--batch_size",), "train.batch_size", int, "sequences per optimizer step, over all GPUs and accumulation"),
+    (("--grad_accum_steps", "--grad_accum"), "train.grad_accum_steps", int, "micro-steps per optimizer step"),
+    (("--precision",), "train.precision", str, "auto, fp32, bf16 or fp16"),
+    (("--attention",), "model.attention", str, "fused (scaled_dot_product_attention) or math"),
+    (("--max_seq_len", "--seq_len"), "model.max_seq_len", int, "context length in tokens"),
+    (("--d_model",), "model.d_model", int, "width of the residual stream"),
+    (("--num_heads",), "model.num_heads", int, "attention heads"),
+    (("--num_layers",), "model.num_layers", int, "transformer blocks"),
+    (("--d_ff",), "model.d_ff", int, "MLP hidden width"),
+    (("--dropout",), "model.dropout", float, "dropout probability (masks cost memory when > 0)"),
+    (("--vocab_size",), "model.vocab_size", int, "tokenizer vocabulary (padded to a multiple of 64)"),
+]
+VERDICT_STYLE = {"fits": "green", "tight": "yellow", "does not fit": "red"}
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="tui-lm estimate", description="Estimate the peak GPU memory of a training run.")
+    p.add_argument(*spellings("--preset"), dest="preset", help="tiny, small or medium (default tiny)")
+    p.add_argument(*spellings("--config"), dest="config", help="TOML run file (flags override it)")
+    p.add_argument(*spellings("--grad_checkpointing"), dest="grad_checkpointing", action="store_true",
+                   default=None, help="recompute each block in backward to save activations")
+    p.add_argument(*spellings("--no_grad_checkpointing"), dest="grad_checkpointing", action="store_false",
+                   help="turn checkpointing off (when the preset or file turns it on)")
+    for names, key, typ, help_ in FLAGS:
+        p.add_argument(*spellings(*names), dest=key, type=typ, default=None, help=help_)
+    p.add_argument(*spellings("--gpu"), dest="gpu", help='one GPU to check, e.g. "RTX 4080" (default: all known)')
+    p.add_argument(*spellings("--world_size", "--gpus"), dest="world_size", type=int, default=1,
+                   help="data-parallel ranks sharing batch_size (default 1)")
+    p.add_argument(*spellings("--device"), dest="device", default="cuda", choices=("cuda", "cpu"),
+                   help="estimate for a GPU (default) or for CPU training")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return p
+
+
+def overrides_from(args) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for _, key, _, _ in FLAGS:
+        value = getattr(args, key)
+        if value is not None:
+            section, name = key.split(".")
+            out.setdefault(section, {})[name] = value
+    if args.grad_checkpointing is not None:
+        out.setdefault("model", {})["grad_checkpointing"] = args.grad_checkpointing
+    return out
+
+
+def gpu_rows(cfg: RunConfig, gpus: list[GPU], device: str, world_size: int) -> list[dict[str, Any]]:
+    """Verdict and largest batch_size for each GPU; "auto" precision is fp16 on cards without bf16."""
+    rows = []
+    for gpu in gpus:
+        est = estimate_memory(cfg, device=device, world_size=world_size, bf16_supported=gpu.bf16)
+        rows.append({
+            "name": gpu.name,
+            "memory_bytes": gpu.memory_bytes,
+            "precision": est.precision,
+            "precision_supported": gpu.bf16 or est.precision != "bf16",
+            "total_bytes": est.total_bytes,
+            "verdict": verdict(est.total_bytes, gpu.memory_bytes),
+            "max_batch_size": max_batch_size(cfg, gpu.memory_bytes, device=device, world_size=world_size,
+                                             bf16_supported=gpu.bf16),
+        })
+    return rows
+
+
+def as_json(cfg: RunConfig, est: MemoryEstimate, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "preset": cfg.run.preset,
+        "model": cfg.to_dict()["model"],
+        "batch_size": cfg.train.batch_size,
+        "grad_accum_steps": cfg.train.grad_accum_steps,
+        "num_params": est.num_params,
+        "micro_batch": est.micro_batch,
+        "seq_len": est.seq_len,
+        "precision": est.precision,
+        "tokens_per_step": est.tokens_per_step,
+        "flops_per_token": est.flops_per_token,
+        "peak_phase": est.peak_phase,
+        "total_bytes": est.total_bytes,
+        "allocated_bytes": est.allocated_bytes,
+        "rows": est.rows,
+        "gpus": rows,
+    }
+
+
+def _count(n: float) -> str:
+    for unit, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(int(n))
+
+
+def print_report(cfg: RunConfig, est: MemoryEstimate, rows: list[dict[str, Any]], world_size: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    m, t = cfg.model, cfg.train
+    console.print(
+        f"[bold]{cfg.run.preset or 'custom'}[/]: {_count(est.num_params)} parameters, "
+        f"batch_size {t.batch_size} = {t.grad_accum_steps} micro-step(s) x {world_size} rank(s) x "
+        f"{est.micro_batch} sequences x {est.seq_len} tokens, {est.precision}, {m.attention} attention, "
+        f"checkpointing {'on' if m.grad_checkpointing else 'off'}"
+    )
+    console.print(f"Estimated peak per GPU: [bold]{format_bytes(est.total_bytes)}[/] (at {est.peak_phase})")
+    table = Table()
+    table.add_column("row")
+    table.add_column("memory", justify="right")
+    table.add_column("share", justify="right")
+    for name, size in est.rows.items():
+        share = f"{100 * size / est.total_bytes:.1f}%" if est.total_bytes else "-"
+        if size == 0:  # not allocated at this moment (gradients) or not used (fp32 has no copies)
+            table.add_row(name, "-", "-", style="dim")
+            continue
+        table.add_row(name, format_bytes(size), share)
+    table.add_row("total", format_bytes(est.total_bytes), "100%", style="bold")
+    console.print(table)
+    if est.rows.get("gradients") == 0:
+        console.print(f"[dim]gradients ({format_bytes(est.gradient_bytes)}) are only allocated during backward, "
+                      f"after this moment.[/]")
+    console.print(f"parameters {est.num_params:,}   tokens/step {est.tokens_per_step:,}   "
+                  f"FLOPs/token {est.flops_per_token:,} ({_count(est.flops_per_token)})")
+    console.print("Does it fit?")
+    gpus = Table()
+    for col, just in (("GPU", "left"), ("memory", "right"), ("precision", "left"), ("verdict", "left"),
+                      ("max batch_size", "right")):
+        gpus.add_column(col, justify=just, no_wrap=True)
+    for r in rows:
+        prec = r["precision"] if r["precision_supported"] else f"{r['precision']} (unsupported)"
+        gpus.add_row(r["name"], format_bytes(r["memory_bytes"]), prec,
+                     f"[{VERDICT_STYLE[r['verdict']]}]{r['verdict']}[/]", str(r["max_batch_size"] or "-"))
+    console.print(gpus)
+
+
+def main(argv: list[str]) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, or a bad flag already reported by Parser
+        return int(e.code or 0)
+    try:
+        if args.world_size < 1:
+            raise ConfigError(f"--world_size must be a positive integer, got {args.world_size}")
+        cfg = build_config(args.preset, args.config, overrides_from(args))
+        if cfg.train.batch_size % (cfg.train.grad_accum_steps * args.world_size):
+            raise ConfigError(f"train.batch_size ({cfg.train.batch_size}) must be divisible by "
+                              f"grad_accum_steps x world_size ({cfg.train.grad_accum_steps * args.world_size})")
+        gpus = [find_gpu(args.gpu)] if args.gpu else list(GPU_CATALOGUE)
+    except ConfigError as e:
+        print(f"tui-lm estimate: error: {e}", file=sys.stderr)
+        return 2
+    est = estimate_memory(cfg, device=args.device, world_size=args.world_size)
+    rows = gpu_rows(cfg, gpus, args.device, args.world_size)
+    if args.json:
+        print(json.dumps(as_json(cfg, est, rows)))
+    else:
+        print_report(cfg, est, rows, args.world_size)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main(sys.argv[1:]))
