@@ -63,6 +63,9 @@ class RunRecorder:
             self._line(e)
             if self._tb is not None:
                 self._tb.add_text("sample", e.text, e.step)
+        elif isinstance(e, ev.MemorySample):
+            if self._tb is not None:
+                self._tb.add_scalar("memory/used_gib", e.used_bytes / 1024**3)
         elif isinstance(e, ev.Paused):
             update_state(self.run_dir, status="paused", step=e.step)
         elif isinstance(e, ev.Resumed):

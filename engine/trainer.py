@@ -29,6 +29,7 @@ from engine.errors import ConfigError, DataError, UserError
 from engine.evaluate import eval_metrics, score_tokens
 from engine.loader import TrainLoader
 from engine.model import GPT
+from engine.monitor import MemoryMonitor
 from engine.optim import make_optimizer
 from engine.recorder import RunRecorder
 from engine.runs import new_run_dir
@@ -65,6 +66,7 @@ class Trainer:
     def run(self) -> ev.Event:
         """Train until done, stopped or failed; returns the Finished or Failed event."""
         self.rt: Runtime | None = None
+        self.monitor: MemoryMonitor | None = None
         try:
             self._setup()
             return self._loop()
@@ -79,6 +81,8 @@ class Trainer:
         except Exception as e:  # any other crash still reports and keeps the checkpoints
             return self._fail(f"{type(e).__name__}: {e}", "error", traceback.format_exc())
         finally:
+            if self.monitor is not None:
+                self.monitor.stop()
             if self.rt is not None and self.rt.distributed:
                 torch.distributed.destroy_process_group()
 
@@ -93,10 +97,12 @@ class Trainer:
         from engine.memory import oom_advice
 
         rt = self.rt
-        if rt is None or rt.device.type != "cuda":
-            return f"out of memory: {e}"
-        props = torch.cuda.get_device_properties(rt.device)
-        return "CUDA out of memory. " + oom_advice(self.cfg, props.name, props.total_memory)
+        if rt is not None and rt.device.type == "cuda":
+            props = torch.cuda.get_device_properties(rt.device)
+            return "CUDA out of memory. " + oom_advice(self.cfg, props.name, props.total_memory)
+        import psutil
+
+        return f"out of memory ({e}). " + oom_advice(self.cfg, "this machine's RAM", psutil.virtual_memory().total)
 
     # ------------------------------------------------------------------ setup
 
@@ -123,6 +129,8 @@ class Trainer:
             write_toml(cfg, self.run_dir / "run.toml")
             shutil.copyfile(self.data.tokenizer_path, self.run_dir / "tokenizer.json")
             self.emit = RunRecorder(self.run_dir, self._emit_ui)
+            self.monitor = MemoryMonitor(self.emit, device=str(rt.device))
+            self.monitor.start()
         else:  # other ranks stay quiet unless they fail
             self.emit = lambda e: self._emit_ui(e) if isinstance(e, ev.Failed) else None
 

@@ -73,11 +73,19 @@ def format_event(e: ev.Event) -> str | None:
     return None
 
 
+def memory_text(m: ev.MemorySample) -> str:
+    gib = 1024**3
+    if m.kind == "cuda":
+        return f"GPU mem {m.allocated_bytes / gib:.2f} GiB alloc, {m.used_bytes / gib:.1f}/{m.total_bytes / gib:.0f} GiB used"
+    return f"RAM {m.used_bytes / gib:.2f} GiB (process, no GPU)"
+
+
 class Printer:
     """Event sink for headless mode."""
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(highlight=False, soft_wrap=True)
+        self.memory: ev.MemorySample | None = None
         self.progress: Progress | None = None
         self.task: Any = None
         if self.console.is_terminal:
@@ -85,7 +93,12 @@ class Printer:
                                      TimeRemainingColumn(), console=self.console, transient=True)
 
     def __call__(self, e: ev.Event) -> None:
+        if isinstance(e, ev.MemorySample):
+            self.memory = e  # shown on the next step line; the monitor runs on its own thread
+            return
         line = format_event(e)
+        if isinstance(e, ev.StepMetrics) and self.memory is not None:
+            line += f" | {memory_text(self.memory)}"
         if isinstance(e, ev.Failed) and e.kind == "error" and e.traceback:
             print(e.traceback, file=sys.stderr)
         if isinstance(e, ev.Failed):

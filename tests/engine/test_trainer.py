@@ -117,3 +117,36 @@ def test_nan_loss_reports_and_keeps_checkpoint(corpus: Path, tmp_path: Path) -> 
     assert result.checkpoint and Path(result.checkpoint).is_file()
     state = json.loads((tmp_path / "out" / "r" / "state.json").read_text())
     assert state["status"] == "crashed"
+
+
+def test_out_of_memory_keeps_checkpoint_and_advises(corpus: Path, tmp_path: Path, monkeypatch) -> None:
+    from engine.model import GPT
+
+    real_forward = GPT.forward
+    calls = {"n": 0}
+
+    def forward(self, idx, targets=None, cache=None):
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 4:
+                raise torch.OutOfMemoryError("tried to allocate 20.00 GiB")
+        return real_forward(self, idx, targets, cache)
+
+    monkeypatch.setattr(GPT, "forward", forward)
+    import psutil
+    from collections import namedtuple
+
+    small_machine = namedtuple("vm", "total available")(500 * 2**20, 100 * 2**20)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: small_machine)
+    result = Trainer(tiny_config(corpus, tmp_path / "out", save_interval=2)).run()
+    assert isinstance(result, ev.Failed) and result.kind == "oom"
+    assert "tried to allocate 20.00 GiB" in result.message
+    assert "500.00 MiB" in result.message and "batch_size" in result.message
+    assert result.checkpoint.endswith("step_0000002.pt") and Path(result.checkpoint).is_file()
+
+
+def test_memory_samples_reach_the_sink(corpus: Path, tmp_path: Path) -> None:
+    seen: list[ev.Event] = []
+    Trainer(tiny_config(corpus, tmp_path / "out"), seen.append).run()
+    samples = [e for e in seen if isinstance(e, ev.MemorySample)]
+    assert samples and samples[0].kind == "cpu" and samples[0].used_bytes > 0
