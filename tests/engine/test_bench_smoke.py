@@ -1,0 +1,54 @@
+"""Smoke test of bench/throughput.py: the engine and reference rows come out, with positive rates.
+
+Speed itself is measured by the benchmark, never asserted here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import make_corpus
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "throughput.py"
+
+
+@pytest.fixture
+def throughput(monkeypatch: pytest.MonkeyPatch):
+    spec = importlib.util.spec_from_file_location("bench_throughput", BENCH)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_throughput", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_throughput_bench_tiny_cpu(throughput, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TUI_LM_CACHE", str(tmp_path / "cache"))
+    corpus = make_corpus(tmp_path / "corpus")
+    rows = throughput.run_bench(
+        ["tiny"], device="cpu", steps=2, batch_size=2, seq_len=16, dataset=corpus, vocab_size=300,
+        repeats=1, reference=["tiny"], threads=1, log=lambda _: None,  # 1 thread: steady on a busy machine
+    )
+    assert [(r.loop, r.preset) for r in rows] == [("engine", "tiny"), ("reference", "tiny")]
+    for r in rows:
+        assert not r.error
+        assert r.tokens_per_s > 0 and r.step_ms > 0 and r.peak_bytes > 0
+        assert (r.device, r.batch, r.seq, r.mfu) == ("cpu", 2, 16, None)
+    engine = rows[0]
+    assert engine.precision == "fp32" and engine.compile is False
+    assert engine.compile_s is not None and engine.compile_s >= 0
+    assert engine.flops_per_token > 6 * engine.num_params * 0.9
+
+    table = throughput.format_table(rows).splitlines()
+    assert table[0].split() == ["loop", "preset", "device", "precision", "compile", "batch", "seq",
+                                "tokens/s", "MFU", "%", "step", "ms", "peak", "mem", "compile", "s"]
+    assert len(table) == 4 and table[2].startswith("engine") and table[3].startswith("reference")
+    assert "n/a" in table[2]  # no MFU on the CPU
+
+    lines = throughput.context_lines(rows, {"steps": 2})
+    assert any(line.startswith("engine/reference, tiny on cpu") for line in lines)
+    assert any("450K" in line for line in lines)

@@ -1,0 +1,145 @@
+"""The Textual app: setup screen, training dashboard, resume picker.
+
+`make_app()` is the one factory the CLI and the tests use. Importing this
+module must stay fast: no torch, no datasets, no engine.trainer (the trainer is
+imported inside the training worker, run folders are scanned in a worker).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.app import App
+from textual.binding import Binding
+from textual.screen import Screen
+
+from engine.config import RunConfig, build_config
+from engine.errors import ConfigError
+from tui_lm.profiles import load_profile, profiles_dir
+from tui_lm.screens.dashboard import DashboardScreen
+from tui_lm.screens.help import HelpScreen
+from tui_lm.screens.quit_confirm import QuitConfirm
+from tui_lm.screens.resume import ResumeScreen
+from tui_lm.screens.setup import SetupScreen
+
+
+def default_roots(cwd: Path | None = None) -> list[Path]:
+    """./lm_* folders, like engine.runs.default_roots (which would import torch)."""
+    cwd = cwd or Path.cwd()
+    return sorted(p for p in cwd.glob("lm_*") if p.is_dir())
+
+
+class TuiLmApp(App[int]):
+    CSS_PATH = "app.tcss"
+    TITLE = "tui-lm"
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("f1", "help", "Help", show=False),
+    ]
+
+    def __init__(self, cfg: RunConfig, *, source: str | None, resume_picker: bool, roots: list[Path],
+                 startup_error: str = "", subtitle: str = "") -> None:
+        super().__init__()
+        self.initial_config = cfg
+        self.source = source
+        self.resume_picker = resume_picker
+        self.roots = roots
+        self.startup_error = startup_error
+        self.sub_title = subtitle
+
+    def get_default_screen(self) -> Screen:
+        return SetupScreen(self.initial_config, self.source)
+
+    def on_mount(self) -> None:
+        if self.startup_error:
+            self.notify(self.startup_error, title="cannot load profile", severity="error", timeout=10)
+        if self.resume_picker:
+            self.open_resume_picker()
+
+    # ------------------------------------------------------------------ navigation
+
+    def open_resume_picker(self, out_dir: str = "") -> None:
+        roots = list(self.roots)
+        # The output folder typed on the setup screen is where new runs went.
+        if out_dir and Path(out_dir) not in roots:
+            roots.insert(0, Path(out_dir))
+        self.push_screen(ResumeScreen(roots))
+
+    def start_training(self, cfg: RunConfig) -> None:
+        self.push_screen(DashboardScreen(cfg))
+
+    def resume_run(self, run_dir: Path, screen: Screen | None = None) -> None:
+        try:
+            cfg = build_config(None, run_dir / "run.toml")
+        except ConfigError as e:
+            self.notify(str(e), title="cannot resume", severity="error")
+            return
+        dashboard = DashboardScreen(cfg, run_dir=run_dir, resume=True)
+        if screen is not None and screen is self.screen:
+            self.switch_screen(dashboard)  # the picker is done; stop/escape then lands on setup
+        else:
+            self.push_screen(dashboard)
+
+    @property
+    def dashboard(self) -> DashboardScreen | None:
+        return next((s for s in self.screen_stack if isinstance(s, DashboardScreen)), None)
+
+    # ------------------------------------------------------------------ app keys
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    async def action_quit(self) -> None:
+        if isinstance(self.screen, QuitConfirm):
+            return
+        dashboard = self.dashboard
+        active = dashboard is not None and dashboard.state not in ("finished", "stopped", "failed")
+
+        def answered(quit_: bool | None) -> None:
+            if not quit_:
+                return
+            if active and dashboard is not None:
+                dashboard.stop_and_exit()  # exits once the checkpoint is written
+                self.notify("stopping the run and writing a checkpoint…", title="quitting")
+            else:
+                self.exit(0)
+
+        self.push_screen(QuitConfirm(active), answered)
+
+    def on_unmount(self) -> None:
+        # However the app ends, never leave a training thread running behind it.
+        dashboard = self.dashboard
+        if dashboard is not None:
+            dashboard.runner.stop()
+
+
+def make_app(profile: Path | None = None, resume_picker: bool = False, roots: list[Path] | None = None,
+             out_dir: str | None = None) -> TuiLmApp:
+    """The app for the CLI and the tests.
+
+    profile: a run.toml / profile to open on the setup screen (else the tiny preset);
+    resume_picker: open the resume picker on top of setup; roots: folders the
+    picker lists runs from (default: `out_dir` and ./lm_*); out_dir: parent
+    folder for new runs.
+    """
+    error, source, subtitle = "", None, ""
+    cfg = build_config("tiny")
+    if profile is not None:
+        profile = Path(profile)
+        try:
+            cfg = load_profile(profile)
+            subtitle = profile.name
+            in_folder = profile.resolve().parent == profiles_dir().resolve()
+            source = f"profile:{profiles_dir() / profile.name}" if in_folder else None
+        except ConfigError as e:
+            error = str(e)
+    if source is None and not subtitle:
+        source = f"preset:{cfg.run.preset or 'tiny'}"
+    if out_dir:
+        cfg.run.out_dir = out_dir
+    if roots is None:
+        roots = ([Path(out_dir)] if out_dir else []) + default_roots()
+    return TuiLmApp(cfg, source=source, resume_picker=resume_picker, roots=list(roots),
+                    startup_error=error, subtitle=subtitle)

@@ -1,0 +1,126 @@
+"""The bridge between one training thread and the UI thread.
+
+`TrainingRunner.run()` is called inside a Textual thread worker. The trainer
+calls `emit` from that thread; `emit` must be cheap because it is on the
+training loop's critical path, so it never touches a widget and never waits for
+the UI: step metrics and memory samples are appended to a buffer the dashboard
+drains at a bounded rate, everything else is posted as a `TrainingEvent`
+(thread-safe, non-blocking).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from textual.message_pump import MessagePump
+
+from engine import events as ev
+from engine.config import RunConfig
+from engine.control import TrainingControl
+from tui_lm.messages import TrainingEvent
+
+# Memory is polled this often while training; a sample is a few syscalls.
+MONITOR_INTERVAL_S = 1.0
+# Enough history for the plots between two drains even at thousands of steps/s.
+MAX_PENDING = 100_000
+
+
+class TrainingRunner:
+    """Owns the control object and the event buffer of one run."""
+
+    def __init__(self, cfg: RunConfig, target: MessagePump, *, run_dir: Path | None = None,
+                 resume: bool = False) -> None:
+        self.cfg = cfg
+        self.target = target
+        self.run_dir = run_dir
+        self.resume = resume
+        self.control = TrainingControl()
+        self._pending: deque[ev.Event] = deque(maxlen=MAX_PENDING)
+        self._done = threading.Event()
+        self.result: ev.Event | None = None
+
+    # ------------------------------------------------------------------ training thread
+
+    def emit(self, event: ev.Event) -> None:
+        if isinstance(event, (ev.StepMetrics, ev.MemorySample)):
+            self._pending.append(event)  # deque.append is atomic: no lock needed
+        else:
+            self.target.post_message(TrainingEvent(event))
+
+    def run(self) -> ev.Event:
+        """Blocking: train (in the calling thread) and return Finished or Failed."""
+        monitor = None
+        try:
+            # Imported here, not at module level: torch takes seconds to import
+            # and the setup screen must open instantly.
+            from engine.trainer import Trainer
+
+            self._leave_a_core_for_the_ui()
+            monitor = self._start_monitor()
+            trainer = Trainer(self.cfg, self.emit, self.control, run_dir=self.run_dir, resume=self.resume)
+            result = trainer.run()
+        except BaseException as e:  # an import or monitor failure must still end the run visibly
+            result = ev.Failed(message=f"{type(e).__name__}: {e}", step=0, kind="error")
+            self.emit(result)
+        finally:
+            if monitor is not None:
+                monitor.stop()
+            self._done.set()
+        self.result = result
+        return result
+
+    def _leave_a_core_for_the_ui(self) -> None:
+        """On CPU, train with one intra-op thread fewer than the machine has cores.
+
+        torch's OpenMP threads spin on every core; the UI thread then waits for
+        a core and, holding the GIL when it gets one, stalls the whole team. On
+        a 2-core machine one thread is also simply faster for small models
+        (bench/dashboard.py). An explicit OMP_NUM_THREADS is left alone.
+        """
+        import torch
+
+        device = self.cfg.train.device
+        on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available()
+                                     and not torch.backends.mps.is_available())
+        cores = os.cpu_count() or 1
+        if on_cpu and "OMP_NUM_THREADS" not in os.environ and cores > 1 and torch.get_num_threads() >= cores:
+            torch.set_num_threads(cores - 1)
+            self.emit(ev.Log(f"training on the CPU with {cores - 1} of {cores} cores; "
+                             "one is left for the dashboard (set OMP_NUM_THREADS to override)"))
+
+    def _start_monitor(self) -> Any:
+        try:
+            from engine.monitor import MemoryMonitor
+        except ImportError:  # the monitor is optional: the dashboard then shows no live memory
+            return None
+        monitor = MemoryMonitor(self.emit, self.cfg.train.device, MONITOR_INTERVAL_S)
+        monitor.start()
+        return monitor
+
+    # ------------------------------------------------------------------ UI thread
+
+    def drain(self) -> list[ev.Event]:
+        """Every buffered high-frequency event since the last drain, oldest first."""
+        out = []
+        pending = self._pending
+        while pending:
+            out.append(pending.popleft())
+        return out
+
+    @property
+    def active(self) -> bool:
+        """True from start until the training thread has returned."""
+        return not self._done.is_set()
+
+    def pause(self) -> None:
+        self.control.pause()
+
+    def resume_training(self) -> None:
+        self.control.resume()
+
+    def stop(self) -> None:
+        self.control.stop()

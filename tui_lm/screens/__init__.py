@@ -1,0 +1,1 @@
+"""The app's screens: setup, dashboard, resume picker and the modal dialogs."""

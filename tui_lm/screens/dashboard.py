@@ -1,0 +1,275 @@
+"""Training dashboard: runs the trainer in a thread worker and shows it live.
+
+Discrete events (evaluations, checkpoints, pause, end) arrive as
+`TrainingEvent` messages; step metrics and memory samples are drained from the
+runner's buffer every `DRAIN_S`, so widget updates happen at a bounded rate
+however fast the loop steps. The worker never touches a widget.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from engine import events as ev
+from engine.config import RunConfig
+from engine.schedule import lr_at
+from tui_lm.messages import TrainingEvent
+from tui_lm.runner import TrainingRunner
+from tui_lm.widgets.dashboard.event_log import EventLog
+from tui_lm.widgets.dashboard.line_plot import LinePlot
+from tui_lm.widgets.dashboard.memory_gauge import MemoryGauge
+from tui_lm.widgets.dashboard.metrics_panel import MetricsPanel
+from tui_lm.widgets.dashboard.run_header import RunHeader
+from tui_lm.widgets.dashboard.sample_view import SampleView
+from tui_lm.widgets.dashboard.step_progress import StepProgress
+
+DRAIN_S = 0.5  # metric widgets update twice a second; keys and events are handled at once
+LR_CURVE_POINTS = 240
+ENDED = ("finished", "stopped", "failed")
+
+
+def estimate_bytes(cfg: RunConfig, device: str, precision: str) -> int | None:
+    """The memory estimate for the device the trainer actually chose (None if unavailable)."""
+    try:
+        from engine.memory import estimate_memory
+
+        kind = "cuda" if device.startswith("cuda") else "cpu"
+        return estimate_memory(cfg, device=kind, bf16_supported=precision == "bf16").total_bytes
+    except Exception:  # the gauge then shows live use without the marker
+        return None
+
+
+class DashboardScreen(Screen):
+    BINDINGS = [
+        Binding("p", "pause", "Pause"),
+        Binding("r", "resume", "Resume"),
+        Binding("s", "stop", "Stop"),
+        Binding("escape", "back", "Back to setup"),
+    ]
+
+    state: reactive[str] = reactive("starting")
+
+    def __init__(self, cfg: RunConfig, *, run_dir: Path | None = None, resume: bool = False) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.runner = TrainingRunner(cfg, self, run_dir=run_dir, resume=resume)
+        self.run_dir: Path | None = run_dir
+        self.result: ev.Event | None = None
+        self.exit_when_done = False  # set by the quit dialog while a run is active
+
+    def compose(self) -> ComposeResult:
+        yield RunHeader(id="run-header")
+        yield StepProgress(id="progress")
+        yield Static("", id="error-panel")
+        with Horizontal(id="dash-top"):
+            yield LinePlot("loss", id="loss-plot")
+            yield MetricsPanel(id="metrics")
+        with Horizontal(id="dash-mid"):
+            yield LinePlot("learning rate", id="lr-plot")
+            yield MemoryGauge(id="memory-gauge")
+        with Vertical(id="dash-bottom"):
+            yield SampleView(id="sample")
+            yield EventLog(id="event-log")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        loss = self.query_one("#loss-plot", LinePlot)
+        loss.add_series("train", "train", "#1e90ff")
+        loss.add_series("valid", "valid", "#ffaf00")
+        lr = self.query_one("#lr-plot", LinePlot)
+        lr.add_series("schedule", "schedule", "#808080")
+        lr.add_series("done", "so far", "#00d700")
+        self.query_one("#error-panel").display = False
+        self.query_one(RunHeader).run_name = self.run_dir.name if self.run_dir else self.cfg.run.run_name
+        self.set_interval(DRAIN_S, self.drain)
+        self._train()
+
+    @work(thread=True, group="training", exclusive=True, exit_on_error=False)
+    def _train(self) -> ev.Event:
+        return self.runner.run()
+
+    # ------------------------------------------------------------------ state and keys
+
+    def watch_state(self, state: str) -> None:
+        self.query_one(RunHeader).state = state
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # None = shown greyed out in the footer; False = hidden.
+        active = self.state not in ENDED
+        if action == "pause":
+            return active and self.state in ("starting", "running") or None
+        if action == "resume":
+            return active and self.state in ("paused", "pausing") or None
+        if action == "stop":
+            return active and self.state != "stopping" or None
+        if action == "back":
+            return self.state in ENDED
+        return True
+
+    def action_pause(self) -> None:
+        if self.runner.active and self.state in ("starting", "running"):
+            self.runner.pause()
+            self.state = "pausing"
+
+    def action_resume(self) -> None:
+        if self.runner.active and self.state in ("paused", "pausing"):
+            self.runner.resume_training()
+            # From "pausing": either the trainer never saw the flag, or it is already
+            # checkpointing and Paused then Resumed follow; both end in "running".
+            self.state = "running" if self.state == "pausing" else "paused"
+
+    def action_stop(self) -> None:
+        if self.runner.active:
+            self.runner.stop()
+            self.state = "stopping"
+
+    def action_back(self) -> None:
+        if self.state in ENDED:
+            self.dismiss(self.result)
+
+    def stop_and_exit(self) -> None:
+        """The quit dialog's path: checkpoint and stop, then leave the app."""
+        self.exit_when_done = True
+        if self.state in ENDED:
+            self.app.exit()
+        else:
+            self.action_stop()
+
+    # ------------------------------------------------------------------ events
+
+    def drain(self, force: bool = False) -> None:
+        """Show the buffered step metrics and memory samples; plots repaint at their own bounded rate."""
+        batch = self.runner.drain()
+        loss = self.query_one("#loss-plot", LinePlot)
+        lr = self.query_one("#lr-plot", LinePlot)
+        if not batch:
+            loss.flush(force)
+            lr.flush(force)
+            return
+        last_step = last_memory = None
+        for e in batch:
+            if isinstance(e, ev.StepMetrics):
+                loss.add_point("train", e.step, e.loss)
+                lr.add_point("done", e.step, e.lr)
+                last_step = e
+            elif isinstance(e, ev.MemorySample):
+                last_memory = e
+        if last_step is not None:
+            self.query_one(StepProgress).show(last_step)
+            self.query_one(MetricsPanel).show_step(last_step)
+            if self.state == "starting":
+                self.state = "running"
+        if last_memory is not None:
+            self.query_one(MemoryGauge).show(last_memory)
+        loss.flush(force)
+        lr.flush(force)
+
+    @on(TrainingEvent)
+    def _on_training_event(self, message: TrainingEvent) -> None:
+        self.drain()  # buffered metrics happened before this event: show them first
+        e = message.event
+        self.query_one(EventLog).add_event(e)
+        handler = getattr(self, f"_on_{type(e).__name__}", None)
+        if handler is not None:
+            handler(e)
+        if isinstance(e, (ev.Paused, ev.Finished, ev.Failed)):
+            self.drain(force=True)  # the plots are complete now: show them at once
+
+    def _on_RunStarted(self, e: ev.RunStarted) -> None:
+        self.run_dir = Path(e.run_dir)
+        if self.state == "starting":
+            self.state = "running"
+        header = self.query_one(RunHeader)
+        header.run_name, header.device, header.num_params = self.run_dir.name, e.device, e.num_params
+        self.query_one(StepProgress).begin(e.start_step, e.total_steps, e.steps_per_epoch)
+        t = self.cfg.train
+        xs = [round(i * e.total_steps / LR_CURVE_POINTS) for i in range(LR_CURVE_POINTS + 1)]
+        ys = [lr_at(x, lr=t.lr, warmup_steps=t.warmup_steps, total_steps=e.total_steps,
+                    min_lr_ratio=t.min_lr_ratio) for x in xs]
+        lr_plot = self.query_one("#lr-plot", LinePlot)
+        lr_plot.set_points("schedule", xs, ys)
+        lr_plot.x_max = self.query_one("#loss-plot", LinePlot).x_max = e.total_steps
+        self.query_one(MemoryGauge).set_estimate(estimate_bytes(self.cfg, e.device, e.precision))
+        if e.resumed_from:
+            self._load_history(self.run_dir, e.start_step)
+
+    def _on_EvalResult(self, e: ev.EvalResult) -> None:
+        self.query_one(MetricsPanel).show_eval(e)
+        if e.split == "valid":
+            self.query_one("#loss-plot", LinePlot).add_point("valid", e.step, e.loss)
+
+    def _on_SampleGenerated(self, e: ev.SampleGenerated) -> None:
+        self.query_one(SampleView).show(e)
+
+    def _on_Paused(self, e: ev.Paused) -> None:
+        if self.state != "stopping":
+            self.state = "paused"
+        self.notify(f"paused at step {e.step:,}; checkpoint {Path(e.checkpoint).name}", title="paused")
+
+    def _on_Resumed(self, e: ev.Resumed) -> None:
+        if self.state != "stopping":
+            self.state = "running"
+
+    def _on_Finished(self, e: ev.Finished) -> None:
+        self.result = e
+        self.state = "stopped" if e.stopped else "finished"
+        if self.exit_when_done:
+            self.app.exit()
+        elif e.stopped:
+            self.app.notify(f"stopped at step {e.step:,}; resume it with ctrl+r", title="run stopped")
+            self.dismiss(e)
+        else:
+            self.notify(f"model saved to {e.model_dir}; escape returns to setup", title="training finished",
+                        timeout=10)
+
+    def _on_Failed(self, e: ev.Failed) -> None:
+        self.result = e
+        self.state = "failed"
+        panel = self.query_one("#error-panel", Static)
+        kept = f"\nThe last good checkpoint is kept: {e.checkpoint}" if e.checkpoint else ""
+        panel.update(f"[b]Training failed ({e.kind}) at step {e.step:,}[/b]\n{e.message}{kept}\n"
+                     "[dim]Press escape to return to the setup screen.[/dim]")
+        panel.display = True
+        self.notify(e.message, title=f"training failed ({e.kind})", severity="error", timeout=15)
+        if self.exit_when_done:
+            self.app.exit()
+
+    # ------------------------------------------------------------------ resumed runs
+
+    @work(thread=True, group="history", exit_on_error=False)
+    def _load_history(self, run_dir: Path, upto: int) -> None:
+        """Earlier sessions' metrics from metrics.jsonl, so a resumed run's plots are whole."""
+        train: list[tuple[int, float]] = []
+        valid: list[tuple[int, float]] = []
+        try:
+            with open(run_dir / "metrics.jsonl") as f:
+                for line in f:
+                    try:
+                        row = json.loads(line)
+                    except ValueError:
+                        continue  # a line cut by a crash
+                    if row.get("step", upto + 1) > upto:
+                        continue
+                    if row.get("event") == "StepMetrics":
+                        train.append((row["step"], row["loss"]))
+                    elif row.get("event") == "EvalResult" and row.get("split") == "valid":
+                        valid.append((row["step"], row["loss"]))
+        except OSError:
+            return
+        self.app.call_from_thread(self._prepend_history, train, valid)
+
+    def _prepend_history(self, train: list[tuple[int, float]], valid: list[tuple[int, float]]) -> None:
+        plot = self.query_one("#loss-plot", LinePlot)
+        for key, old in (("train", train), ("valid", valid)):
+            s = plot.series[key]
+            plot.set_points(key, [x for x, _ in old] + s.xs, [y for _, y in old] + s.ys)

@@ -1,0 +1,41 @@
+"""The quit dialog: a ModalScreen[bool] that warns when a run will be stopped first."""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Static
+
+
+class QuitConfirm(ModalScreen[bool]):
+    BINDINGS = [
+        Binding("y", "answer(True)", "Quit"),
+        Binding("n,escape", "answer(False)", "Cancel"),
+    ]
+
+    def __init__(self, run_active: bool) -> None:
+        super().__init__()
+        self.run_active = run_active
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="quit-dialog", classes="dialog"):
+            yield Static("[b]Quit tui-lm?[/b]", classes="dialog-title")
+            if self.run_active:
+                yield Static("A run is active: it will be stopped and a checkpoint written first, "
+                             "so it can be resumed later.", id="quit-warning")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Quit (y)", id="quit-yes", variant="error")
+                yield Button("Cancel (n)", id="quit-no", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#quit-no", Button).focus()
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "quit-yes")
+
+    def action_answer(self, quit_: bool) -> None:
+        self.dismiss(quit_)

@@ -1,0 +1,128 @@
+"""Setup screen: choose a preset or profile, edit every hyperparameter, watch the memory estimate.
+
+Start stays disabled while any field is invalid; the form's messages say why.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Header, Input, Static
+
+from engine.config import RunConfig, apply_overrides, load_preset
+from engine.errors import ConfigError
+from tui_lm.profiles import load_profile, name_problem, save_profile
+from tui_lm.widgets.setup.config_form import ConfigForm
+from tui_lm.widgets.setup.memory_panel import MemoryPanel
+from tui_lm.widgets.setup.profile_picker import ProfilePicker
+
+
+class SetupScreen(Screen):
+    BINDINGS = [
+        Binding("ctrl+t", "start", "Start training"),
+        Binding("ctrl+r", "open_resume", "Resume a run"),
+        Binding("ctrl+s", "save_profile", "Save profile"),
+    ]
+
+    def __init__(self, cfg: RunConfig, source: str | None) -> None:
+        """`source`: the picker's initial value, "preset:tiny" or "profile:/path"."""
+        super().__init__()
+        self._initial_cfg = cfg
+        self._source = source
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="setup-body"):
+            yield ConfigForm(self._initial_cfg, id="config-form")
+            with Vertical(id="setup-side"):
+                yield ProfilePicker(self._source, id="profile-picker")
+                yield MemoryPanel(id="memory-panel")
+                yield Static("", id="setup-status")
+                with Horizontal(id="setup-actions"):
+                    yield Button("Start training", id="start", variant="success")
+                    yield Button("Resume a run…", id="open-resume")
+        yield Footer()
+
+    @property
+    def form(self) -> ConfigForm:
+        return self.query_one(ConfigForm)
+
+    # ------------------------------------------------------------------ form changes
+
+    @on(ConfigForm.Changed)
+    def _config_changed(self, event: ConfigForm.Changed) -> None:
+        self.query_one(MemoryPanel).show(event.config)
+        self.query_one("#start", Button).disabled = bool(event.errors)
+        status = self.query_one("#setup-status", Static)
+        n = len(event.errors)
+        status.update(f"[b red]{n} setting{'s' if n != 1 else ''} to fix before starting[/]" if n
+                      else "[green]ready to start[/]")
+
+    @on(ProfilePicker.PresetChosen)
+    def _preset_chosen(self, event: ProfilePicker.PresetChosen) -> None:
+        cfg = copy.deepcopy(self.form.config)
+        try:
+            apply_overrides(cfg, load_preset(event.name), f"preset {event.name}")
+        except ConfigError as e:
+            self.notify(str(e), title="preset", severity="error")
+            return
+        cfg.run.preset = event.name
+        self.form.load(cfg)
+        self.notify(f"preset {event.name} loaded", timeout=2)
+
+    @on(ProfilePicker.ProfileChosen)
+    def _profile_chosen(self, event: ProfilePicker.ProfileChosen) -> None:
+        self.load_file(event.path)
+
+    def load_file(self, path: Path) -> bool:
+        try:
+            cfg = load_profile(path)
+        except ConfigError as e:
+            self.notify(str(e), title="cannot load profile", severity="error", timeout=8)
+            return False
+        self.form.load(cfg)
+        self.notify(f"profile {path.stem} loaded", timeout=2)
+        return True
+
+    @on(ProfilePicker.SaveRequested)
+    def _save_requested(self, event: ProfilePicker.SaveRequested) -> None:
+        self._save(event.name)
+
+    def action_save_profile(self) -> None:
+        self._save(self.query_one("#profile-name", Input).value.strip())
+
+    def _save(self, name: str) -> None:
+        problem = name_problem(name)
+        if problem:
+            self.notify(problem, title="profile name", severity="warning")
+            return
+        if self.form.errors:
+            self.notify("fix the settings marked in red before saving", title="not saved", severity="warning")
+            return
+        try:
+            path = save_profile(self.form.config, name)
+        except (OSError, ConfigError) as e:
+            self.notify(str(e), title="not saved", severity="error")
+            return
+        self.query_one(ProfilePicker).refresh_profiles(select=f"profile:{path}")
+        self.notify(f"saved {path}", title="profile saved")
+
+    # ------------------------------------------------------------------ actions
+
+    @on(Button.Pressed, "#start")
+    def action_start(self) -> None:
+        form = self.form
+        if form.errors:
+            self.notify("fix the settings marked in red first", title="cannot start", severity="warning")
+            return
+        self.app.start_training(copy.deepcopy(form.config))  # type: ignore[attr-defined]
+
+    @on(Button.Pressed, "#open-resume")
+    def action_open_resume(self) -> None:
+        self.app.open_resume_picker(self.form.config.run.out_dir)  # type: ignore[attr-defined]

@@ -1,0 +1,1 @@
+"""Widgets, one sub-package per screen area."""

@@ -1,0 +1,59 @@
+"""Number, size and duration formatting shared by the screens (pure functions)."""
+
+from __future__ import annotations
+
+import math
+import time
+
+
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB'; binary units, like GPU memory is quoted."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"  # pragma: no cover
+
+
+def human_count(n: float) -> str:
+    """19872 -> '19.9K', 124_000_000 -> '124.0M'."""
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return f"{n:.0f}"
+
+
+def duration(seconds: float) -> str:
+    """Seconds -> '45s', '3m05s', '2h07m'; '—' when unknown."""
+    if not math.isfinite(seconds) or seconds < 0:
+        return "—"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def maybe(value: float | None, spec: str = ".2f") -> str:
+    if value is None or not math.isfinite(value):
+        return "—"
+    return format(value, spec)
+
+
+def clock(timestamp: float | None) -> str:
+    """A checkpoint time in local time, to the minute; '—' when unknown."""
+    if not timestamp:
+        return "—"
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+
+
+def bar(fraction: float, width: int, *, marker: float | None = None) -> str:
+    """A text bar `█████░░░░` of `width` cells; `marker` puts a '│' at another fraction."""
+    width = max(1, width)
+    filled = max(0, min(width, round(fraction * width)))
+    cells = ["█"] * filled + ["░"] * (width - filled)
+    if marker is not None and math.isfinite(marker):
+        cells[max(0, min(width - 1, round(marker * width) - 1))] = "│"
+    return "".join(cells)

@@ -1,0 +1,49 @@
+"""The dashboard's log: evaluations, checkpoints, warnings and errors, one line each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual.widgets import RichLog
+
+from engine import events as ev
+
+
+def describe(e: ev.Event) -> Text | None:
+    """A log line for an event, or None for events the log does not show."""
+    if isinstance(e, ev.Log):
+        return Text(e.message, style="yellow" if e.level == "warning" else "")
+    if isinstance(e, ev.RunStarted):
+        what = f"resumed at step {e.start_step:,} from {Path(e.resumed_from).name}" if e.resumed_from else "started"
+        return Text(f"run {what} in {e.run_dir} on {e.device} ({e.precision}), "
+                    f"{e.total_steps:,} steps of {e.tokens_per_step:,} tokens", style="green")
+    if isinstance(e, ev.EvalResult):
+        part = " (partial)" if e.partial else ""
+        best = "  ★ best" if e.best else ""
+        return Text(f"step {e.step:,}: {e.split} loss {e.loss:.4f} · ppl {e.perplexity:,.2f} · "
+                    f"word ppl {e.word_perplexity:,.2f}{part}{best}", style="cyan")
+    if isinstance(e, ev.CheckpointSaved):
+        return Text(f"step {e.step:,}: checkpoint ({e.reason}) saved to {e.path}")
+    if isinstance(e, ev.Paused):
+        return Text(f"step {e.step:,}: paused, checkpoint {e.checkpoint}", style="bold yellow")
+    if isinstance(e, ev.Resumed):
+        return Text(f"step {e.step:,}: resumed", style="bold green")
+    if isinstance(e, ev.Finished):
+        if e.stopped:
+            return Text(f"step {e.step:,}: stopped by the user; checkpoint kept in {e.run_dir}", style="bold cyan")
+        return Text(f"step {e.step:,}: finished; model saved to {e.model_dir}", style="bold cyan")
+    if isinstance(e, ev.Failed):
+        kept = f"; last checkpoint {e.checkpoint}" if e.checkpoint else ""
+        return Text(f"step {e.step:,}: FAILED ({e.kind}): {e.message}{kept}", style="bold red")
+    return None
+
+
+class EventLog(RichLog):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(wrap=True, markup=False, max_lines=2000, **kwargs)
+
+    def add_event(self, e: ev.Event) -> None:
+        line = describe(e)
+        if line is not None:
+            self.write(line)

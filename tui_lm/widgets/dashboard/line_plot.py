@@ -1,0 +1,153 @@
+"""A small braille line plot: several series, y labels, x range, bounded redraw rate.
+
+Each terminal cell holds a 2x4 grid of braille dots, so a 60x12 cell plot has
+120x48 points of resolution. Points are appended cheaply at any rate; the
+widget only marks itself dirty, and `flush()` (called by the dashboard's drain
+tick, so every widget repaints in the same frame) redraws at most every
+`REDRAW_S` seconds: a fast training loop cannot make the UI spend its time drawing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+from rich.text import Text
+from textual.widget import Widget
+
+REDRAW_S = 1.0
+LABEL_WIDTH = 9
+# Bit of each dot in a braille character, indexed [row][column] within the cell.
+_DOTS = ((0x01, 0x08), (0x02, 0x10), (0x04, 0x20), (0x40, 0x80))
+
+
+@dataclass
+class Series:
+    label: str
+    color: str
+    xs: list[float] = field(default_factory=list)
+    ys: list[float] = field(default_factory=list)
+
+
+def fmt(value: float) -> str:
+    if value == 0:
+        return "0"
+    if abs(value) < 1e-2 or abs(value) >= 1e5:
+        return f"{value:.1e}"
+    return f"{value:.4g}"
+
+
+class LinePlot(Widget):
+    """`add_point("train", step, loss)`; series are drawn in the order they were declared."""
+
+    DEFAULT_CSS = """
+    LinePlot { height: 1fr; min-height: 6; }
+    """
+
+    def __init__(self, title: str, *, x_label: str = "step", name: str | None = None,
+                 id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        self.title = title
+        self.x_label = x_label
+        self.series: dict[str, Series] = {}
+        self.x_max: float | None = None  # fixed right edge (e.g. total steps) so progress shows
+        self._dirty = False
+        self._drawn_at = 0.0
+
+    def flush(self, force: bool = False) -> None:
+        """Repaint if points arrived and the last repaint is old enough (or `force`)."""
+        now = time.monotonic()
+        if self._dirty and (force or now - self._drawn_at >= REDRAW_S):
+            self._dirty = False
+            self._drawn_at = now
+            self.refresh()
+
+    # ------------------------------------------------------------------ data
+
+    def add_series(self, key: str, label: str, color: str) -> None:
+        self.series[key] = Series(label, color)
+
+    def add_point(self, key: str, x: float, y: float) -> None:
+        if not math.isfinite(y):
+            return
+        s = self.series[key]
+        s.xs.append(x)
+        s.ys.append(y)
+        self._dirty = True
+
+    def set_points(self, key: str, xs: list[float], ys: list[float]) -> None:
+        s = self.series[key]
+        s.xs, s.ys = list(xs), list(ys)
+        self._dirty = True
+
+    def clear(self) -> None:
+        for s in self.series.values():
+            s.xs.clear()
+            s.ys.clear()
+        self._dirty = True
+
+    def point_count(self, key: str) -> int:
+        return len(self.series[key].xs)
+
+    # ------------------------------------------------------------------ drawing
+
+    def render(self) -> Text:
+        width, height = self.size.width, self.size.height
+        header = Text(self.title, style="bold")
+        for s in self.series.values():
+            header.append("  ━ ", style=s.color).append(s.label, style="dim")
+        visible = [s for s in self.series.values() if s.xs]
+        plot_w, plot_h = max(1, width - LABEL_WIDTH), max(1, height - 2)
+        if not visible:
+            lines = [header] + [Text("")] * max(0, plot_h // 2) + [Text("  waiting for data…", style="dim")]
+            return Text("\n").join(lines)
+        xs = [x for s in visible for x in s.xs]
+        ys = [y for s in visible for y in s.ys]
+        x0, x1 = min(xs), max(max(xs), self.x_max or -math.inf)
+        y0, y1 = min(ys), max(ys)
+        if y1 - y0 < 1e-12:
+            y0, y1 = y0 - 0.5 * (abs(y0) or 1), y1 + 0.5 * (abs(y1) or 1)
+        cells = self._rasterize(visible, plot_w, plot_h, (x0, x1), (y0, y1))
+        lines = [header]
+        for r in range(plot_h):
+            label = fmt(y1) if r == 0 else fmt(y0) if r == plot_h - 1 else fmt((y0 + y1) / 2) if r == plot_h // 2 else ""
+            line = Text(f"{label:>{LABEL_WIDTH - 1}}┤", style="dim")
+            for c in range(plot_w):
+                bits, color = cells.get((r, c), (0, ""))
+                line.append(chr(0x2800 + bits) if bits else " ", style=color)
+            lines.append(line)
+        left, right = fmt(x0), f"{fmt(x1)} {self.x_label}"
+        axis = " " * LABEL_WIDTH + left + " " * max(1, plot_w - len(left) - len(right)) + right
+        lines.append(Text(axis, style="dim"))
+        return Text("\n").join(lines)
+
+    @staticmethod
+    def _rasterize(series: list[Series], w: int, h: int, xr: tuple[float, float],
+                   yr: tuple[float, float]) -> dict[tuple[int, int], tuple[int, str]]:
+        """Dots of every series as {(cell_row, cell_col): (braille bits, color)}."""
+        dots_w, dots_h = w * 2, h * 4
+        (x0, x1), (y0, y1) = xr, yr
+        sx = (dots_w - 1) / (x1 - x0) if x1 > x0 else 0.0
+        sy = (dots_h - 1) / (y1 - y0)
+        cells: dict[tuple[int, int], tuple[int, str]] = {}
+
+        def dot(px: int, py: int, color: str) -> None:
+            key = (py // 4, px // 2)
+            bits = cells.get(key, (0, ""))[0] | _DOTS[py % 4][px % 2]
+            cells[key] = (bits, color)
+
+        for s in series:
+            # More points than dot columns add nothing visible; keep every k-th.
+            stride = max(1, len(s.xs) // (dots_w * 2))
+            pts = [(round((x - x0) * sx), round((y1 - y) * sy)) for x, y in zip(s.xs[::stride], s.ys[::stride])]
+            if stride > 1:
+                pts.append((round((s.xs[-1] - x0) * sx), round((y1 - s.ys[-1]) * sy)))
+            prev = pts[0]
+            dot(*prev, s.color)
+            for px, py in pts[1:]:
+                n = max(abs(px - prev[0]), abs(py - prev[1]), 1)
+                for i in range(1, n + 1):
+                    dot(prev[0] + round((px - prev[0]) * i / n), prev[1] + round((py - prev[1]) * i / n), s.color)
+                prev = (px, py)
+        return cells
