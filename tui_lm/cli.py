@@ -132,8 +132,9 @@ def _run_app(args: argparse.Namespace) -> int:
     if profile and not Path(profile).is_file():
         raise UserError(f"profile {profile} does not exist")
     roots = None
-    if args.resume:
-        roots = [Path(args.resume)]
+    if args.resume:  # a run folder lists its siblings; any other folder its runs
+        chosen = Path(args.resume)
+        roots = [chosen.parent if (chosen / "run.toml").is_file() else chosen]
     app = make_app(profile=Path(profile) if profile else None, resume_picker=args.resume is not None,
                    roots=roots, out_dir=getattr(args, "run.out_dir"))
     app.run()
