@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from engine.config import write_toml
@@ -23,6 +24,8 @@ def fake_run(root: Path, name: str, corpus: Path, *, step: int, total: int, stat
     cfg = tiny_config(corpus, root)
     cfg.run.run_name, cfg.run.preset, cfg.data.dataset = name, "tiny", "wikitext-2"
     write_toml(cfg, run_dir / "run.toml")
+    # A run with no checkpoint is ordered by its run.toml's time: pin it too, not the clock.
+    os.utime(run_dir / "run.toml", (when, when))
     state = {"status": status, "step": step, "total_steps": total, "world_size": 1}
     if ppl is not None:
         state.update(last_val_ppl=ppl, last_word_ppl=ppl * 3)
@@ -40,7 +43,8 @@ def make_runs(root: Path, corpus: Path) -> None:
     fake_run(root, "paused-run", corpus, step=300, total=1000, status="paused")
     fake_run(root, "finished-run", corpus, step=1000, total=1000, status="finished", ppl=88.8,
              when=FIXED_TIME - 86400)
-    fake_run(root, "broken-run", corpus, step=0, total=1000, status="crashed", checkpoint=False, ppl=None)
+    fake_run(root, "broken-run", corpus, step=0, total=1000, status="crashed", checkpoint=False, ppl=None,
+             when=FIXED_TIME + 3600)
 
 
 def test_picker_lists_runs_and_refuses_problems(tmp_path: Path, corpus: Path) -> None:

@@ -55,7 +55,9 @@ def test_resume_picker(snap_compare, fixed_cwd: Path, corpus: Path) -> None:
 
         while not getattr(pilot.app.screen, "loaded", False):
             await asyncio.sleep(0.05)
-        await pilot.pause()
+        # Let the table's focus and first row highlight settle before the picture.
+        for _ in range(3):
+            await pilot.pause()
 
     app = make_app(resume_picker=True, roots=[Path("runs")])
     assert snap_compare(app, terminal_size=SIZE, run_before=loaded)
