@@ -97,18 +97,25 @@ def send_key(app, key: str) -> None:
     app._driver.send_message(events.Key(key, key if len(key) == 1 else None))
 
 
+async def start_training(app, pilot):
+    """Press ctrl+t on the setup screen; the dashboard once its trainer is running."""
+    from tui_lm.screens.dashboard import DashboardScreen
+
+    await pilot.pause()
+    await pilot.press("ctrl+t")
+    await wait(lambda: isinstance(app.screen, DashboardScreen))
+    dash = app.screen
+    await wait(lambda: dash.state != "starting")
+    return dash
+
+
 async def run_dashboard(profile: Path) -> tuple[float, float]:
     """(tokens/s, share of one core the UI thread used while training)."""
     from tui_lm.app import make_app
-    from tui_lm.screens.dashboard import DashboardScreen
 
     app = make_app(profile=profile)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause()
-        await pilot.press("ctrl+t")
-        await wait(lambda: isinstance(app.screen, DashboardScreen))
-        dash = app.screen
-        await wait(lambda: dash.state != "starting")
+        dash = await start_training(app, pilot)
         # The event loop (every widget update and repaint) runs in this thread,
         # so its CPU time is what the dashboard costs while training runs.
         cpu0, wall0 = time.thread_time(), time.perf_counter()
@@ -181,17 +188,12 @@ def main() -> int:
 async def run_dashboard_latency(profile: Path, presses: int) -> tuple[float, list[float], list[float]]:
     """A long run paused `presses` times, then stopped (it is not meant to finish)."""
     from tui_lm.app import make_app
-    from tui_lm.screens.dashboard import DashboardScreen
 
     app = make_app(profile=profile)
     pausing: list[float] = []
     paused: list[float] = []
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause()
-        await pilot.press("ctrl+t")
-        await wait(lambda: isinstance(app.screen, DashboardScreen))
-        dash = app.screen
-        await wait(lambda: dash.state != "starting")
+        dash = await start_training(app, pilot)
         for _ in range(presses):
             await asyncio.sleep(0.5)
             t0 = time.perf_counter()

@@ -466,8 +466,8 @@ def context_lines(rows: list[Row], settings: dict) -> list[str]:
             where = "" if r.gpu == TARGET["gpu"] else f" (measured on {r.device}, target is for one H100 SXM)"
             lines.append(f"medium bf16 compile={'on' if r.compile else 'off'}: {r.tokens_per_s:,.0f} tok/s, "
                          f"{verdict} the target{where}")
-    lines.append(f"MFU = flops_per_token(seq) x tokens/s / peak (engine.gpus, by torch.cuda.get_device_name()); "
-                 f"n/a on the CPU. compile s = logged torch.compile warm-up + first window's excess over steady.")
+    lines.append("MFU = flops_per_token(seq) x tokens/s / peak (engine.gpus, by torch.cuda.get_device_name()); "
+                 "n/a on the CPU. compile s = logged torch.compile warm-up + first window's excess over steady.")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines.append(f"settings: {settings}; host: {os.cpu_count()} CPU threads, torch {torch.__version__}, "
                  f"load average {load:.1f} at the end (other processes share the CPU: figures are medians "

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from engine.config import RunConfig, apply_overrides, read_toml
 from engine.errors import CheckpointError
@@ -134,16 +134,10 @@ def save_final_model(run_dir: Path, model: torch.nn.Module, cfg: RunConfig, toke
     out = run_dir / "models"
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    atomic_write(out / "model.safetensors", lambda f: f.write(_safetensors_bytes(state)))
+    atomic_write(out / "model.safetensors", lambda f: f.write(save(state)))
     atomic_write(out / "config.toml", lambda f: f.write(cfg.to_toml()), mode="w")
     atomic_write(out / "tokenizer.json", lambda f: f.write(Path(tokenizer_path).read_text()), mode="w")
     return out
-
-
-def _safetensors_bytes(state: dict[str, torch.Tensor]) -> bytes:
-    from safetensors.torch import save
-
-    return save(state)
 
 
 @dataclass

@@ -14,7 +14,6 @@ import os
 import threading
 from collections import deque
 from pathlib import Path
-from typing import Any
 
 from textual.message_pump import MessagePump
 
@@ -23,8 +22,6 @@ from engine.config import RunConfig
 from engine.control import TrainingControl
 from tui_lm.messages import TrainingEvent
 
-# Memory is polled this often while training; a sample is a few syscalls.
-MONITOR_INTERVAL_S = 1.0
 # Enough history for the plots between two drains even at thousands of steps/s.
 MAX_PENDING = 100_000
 
@@ -53,22 +50,18 @@ class TrainingRunner:
 
     def run(self) -> ev.Event:
         """Blocking: train (in the calling thread) and return Finished or Failed."""
-        monitor = None
         try:
             # Imported here, not at module level: torch takes seconds to import
             # and the setup screen must open instantly.
             from engine.trainer import Trainer
 
             self._leave_a_core_for_the_ui()
-            monitor = self._start_monitor()
             trainer = Trainer(self.cfg, self.emit, self.control, run_dir=self.run_dir, resume=self.resume)
             result = trainer.run()
-        except BaseException as e:  # an import or monitor failure must still end the run visibly
+        except BaseException as e:  # an import or setup failure must still end the run visibly
             result = ev.Failed(message=f"{type(e).__name__}: {e}", step=0, kind="error")
             self.emit(result)
         finally:
-            if monitor is not None:
-                monitor.stop()
             self._done.set()
         self.result = result
         return result
@@ -91,15 +84,6 @@ class TrainingRunner:
             torch.set_num_threads(cores - 1)
             self.emit(ev.Log(f"training on the CPU with {cores - 1} of {cores} cores; "
                              "one is left for the dashboard (set OMP_NUM_THREADS to override)"))
-
-    def _start_monitor(self) -> Any:
-        try:
-            from engine.monitor import MemoryMonitor
-        except ImportError:  # the monitor is optional: the dashboard then shows no live memory
-            return None
-        monitor = MemoryMonitor(self.emit, self.cfg.train.device, MONITOR_INTERVAL_S)
-        monitor.start()
-        return monitor
 
     # ------------------------------------------------------------------ UI thread
 

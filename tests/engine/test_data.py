@@ -149,7 +149,7 @@ def test_canonical_names(folder: Path, tmp_path: Path) -> None:
 
 
 def test_hub_unreachable_says_where_to_put_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    datasets = pytest.importorskip("datasets")
+    import datasets
     monkeypatch.setattr(datasets, "load_dataset", fail_hub)
     empty = tmp_path / "data"
     empty.mkdir()
@@ -167,7 +167,7 @@ def test_hub_unreachable_says_where_to_put_files(tmp_path: Path, monkeypatch: py
 
 
 def test_local_copy_in_tui_lm_data_wins_over_hub(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    datasets = pytest.importorskip("datasets")
+    import datasets
     monkeypatch.setattr(datasets, "load_dataset", fail_hub)  # the hub must not be asked
     home = folder.parent / "data"
     home.mkdir()
@@ -180,7 +180,7 @@ def test_local_copy_in_tui_lm_data_wins_over_hub(folder: Path, monkeypatch: pyte
 
 
 def test_hub_rows_become_lines(monkeypatch: pytest.MonkeyPatch) -> None:
-    datasets = pytest.importorskip("datasets")
+    import datasets
     rows = {"train": {"text": ["", " = T = \n", "", " a b \n"]},
             "validation": {"text": [" v \n"]}, "test": {"text": ["\n"]}}
     calls = []

@@ -15,15 +15,14 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
+import transformers
 from safetensors.torch import save_file
 
-transformers = pytest.importorskip("transformers")
-
-from engine.config import ModelConfig, RunConfig, write_toml  # noqa: E402
-from engine.export import export_hf  # noqa: E402
-from engine.model import GPT  # noqa: E402
-from engine.sampling import generate  # noqa: E402
-from engine.tokenizer import EOT, train_bpe  # noqa: E402
+from engine.config import ModelConfig, RunConfig, write_toml
+from engine.export import export_hf
+from engine.model import GPT
+from engine.sampling import generate
+from engine.tokenizer import EOT, train_bpe
 
 WORDS = "the cat dog sat on a mat and ran to house river king history of music old new café 日本".split()
 SENTENCES = [" The history of the cat, naïve café 日本!", "the king ran\n\nto  the river", "x<|endoftext|>y"]
@@ -137,19 +136,9 @@ def make_run(tmp_path: Path, tokenizer, final: bool = True) -> tuple[Path, GPT]:
     return run, model
 
 
-def _export_main():
-    try:
-        from engine.checkpoint import load_model  # noqa: F401
-    except (ImportError, AttributeError):
-        pytest.skip("engine.checkpoint.load_model does not exist yet")
-    from tui_lm.commands.export import main
-
-    return main
-
-
 @pytest.mark.parametrize("final", [True, False])
 def test_export_command(tmp_path, tokenizer, capsys, final):
-    main = _export_main()
+    from tui_lm.commands.export import main
     run, model = make_run(tmp_path, tokenizer, final=final)
     out = tmp_path / "hf"
     assert main([str(run), "--format", "hf", str(out)]) == 0
@@ -163,7 +152,7 @@ def test_export_command(tmp_path, tokenizer, capsys, final):
 
 
 def test_export_command_errors(tmp_path, tokenizer, capsys):
-    main = _export_main()
+    from tui_lm.commands.export import main
     assert main([str(tmp_path / "missing"), "--format", "hf", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.startswith("tui-lm export: error: run folder")
     run, _ = make_run(tmp_path, tokenizer)

@@ -1,4 +1,4 @@
-"""Snapshots (pytest-textual-snapshot) of the setup screen, the resume picker and the help.
+"""Snapshots (pytest-textual-snapshot) of every screen: setup, resume picker, help, dashboard, quit.
 
 Content is made deterministic: GPU detection is off (conftest), paths on
 screen are relative to a tmp working directory, checkpoint times are fixed and
@@ -7,13 +7,19 @@ shown in UTC. Update with `pytest tests/ui/test_snapshots.py --snapshot-update`.
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
 from pathlib import Path
+from typing import Any, Awaitable, Callable
 
 import pytest
 
+from engine import events as ev
 from tests.ui.test_resume_picker import make_runs
 from tui_lm.app import make_app
+from tui_lm.runner import TrainingRunner
+from tui_lm.screens import dashboard as dashboard_module
 
 SIZE = (120, 40)
 
@@ -51,8 +57,6 @@ def test_resume_picker(snap_compare, fixed_cwd: Path, corpus: Path) -> None:
     make_runs(Path("runs"), corpus)
 
     async def loaded(pilot) -> None:
-        import asyncio
-
         while not getattr(pilot.app.screen, "loaded", False):
             await asyncio.sleep(0.05)
         # Let the table's focus and first row highlight settle before the picture.
@@ -61,3 +65,67 @@ def test_resume_picker(snap_compare, fixed_cwd: Path, corpus: Path) -> None:
 
     app = make_app(resume_picker=True, roots=[Path("runs")])
     assert snap_compare(app, terminal_size=SIZE, run_before=loaded)
+
+
+class ScriptedRunner(TrainingRunner):
+    """Replays a fixed, paused run instead of training: the dashboard's picture is the same every time.
+
+    It waits for the screen to take RunStarted before sending the rest, as a
+    real trainer's first step comes long after it; otherwise the step metrics
+    could be drained before the progress bar knows the total.
+    """
+
+    def run(self) -> ev.Event:
+        screen = self.target
+        self.emit(ev.RunStarted(run_dir="runs/demo", num_params=15_431_424, total_steps=1000, start_step=0,
+                                steps_per_epoch=250, tokens_per_step=8192, device="cpu", precision="fp32"))
+        deadline = time.monotonic() + 30
+        while screen.run_dir is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for step in range(10, 310, 10):
+            self.emit(ev.StepMetrics(step=step, total_steps=1000, epoch=step // 250, loss=9.0 * 0.993 ** step + 2.0,
+                                     lr=3e-4 * min(1.0, step / 100), grad_norm=1.25, tokens_per_s=20_480.0,
+                                     step_time_s=0.4, elapsed_s=step * 0.4, tokens_seen=step * 8192))
+            if step % 100 == 0:
+                loss = 9.0 * 0.993 ** step + 2.3
+                self.emit(ev.EvalResult(step=step, split="valid", loss=loss, perplexity=math.exp(loss),
+                                        word_perplexity=math.exp(loss * 1.3), bits_per_byte=loss / 3.2,
+                                        tokens=40_960, partial=True, best=True))
+        self.emit(ev.SampleGenerated(step=300, prompt="The history of",
+                                     text="The history of the city was the first season of the album ."))
+        self.emit(ev.MemorySample(kind="cpu", used_bytes=3 * 2**30, total_bytes=24 * 2**30,
+                                  peak_bytes=int(3.5 * 2**30), label="process memory (no GPU)"))
+        self.emit(ev.CheckpointSaved(step=300, path="runs/demo/snapshots/step_0000300.pt", reason="pause"))
+        self.emit(ev.Paused(step=300, checkpoint="runs/demo/snapshots/step_0000300.pt"))
+        return ev.Paused(step=300, checkpoint="runs/demo/snapshots/step_0000300.pt")
+
+
+def scripted_dashboard(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], Awaitable[None]]:
+    monkeypatch.setattr(dashboard_module, "TrainingRunner", ScriptedRunner)
+
+    async def start(pilot) -> None:
+        await pilot.press("ctrl+t")
+        while not (isinstance(pilot.app.screen, dashboard_module.DashboardScreen)
+                   and pilot.app.screen.state == "paused"):
+            await asyncio.sleep(0.05)
+        for _ in range(3):
+            await pilot.pause()
+
+    return start
+
+
+def test_dashboard_paused(snap_compare, fixed_cwd: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    start = scripted_dashboard(monkeypatch)
+    assert snap_compare(make_app(out_dir="runs"), terminal_size=SIZE, run_before=start)
+
+
+def test_quit_dialog_during_a_run(snap_compare, fixed_cwd: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    start = scripted_dashboard(monkeypatch)
+
+    async def start_then_quit(pilot) -> None:
+        await start(pilot)
+        pilot.app.clear_notifications()
+        await pilot.press("q")
+        await pilot.pause()
+
+    assert snap_compare(make_app(out_dir="runs"), terminal_size=SIZE, run_before=start_then_quit)

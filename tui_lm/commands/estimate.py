@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import replace
 from typing import Any, Callable
 
 from engine.config import RunConfig, build_config

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from engine.errors import UserError
 from tui_lm.cli import Parser
+from tui_lm.commands.common import relative, run_main
 
 PROG = "tui-lm export"
 FORMATS = ("hf",)
@@ -52,29 +53,15 @@ def run(argv: list[str]) -> int:
         raise UserError(f"output {out} exists and is not a folder")
     loaded = load_model(run_dir, args.checkpoint)
     if loaded.from_checkpoint and args.checkpoint is None:
-        print(f"no final model in {run_dir / 'models'}; exporting checkpoint {_relative(loaded.source, run_dir)}")
+        print(f"no final model in {run_dir / 'models'}; exporting checkpoint {relative(loaded.source, run_dir)}")
     export_hf(loaded.model, tokenizer_file(run_dir), out)
-    print(f"exported {_relative(loaded.source, run_dir)} to {out} (Hugging Face GPT-2, "
+    print(f"exported {relative(loaded.source, run_dir)} to {out} (Hugging Face GPT-2, "
           f"{loaded.model.num_params():,} parameters)")
     return 0
 
 
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(root.resolve()))
-    except ValueError:
-        return str(path)
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        return run(argv)
-    except UserError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    except SystemExit as e:  # argparse: --help (0) or a bad flag (2, already reported)
-        return e.code if isinstance(e.code, int) else 2
+    return run_main(run, argv, PROG)
 
 
 if __name__ == "__main__":

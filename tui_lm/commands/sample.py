@@ -18,6 +18,7 @@ import torch
 
 from engine.errors import UserError
 from tui_lm.cli import Parser, spellings
+from tui_lm.commands.common import relative, run_main
 
 PROG = "tui-lm sample"
 
@@ -74,7 +75,7 @@ def run(argv: list[str]) -> int:
     loaded = load_model(run_dir, args.checkpoint, device=str(device))
     if loaded.from_checkpoint and args.checkpoint is None:
         print(f"no final model in {run_dir / 'models'}; sampling from checkpoint "
-              f"{_relative(loaded.source, run_dir)}", file=sys.stderr)
+              f"{relative(loaded.source, run_dir)}", file=sys.stderr)
     prompt = loaded.config.train.sample_prompt if args.prompt is None else args.prompt
     text = sample_text(loaded.model, loaded.tokenizer, prompt, max_new_tokens=args.max_new_tokens,
                        temperature=args.temperature, top_k=args.top_k or None, seed=args.seed,
@@ -83,22 +84,8 @@ def run(argv: list[str]) -> int:
     return 0
 
 
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(root.resolve()))
-    except ValueError:
-        return str(path)
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        return run(argv)
-    except UserError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    except SystemExit as e:  # argparse: --help (0) or a bad flag (2, already reported)
-        return e.code if isinstance(e.code, int) else 2
+    return run_main(run, argv, PROG)
 
 
 if __name__ == "__main__":
