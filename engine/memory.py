@@ -28,9 +28,8 @@ The peak is the largest of these moments; `rows` is its breakdown and
   small batches.
 
 Gradients do not exist before backward (set_to_none), except with gradient
-accumulation, where earlier micro-steps' are held. The trainer's `_` keeps
-each micro-step's logits alive until the next forward returns, so they are
-counted throughout. torch.compile saves fewer activations than eager: for
+accumulation, where earlier micro-steps' are held. The logits exist only
+inside the forward: the trainer keeps just the loss. torch.compile saves fewer activations than eager: for
 compiled runs this errs on the safe side.
 """
 
@@ -170,16 +169,13 @@ def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1
     A = a["embed"] + L * (a["block_input"] if ckpt else a["block"]) + a["head"]
     saved = A + a["logprobs"]
     sV = s * V
-    # engine.trainer keeps the logits (`_, loss = model(x, y)`) until the next
-    # micro-step rebinds `_`: they are live through backward and the step, and
-    # the previous micro-step's are still live during an accumulation forward.
-    held = (2 if half else 4) * sV
-    prev = held if accum > 1 else 0
-    logits_fwd = prev + held + (4 * sV if half else 0) + 4 * sV  # + fp32 upcast + log-probs
-    logits_bwd = held + 12 * sV  # + log-probs, nll_loss's grad, log_softmax's grad (fp32)
+    # The logits live only inside the forward (engine.trainer drops them as it
+    # returns), beside their fp32 upcast and the log-probs computed from them.
+    logits_fwd = (2 if half else 4) * sV + (4 * sV if half else 0) + 4 * sV
+    logits_bwd = 12 * sV  # saved log-probs, nll_loss's grad, log_softmax's grad (fp32)
     # lm_head backward: the logits' grad (cast to half), then the weight's grad
     # (half, then its fp32 copy).
-    head_grad = held + max(6 * sV if half else 0, (2 if half else 4) * sV + (6 if half else 4) * V * C)
+    head_grad = max(6 * sV if half else 0, (2 if half else 4) * sV + (6 if half else 4) * V * C)
     wte_grad = 4 * V * C  # the tied weight's lm_head gradient waits in autograd's buffer
     # At the end the embedding's dense gradient joins the buffered one; autograd
     # sums them out of place (the buffered grad is a transposed layout), and with
@@ -196,7 +192,7 @@ def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1
         "end of forward": phase(g_live, W_all, A, logits_fwd),
         "start of backward": phase(g_live, W_bwd, A, logits_bwd),
         "lm_head backward": phase(g_live, W_bwd, A, head_grad),
-        "end of backward": phase(G + emb_extra, 0, 16 * s, held),  # ids and targets remain
+        "end of backward": phase(G + emb_extra, 0, 16 * s, 0),  # ids and targets remain
     }
     if ckpt:
         # The last block is recomputed: one block's activations and weight
@@ -205,7 +201,7 @@ def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1
         e = 2 if half else 4
         in_flight = e * s * m.d_ff + (4 + e) * s * C
         phases["first recomputed block"] = phase(g_live + wte_grad, W_blk,
-                                                 A - a["head"] + a["block"] + in_flight, held)
+                                                 A - a["head"] + a["block"] + in_flight, 0)
     totals = {k: sum(v.values()) for k, v in phases.items()}
     peak = max(totals, key=totals.__getitem__)
     rows = phases[peak]

@@ -297,7 +297,9 @@ class Trainer:
             sync = self.model.no_sync() if rt.distributed and not last else contextlib.nullcontext()
             with sync:
                 with rt.autocast():
-                    _, loss = self.model(x, y)
+                    # Only the loss: holding the (tokens x vocab) logits through
+                    # backward would cost as much memory as the log-probs.
+                    loss = self.model(x, y)[1]
                 loss = loss / len(micro_batches)
                 self.scaler.scale(loss).backward()
             total += loss.detach()
