@@ -1,8 +1,10 @@
 """Benchmark: training throughput with the dashboard attached vs headless, and key latency.
 
-    python bench/dashboard.py [--steps 400] [--repeats 3]
+    python bench/dashboard.py [--model micro|mini] [--steps 2000] [--repeats 3] [--threads 1]
 
-Trains the same tiny CPU config (a d_model=32 GPT on a generated corpus)
+Trains the same small CPU config (`--model micro`: a d_model=32 GPT whose
+steps take about a millisecond, the worst case for UI overhead; `mini`: a
+d_model=128 one with steps of tens of milliseconds) on a generated corpus
 alternately headless (`Trainer(cfg, emit).run()` in the main thread, as
 `tui-lm --no-ui` does) and inside the app (`make_app(...).run_test()`,
 headless terminal, Start pressed, the full dashboard live). Throughput is the
@@ -40,11 +42,20 @@ from tests.ui.conftest import write_corpus  # noqa: E402
 TARGET = 0.97
 
 
-def bench_config(corpus: Path, out: Path, name: str, steps: int) -> RunConfig:
+# "micro" steps in about a millisecond, so Python and GIL overhead dominate: the
+# dashboard's worst case. "mini" steps in tens of milliseconds, closer to real use.
+MODELS = {
+    "micro": ({"d_model": 32, "num_heads": 2, "num_layers": 1, "d_ff": 64, "max_seq_len": 32}, 4),
+    "mini": ({"d_model": 128, "num_heads": 4, "num_layers": 2, "d_ff": 512, "max_seq_len": 128}, 8),
+}
+
+
+def bench_config(corpus: Path, out: Path, name: str, steps: int, model: str = "micro") -> RunConfig:
+    shape, batch = MODELS[model]
     cfg = RunConfig()
     apply_overrides(cfg, {
-        "model": {"d_model": 32, "num_heads": 2, "num_layers": 1, "d_ff": 64, "max_seq_len": 32, "dropout": 0.0},
-        "train": {"batch_size": 4, "max_steps": steps, "eval_interval": 0, "save_interval": 0, "sample_tokens": 0,
+        "model": {**shape, "dropout": 0.0},
+        "train": {"batch_size": batch, "max_steps": steps, "eval_interval": 0, "save_interval": 0, "sample_tokens": 0,
                   "log_interval": 10, "warmup_steps": 10, "device": "cpu"},
         "data": {"dataset": str(corpus), "vocab_size": 300},
         "run": {"preset": "", "out_dir": str(out), "run_name": name},
@@ -131,6 +142,8 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=2000, help="optimizer steps per throughput run")
     p.add_argument("--repeats", type=int, default=3, help="runs of each kind, alternated")
     p.add_argument("--presses", type=int, default=5, help="pause/resume cycles for the latency")
+    p.add_argument("--model", choices=sorted(MODELS), default="micro",
+                   help="micro: overhead-bound worst case; mini: a model whose steps take tens of ms")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads for every run (0 = torch's default)")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tui-lm-bench-"))
@@ -146,7 +159,7 @@ def main() -> int:
         corpus = write_corpus(work / "corpus")
         run_headless(bench_config(corpus, work / "warm", "warmup", 20))  # tokenizer cache, imports
         for i in range(args.repeats):
-            cfg = lambda name: bench_config(corpus, work / "runs", f"{name}-{i}", args.steps)  # noqa: E731
+            cfg = lambda name: bench_config(corpus, work / "runs", f"{name}-{i}", args.steps, args.model)  # noqa: E731
             results["headless, main thread"].append(run_headless(cfg("main")))
             results["headless, worker thread"].append(run_headless(cfg("thread"), in_thread=True))
             profile = work / f"dash-{i}.toml"
@@ -167,7 +180,7 @@ def main() -> int:
     med = {k: statistics.median(v) for k, v in results.items()}
     d = med["dashboard"]
     print()
-    print(f"tiny CPU config, {args.steps} steps, {args.repeats} alternated runs each, "
+    print(f"{args.model} CPU config {MODELS[args.model]}, {args.steps} steps, {args.repeats} alternated runs each, "
           f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
     print(f"{'measure':<46}{'value':>18}")
     print("-" * 64)
