@@ -32,18 +32,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gc
 import json
 import math
 import os
 import re
-import resource
 import shutil
 import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -56,13 +54,12 @@ import torch  # noqa: E402
 from engine import events as ev  # noqa: E402
 from engine.config import RunConfig, build_config  # noqa: E402
 from engine.control import TrainingControl  # noqa: E402
-from engine.errors import ConfigError  # noqa: E402
-from engine.gpus import find_gpu  # noqa: E402
-from engine.memory import format_bytes  # noqa: E402
 from engine.model import GPT  # noqa: E402
 from engine.runtime import resolve_runtime  # noqa: E402
 from engine.trainer import Trainer  # noqa: E402
+from device_stats import catalogue_gpu, device_label, peak_flops, peak_rss, read_peak, release, reset_peak  # noqa: E402
 from reference_gpt import RefConfig, measure_reference  # noqa: E402
+from throughput_report import Row, context_lines, format_table, ratios  # noqa: E402
 
 PRESETS = ("tiny", "small", "medium")
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2"
@@ -71,131 +68,7 @@ CPU_BATCH = {"tiny": 8, "small": 4, "medium": 2}
 CPU_STEPS = {"tiny": 3, "small": 2, "medium": 2}  # timed steps per run; a tiny step is seconds on 2 cores
 CPU_REPEATS = {"tiny": 3, "small": 2, "medium": 1}  # runs per row (tiny's interleaved with the reference)
 GPU_STEPS = 100
-COLUMNS = ("loop", "preset", "device", "precision", "compile", "batch", "seq", "tokens/s", "MFU %",
-           "step ms", "peak mem", "compile s")
 _COMPILED = re.compile(r"compiled in ([0-9.]+) s")
-
-# Published single-GPU rates for GPT-2 124M (the "medium" preset), for context.
-CONTEXT = (
-    "reference GPU rates (GPT-2 124M, seq 1024, bf16): pure-PyTorch speed runs ~460K tok/s on one H100; "
-    "llm.c ~470K tok/s per H100",
-    "target: medium, seq 1024, bf16, one H100: >= 450K tok/s (~40% MFU)",
-)
-TARGET = {"preset": "medium", "seq": 1024, "precision": "bf16", "tokens_per_s": 450_000, "gpu": "H100 80GB"}
-
-
-@dataclass
-class Row:
-    loop: str  # "engine" (the real Trainer) or "reference" (bench/reference_gpt.py)
-    preset: str
-    device: str  # "cpu" or "cuda (NVIDIA H100 80GB HBM3)"
-    precision: str  # as resolved: fp32 | bf16 | fp16 (tf32 noted for fp32 on CUDA)
-    compile: bool
-    batch: int
-    seq: int
-    tokens_per_s: float = 0.0
-    mfu: float | None = None  # fraction of the GPU's peak; None on the CPU or an unknown GPU
-    step_ms: float = 0.0
-    peak_bytes: int = 0
-    compile_s: float | None = None  # compile_logged_s + first_window_excess_s
-    compile_logged_s: float = 0.0  # the trainer's own "torch.compile: compiled in X s" (before the clock)
-    first_window_excess_s: float = 0.0  # first window minus as many steady steps: warm-up, recompiles
-    gpu: str = ""  # engine.gpus catalogue entry of the device, "" on the CPU or an unknown GPU
-    num_params: int = 0
-    flops_per_token: int = 0
-    runs: list[float] = field(default_factory=list)  # tokens/s of each repeat, in run order
-    error: str = ""
-
-    def cells(self) -> list[str]:
-        if self.error:
-            return [self.loop, self.preset, self.device, self.precision, "on" if self.compile else "off",
-                    str(self.batch), str(self.seq), "failed", "", "", "", ""]
-        return [
-            self.loop, self.preset, self.device, self.precision, "on" if self.compile else "off",
-            str(self.batch), str(self.seq), f"{self.tokens_per_s:,.0f}",
-            "n/a" if self.mfu is None else f"{100 * self.mfu:.1f}",
-            f"{self.step_ms:,.0f}", format_bytes(self.peak_bytes) if self.peak_bytes else "n/a",
-            "" if self.compile_s is None else f"{self.compile_s:.1f}",
-        ]
-
-
-# ----------------------------------------------------------------------------- memory
-
-def _reset_peak_rss() -> None:
-    """Reset the kernel's peak-RSS mark (VmHWM) for this process (Linux >= 4.0)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass  # elsewhere the peak is the process's lifetime peak
-
-
-def _peak_rss() -> int:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-
-
-def _release(device: torch.device) -> None:
-    """Drop what an earlier run left behind: compiled graphs (and the models they hold), cached blocks."""
-    torch._dynamo.reset()
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
-def _reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-    else:
-        _reset_peak_rss()
-
-
-def _read_peak(device: torch.device) -> int:
-    return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_rss()
-
-
-# ----------------------------------------------------------------------------- MFU
-
-def peak_flops(device: torch.device, precision: str, tf32: bool) -> float | None:
-    """The GPU's dense peak FLOP/s for this precision, from engine.gpus; None on CPU or an unknown GPU."""
-    if device.type != "cuda":
-        return None
-    try:
-        gpu = find_gpu(torch.cuda.get_device_name(device), torch.cuda.get_device_properties(device).total_memory)
-    except ConfigError:
-        return None
-    if precision in ("bf16", "fp16"):
-        return gpu.peak_bf16_tflops * 1e12
-    if tf32 and gpu.bf16:  # TF32 tensor cores run at half the bf16 rate on Ampere and newer
-        return gpu.peak_bf16_tflops / 2 * 1e12
-    return gpu.peak_fp32_tflops * 1e12
-
-
-def _catalogue_name(device: torch.device) -> str:
-    if device.type != "cuda":
-        return ""
-    try:
-        return find_gpu(torch.cuda.get_device_name(device), torch.cuda.get_device_properties(device).total_memory).name
-    except ConfigError:
-        return ""
-
-
-def _device_label(device: torch.device) -> str:
-    return f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else device.type
-
-
-def _flops_per_token(cfg: RunConfig) -> tuple[int, int]:
-    with torch.device("meta"):
-        model = GPT(cfg.model)
-    return model.num_params(), model.flops_per_token(cfg.model.max_seq_len)
 
 
 # ----------------------------------------------------------------------------- one engine run
@@ -246,11 +119,11 @@ def run_engine(cfg: RunConfig) -> EngineRun:
         elif isinstance(e, ev.Log) and (m := _COMPILED.search(e.message)):
             compiled_s = float(m.group(1))
 
-    _release(rt.device)  # each run compiles afresh, as a new training process would
-    _reset_peak(rt.device)
+    release(rt.device)  # each run compiles afresh, as a new training process would
+    reset_peak(rt.device)
     result = Trainer(cfg, emit, control).run()
-    peak = _read_peak(rt.device)
-    _release(rt.device)
+    peak = read_peak(rt.device)
+    release(rt.device)
     if isinstance(result, ev.Failed):
         return EngineRun(0.0, 0.0, 0.0, 0.0, peak, rt.precision, f"{result.kind}: {result.message.splitlines()[0]}")
     steady = metrics[1:]
@@ -369,20 +242,26 @@ def _run_reference(preset: str, cfg: RunConfig, data, batch: int, steps: int, de
     m = cfg.model
     rc = RefConfig(data.vocab_size, m.d_model, m.num_heads, m.num_layers, m.d_ff, m.max_seq_len, m.dropout)
     log(f"reference {preset} run {r + 1}/{repeats}: batch {batch} x seq {m.max_seq_len}, {steps} timed steps")
-    _reset_peak(torch.device(device))
+    reset_peak(torch.device(device))
     ref = measure_reference(rc, batch_size=batch, steps=steps, warmup=3 if on_gpu else 1, device=device,
                             tokens=data.train.ids)
     if not ref.peak_bytes:
-        ref.peak_bytes = _peak_rss()
+        ref.peak_bytes = peak_rss()
     log(f"  -> {ref.tokens_per_s:,.0f} tokens/s")
     return ref
+
+
+def _flops_per_token(cfg: RunConfig) -> tuple[int, int]:
+    with torch.device("meta"):
+        model = GPT(cfg.model)
+    return model.num_params(), model.flops_per_token(cfg.model.max_seq_len)
 
 
 def _engine_row(preset: str, cfg: RunConfig, runs: list[EngineRun]) -> Row:
     rt = resolve_runtime(cfg.train)
     params, fpt = _flops_per_token(cfg)
     precision = runs[0].precision
-    row = Row("engine", preset, _device_label(rt.device), precision, rt.compile, cfg.train.batch_size,
+    row = Row("engine", preset, device_label(rt.device), precision, rt.compile, cfg.train.batch_size,
               cfg.model.max_seq_len, num_params=params, flops_per_token=fpt)
     failed = [r for r in runs if r.error]
     if failed:
@@ -398,7 +277,8 @@ def _engine_row(preset: str, cfg: RunConfig, runs: list[EngineRun]) -> Row:
     # The first run's: later ones may hit inductor's on-disk cache.
     row.compile_logged_s, row.first_window_excess_s = runs[0].compile_logged_s, runs[0].first_window_excess_s
     row.compile_s = row.compile_logged_s + row.first_window_excess_s
-    row.gpu = _catalogue_name(rt.device)
+    gpu = catalogue_gpu(rt.device)
+    row.gpu = gpu.name if gpu else ""
     peak = peak_flops(rt.device, precision, tf32)
     row.mfu = fpt * row.tokens_per_s / peak if peak else None
     return row
@@ -407,7 +287,7 @@ def _engine_row(preset: str, cfg: RunConfig, runs: list[EngineRun]) -> Row:
 def _reference_row(preset: str, cfg: RunConfig, runs: list) -> Row:
     rt = resolve_runtime(cfg.train)
     _, fpt = _flops_per_token(cfg)
-    row = Row("reference", preset, _device_label(rt.device), "fp32", False, cfg.train.batch_size,
+    row = Row("reference", preset, device_label(rt.device), "fp32", False, cfg.train.batch_size,
               cfg.model.max_seq_len, num_params=runs[0].num_params, flops_per_token=fpt)
     row.runs = [r.tokens_per_s for r in runs]
     row.tokens_per_s = statistics.median(row.runs)
@@ -416,63 +296,6 @@ def _reference_row(preset: str, cfg: RunConfig, runs: list) -> Row:
     peak = peak_flops(rt.device, "fp32", tf32=False)
     row.mfu = fpt * row.tokens_per_s / peak if peak else None
     return row
-
-
-# ----------------------------------------------------------------------------- output
-
-def format_table(rows: list[Row]) -> str:
-    cells = [list(COLUMNS)] + [r.cells() for r in rows]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
-    right = {"batch", "seq", "tokens/s", "MFU %", "step ms", "peak mem", "compile s"}
-
-    def line(cs: list[str]) -> str:
-        return "  ".join(c.rjust(w) if name in right else c.ljust(w)
-                         for c, w, name in zip(cs, widths, COLUMNS)).rstrip()
-
-    out = [line(cells[0]), "  ".join("-" * w for w in widths)]
-    out += [line(c) for c in cells[1:]]
-    return "\n".join(out)
-
-
-def ratios(rows: list[Row]) -> list[tuple[Row, Row, float, list[float]]]:
-    """(engine row, reference row, median of per-pair engine/reference ratios, the pair ratios)."""
-    out = []
-    for eng, ref in zip(rows, rows[1:]):  # a reference row follows the engine row it ran interleaved with
-        if ref.loop != "reference" or eng.loop != "engine" or eng.error:
-            continue
-        pairs = [e / f for e, f in zip(eng.runs, ref.runs) if f > 0]
-        if pairs:
-            out.append((eng, ref, statistics.median(pairs), pairs))
-    return out
-
-
-def context_lines(rows: list[Row], settings: dict) -> list[str]:
-    lines = []
-    for eng, ref, ratio, pairs in ratios(rows):
-        lines.append(f"engine/reference, {eng.preset} on {eng.device} ({eng.precision} vs fp32 eager): {ratio:.2f}x "
-                     f"(median of per-pair ratios {', '.join(f'{p:.2f}' for p in pairs)})")
-    for r in rows:
-        if r.loop == "engine" and not r.error and r.compile:
-            lines.append(f"compile s, engine {r.preset}: {r.compile_logged_s:.1f} logged by the trainer's compile "
-                         f"warm-up + {r.first_window_excess_s:.1f} in the first timed window (recompiles, warm-up)")
-    for r in rows:
-        if r.error:
-            lines.append(f"{r.loop} {r.preset} compile={'on' if r.compile else 'off'} failed: {r.error}")
-    lines.extend(CONTEXT)
-    for r in rows:
-        if (r.loop == "engine" and not r.error and r.preset == TARGET["preset"] and r.seq == TARGET["seq"]
-                and r.precision == TARGET["precision"] and r.device.startswith("cuda")):
-            verdict = "meets" if r.tokens_per_s >= TARGET["tokens_per_s"] else "below"
-            where = "" if r.gpu == TARGET["gpu"] else f" (measured on {r.device}, target is for one H100 SXM)"
-            lines.append(f"medium bf16 compile={'on' if r.compile else 'off'}: {r.tokens_per_s:,.0f} tok/s, "
-                         f"{verdict} the target{where}")
-    lines.append("MFU = flops_per_token(seq) x tokens/s / peak (engine.gpus, by torch.cuda.get_device_name()); "
-                 "n/a on the CPU. compile s = logged torch.compile warm-up + first window's excess over steady.")
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    lines.append(f"settings: {settings}; host: {os.cpu_count()} CPU threads, torch {torch.__version__}, "
-                 f"load average {load:.1f} at the end (other processes share the CPU: figures are medians "
-                 f"of interleaved runs)")
-    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
