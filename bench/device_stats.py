@@ -64,9 +64,8 @@ def catalogue_gpu(device: torch.device) -> GPU | None:
         return None
 
 
-def peak_flops(device: torch.device, precision: str, tf32: bool) -> float | None:
-    """The GPU's dense peak FLOP/s for this precision; None on the CPU or an unknown GPU."""
-    gpu = catalogue_gpu(device)
+def peak_flops(gpu: GPU | None, precision: str, tf32: bool) -> float | None:
+    """The catalogue GPU's dense peak FLOP/s for this precision; None for no (or an unknown) GPU."""
     if gpu is None:
         return None
     if precision in ("bf16", "fp16"):
@@ -74,7 +73,3 @@ def peak_flops(device: torch.device, precision: str, tf32: bool) -> float | None
     if tf32 and gpu.bf16:  # TF32 tensor cores run at half the bf16 rate on Ampere and newer
         return gpu.peak_bf16_tflops / 2 * 1e12
     return gpu.peak_fp32_tflops * 1e12
-
-
-def device_label(device: torch.device) -> str:
-    return f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else device.type

@@ -57,7 +57,7 @@ from engine.control import TrainingControl  # noqa: E402
 from engine.model import GPT  # noqa: E402
 from engine.runtime import resolve_runtime  # noqa: E402
 from engine.trainer import Trainer  # noqa: E402
-from device_stats import catalogue_gpu, device_label, peak_flops, peak_rss, read_peak, release, reset_peak  # noqa: E402
+from device_stats import catalogue_gpu, peak_flops, peak_rss, read_peak, release, reset_peak  # noqa: E402
 from reference_gpt import RefConfig, measure_reference  # noqa: E402
 from throughput_report import Row, context_lines, format_table, ratios  # noqa: E402
 
@@ -261,7 +261,7 @@ def _engine_row(preset: str, cfg: RunConfig, runs: list[EngineRun]) -> Row:
     rt = resolve_runtime(cfg.train)
     params, fpt = _flops_per_token(cfg)
     precision = runs[0].precision
-    row = Row("engine", preset, device_label(rt.device), precision, rt.compile, cfg.train.batch_size,
+    row = Row("engine", preset, rt.describe(), precision, rt.compile, cfg.train.batch_size,
               cfg.model.max_seq_len, num_params=params, flops_per_token=fpt)
     failed = [r for r in runs if r.error]
     if failed:
@@ -279,7 +279,7 @@ def _engine_row(preset: str, cfg: RunConfig, runs: list[EngineRun]) -> Row:
     row.compile_s = row.compile_logged_s + row.first_window_excess_s
     gpu = catalogue_gpu(rt.device)
     row.gpu = gpu.name if gpu else ""
-    peak = peak_flops(rt.device, precision, tf32)
+    peak = peak_flops(gpu, precision, tf32)
     row.mfu = fpt * row.tokens_per_s / peak if peak else None
     return row
 
@@ -287,13 +287,13 @@ def _engine_row(preset: str, cfg: RunConfig, runs: list[EngineRun]) -> Row:
 def _reference_row(preset: str, cfg: RunConfig, runs: list) -> Row:
     rt = resolve_runtime(cfg.train)
     _, fpt = _flops_per_token(cfg)
-    row = Row("reference", preset, device_label(rt.device), "fp32", False, cfg.train.batch_size,
+    row = Row("reference", preset, rt.describe(), "fp32", False, cfg.train.batch_size,
               cfg.model.max_seq_len, num_params=runs[0].num_params, flops_per_token=fpt)
     row.runs = [r.tokens_per_s for r in runs]
     row.tokens_per_s = statistics.median(row.runs)
     row.step_ms = 1e3 * row.batch * row.seq / row.tokens_per_s
     row.peak_bytes = max(r.peak_bytes for r in runs)
-    peak = peak_flops(rt.device, "fp32", tf32=False)
+    peak = peak_flops(catalogue_gpu(rt.device), "fp32", tf32=False)
     row.mfu = fpt * row.tokens_per_s / peak if peak else None
     return row
 

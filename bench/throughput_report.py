@@ -26,7 +26,7 @@ TARGET = {"preset": "medium", "seq": 1024, "precision": "bf16", "tokens_per_s": 
 class Row:
     loop: str  # "engine" (the real Trainer) or "reference" (bench/reference_gpt.py)
     preset: str
-    device: str  # "cpu" or "cuda (NVIDIA H100 80GB HBM3)"
+    device: str  # Runtime.describe(): "cpu" or "cuda:0 (NVIDIA H100 80GB HBM3)"
     precision: str  # as resolved: fp32 | bf16 | fp16 (tf32 noted for fp32 on CUDA)
     compile: bool
     batch: int
