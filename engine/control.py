@@ -8,6 +8,46 @@ blocks in `wait_while_paused`.
 from __future__ import annotations
 
 import threading
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+
+class Interrupted(Exception):
+    """A stop was asked for while the run was still being prepared (data, tokenizer)."""
+
+
+def check_stop(should_stop: Callable[[], bool] | None) -> None:
+    """Raise Interrupted when a stop was asked for; called between preparation phases."""
+    if should_stop is not None and should_stop():
+        raise Interrupted("stopped while preparing the run")
+
+
+def run_interruptible(fn: Callable[[], T], should_stop: Callable[[], bool] | None, poll_s: float = 0.1) -> T:
+    """`fn()`, but return at once (raising Interrupted) when a stop is asked for meanwhile.
+
+    For blocking calls that cannot be cancelled from outside (the hub
+    download and its connection retries): `fn` runs in a daemon thread that
+    is left behind on a stop; it ends on its own or with the process.
+    """
+    if should_stop is None:
+        return fn()
+    box: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # re-raised in the caller's thread
+            box["error"] = e
+
+    thread = threading.Thread(target=target, name="interruptible", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(poll_s)
+        check_stop(should_stop)
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["value"]  # type: ignore[return-value]
 
 
 class TrainingControl:

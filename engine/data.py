@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from engine.control import Interrupted, run_interruptible
 from engine.errors import DataError
 
 # canonical name -> Hugging Face config of the "wikitext" dataset
@@ -195,18 +196,26 @@ def short_reason(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _read_hub(ref: DatasetRef, log: Callable[[str], None]) -> dict[str, list[str]]:
+def _read_hub(ref: DatasetRef, log: Callable[[str], None],
+              should_stop: Callable[[], bool] | None = None) -> dict[str, list[str]]:
     log(f"downloading {ref.name} from the Hugging Face hub ({HUB_DATASET}/{ref.hub_config})")
-    try:
+
+    def download():  # type: ignore[no-untyped-def]
         import datasets  # slow to import, and only the hub path needs it
 
-        ds = datasets.load_dataset(HUB_DATASET, ref.hub_config)
+        return datasets.load_dataset(HUB_DATASET, ref.hub_config)
+
+    try:
+        # Offline, the hub's connection retries take tens of seconds: a stop must not wait for them.
+        ds = run_interruptible(download, should_stop)
         out = {}
         for ours, theirs in _HUB_SPLITS.items():
             # Rows end with "\n" and blank rows are "", so dropping one "\n"
             # gives exactly the lines of the released text files.
             out[ours] = [t[:-1] if t.endswith("\n") else t for t in ds[theirs]["text"]]
         return out
+    except Interrupted:
+        raise
     except Exception as e:  # offline, DNS, HTTP errors, missing package: all mean "no hub"
         raise DataError(hub_error_message(ref.name, short_reason(e))) from e
 
@@ -216,11 +225,15 @@ def read_splits(
     max_samples: int = 0,
     valid_fraction: float = 0.05,
     log: Callable[[str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> TextSplits:
-    """Read the lines of a resolved dataset; `max_samples` > 0 keeps that many training lines."""
+    """Read the lines of a resolved dataset; `max_samples` > 0 keeps that many training lines.
+
+    `should_stop`: a hub download returns at once (raising Interrupted) when it turns true.
+    """
     log = log or (lambda _: None)
     if ref.kind == "hub":
-        parts = _read_hub(ref, log)
+        parts = _read_hub(ref, log, should_stop)
         train, valid, test = parts["train"], parts["valid"], parts["test"]
     elif ref.kind == "file":
         assert ref.path is not None

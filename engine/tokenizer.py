@@ -25,6 +25,7 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from engine.config import DataConfig
+from engine.control import check_stop
 from engine.data import (
     DatasetRef,
     TextSplits,
@@ -224,8 +225,10 @@ def _read_meta(folder: Path, key: str) -> dict | None:
         return None
 
 
-def _build(folder: Path, key: str, ref: DatasetRef, cfg: DataConfig, log: Callable[[str], None]) -> dict:
-    texts: TextSplits = read_splits(ref, cfg.max_samples, cfg.valid_fraction, log)
+def _build(folder: Path, key: str, ref: DatasetRef, cfg: DataConfig, log: Callable[[str], None],
+           should_stop: Callable[[], bool] | None = None) -> dict:
+    texts: TextSplits = read_splits(ref, cfg.max_samples, cfg.valid_fraction, log, should_stop)
+    check_stop(should_stop)
     if not texts.train:
         raise DataError(f"dataset {ref.source} has no training lines")
     if cfg.tokenizer == "gpt2":
@@ -239,6 +242,7 @@ def _build(folder: Path, key: str, ref: DatasetRef, cfg: DataConfig, log: Callab
     if eot_id is None:
         raise DataError(f"the {cfg.tokenizer} tokenizer has no {EOT} token")
     log(f"vocabulary: {vocab_size:,} tokens")
+    check_stop(should_stop)
     dtype = token_dtype(vocab_size)
 
     # A stale meta.json must not vouch for files that are about to change.
@@ -250,6 +254,7 @@ def _build(folder: Path, key: str, ref: DatasetRef, cfg: DataConfig, log: Callab
     for split, lines in (("train", texts.train), ("valid", texts.valid), ("test", texts.test)):
         if split == "test" and not lines:
             continue
+        check_stop(should_stop)  # meta.json is written last: a stop here leaves no half-used cache
         n = _write_split(folder / f"{split}.bin", tokenizer, lines, eot_id, dtype)
         log(f"tokenizing {split}: {n:,} tokens")
         splits[split] = {"tokens": n, **_split_stats(lines)}
@@ -288,8 +293,13 @@ def _cache_folder(ref: DatasetRef, key: str) -> Path:
 
 # ----------------------------------------------------------------------------- entry point
 
-def prepare_data(cfg: DataConfig, log: Callable[[str], None] = lambda _: None) -> PreparedData:
-    """Tokenized splits for `cfg`, from the cache when the same inputs were prepared before."""
+def prepare_data(cfg: DataConfig, log: Callable[[str], None] = lambda _: None,
+                 should_stop: Callable[[], bool] | None = None) -> PreparedData:
+    """Tokenized splits for `cfg`, from the cache when the same inputs were prepared before.
+
+    `should_stop`: checked between the phases (download, tokenizer, each
+    split); when it turns true, `engine.control.Interrupted` is raised.
+    """
     ref = resolve_dataset(cfg.dataset)
     key = cache_key(ref, cfg)
     folder = _cache_folder(ref, key)
@@ -297,7 +307,7 @@ def prepare_data(cfg: DataConfig, log: Callable[[str], None] = lambda _: None) -
     if meta is not None:
         log(f"using cached tokens from {folder}")
     else:
-        meta = _build(folder, key, ref, cfg, log)
+        meta = _build(folder, key, ref, cfg, log, should_stop)
     dtype = np.dtype(meta["dtype"])
 
     def split(name: str) -> TokenSplit | None:

@@ -24,7 +24,7 @@ from engine import events as ev
 from engine.checkpoint import (checkpoint_path, load_latest_checkpoint, prune_checkpoints,
                                save_checkpoint, save_final_model)
 from engine.config import RunConfig, load_preset, write_toml
-from engine.control import TrainingControl
+from engine.control import Interrupted, TrainingControl
 from engine.errors import ConfigError, DataError, UserError
 from engine.evaluate import eval_metrics, score_tokens
 from engine.loader import TrainLoader
@@ -70,6 +70,10 @@ class Trainer:
         try:
             self._setup()
             return self._loop()
+        except Interrupted:  # stopped while the data was prepared: no run folder touched, nothing saved
+            event = ev.Finished(step=self.step, run_dir="", stopped=True)
+            self.emit(event)
+            return event
         except NonFiniteLoss as e:
             return self._fail(str(e), "nan")
         except torch.OutOfMemoryError as e:
@@ -114,7 +118,9 @@ class Trainer:
         log = (lambda m: self.emit(ev.Log(m))) if rt.is_main else (lambda m: None)
         if rt.distributed and not rt.is_main:
             torch.distributed.barrier()  # rank 0 trains the tokenizer and writes the token cache first
-        self.data = prepare_data(cfg.data, log=log)
+        # A stop during preparation returns at once (not under DDP: the other ranks wait at the barrier).
+        stop = None if rt.distributed else (lambda: self.control.should_stop)
+        self.data = prepare_data(cfg.data, log=log, should_stop=stop)
         if rt.distributed and rt.is_main:
             torch.distributed.barrier()
         cfg.model.vocab_size = self.data.vocab_size
@@ -379,7 +385,8 @@ class Trainer:
         rt = self.rt
         assert rt is not None and self.run_dir is not None
         if stopped:
-            if not self.last_checkpoint.endswith(checkpoint_path(self.run_dir, self.step).name):
+            # Step 0 of a new run has nothing worth a checkpoint: nothing was trained.
+            if self.step > 0 and not self.last_checkpoint.endswith(checkpoint_path(self.run_dir, self.step).name):
                 self._save("stop")
             event = ev.Finished(step=self.step, run_dir=str(self.run_dir), stopped=True,
                                 best_val_loss=self.best_val_loss)

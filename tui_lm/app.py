@@ -29,6 +29,17 @@ def default_roots(cwd: Path | None = None) -> list[Path]:
     return sorted(p for p in cwd.glob("lm_*") if p.is_dir())
 
 
+def unique_paths(paths: list[Path]) -> list[Path]:
+    """`paths` in order without repeats (the same folder spelt relative and absolute counts once)."""
+    out, seen = [], set()
+    for p in paths:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
+
+
 class TuiLmApp(App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "tui-lm"
@@ -39,12 +50,14 @@ class TuiLmApp(App[int]):
     ]
 
     def __init__(self, cfg: RunConfig, *, source: str | None, resume_picker: bool, roots: list[Path],
-                 startup_error: str = "", subtitle: str = "") -> None:
+                 startup_error: str = "", subtitle: str = "", named_run: Path | None = None) -> None:
         super().__init__()
         self.initial_config = cfg
         self.source = source
         self.resume_picker = resume_picker
-        self.roots = roots
+        self.roots = roots  # folders named by the user (--resume); ./lm_* is rescanned each time
+        self.named_run = named_run  # `--resume RUN_FOLDER`: preselected in the picker
+        self.run_parents: list[Path] = []  # where this session's runs went (a custom --out)
         self.startup_error = startup_error
         self.sub_title = subtitle
 
@@ -59,12 +72,25 @@ class TuiLmApp(App[int]):
 
     # ------------------------------------------------------------------ navigation
 
+    def picker_roots(self, out_dir: str = "") -> list[Path]:
+        """Where runs can be, computed anew at each open and reload of the picker.
+
+        The folders given with --resume, the output folder typed on the setup
+        screen and the one the app started with, the parents of runs trained
+        in this session, and every ./lm_* folder as it is now (a first run
+        creates its lm_<dataset> folder after the app started).
+        """
+        typed = [Path(d) for d in (out_dir, self.initial_config.run.out_dir) if d]
+        return unique_paths([*self.roots, *typed, *self.run_parents, *default_roots()])
+
     def open_resume_picker(self, out_dir: str = "") -> None:
-        roots = list(self.roots)
-        # The output folder typed on the setup screen is where new runs went.
-        if out_dir and Path(out_dir) not in roots:
-            roots.insert(0, Path(out_dir))
-        self.push_screen(ResumeScreen(roots))
+        named, self.named_run = self.named_run, None  # preselected the first time only
+        self.push_screen(ResumeScreen(lambda: self.picker_roots(out_dir), named=named))
+
+    def remember_run(self, run_dir: Path) -> None:
+        """A dashboard reports where its run lives, so the picker looks there later."""
+        if run_dir.parent not in self.run_parents:
+            self.run_parents.append(run_dir.parent)
 
     def start_training(self, cfg: RunConfig) -> None:
         self.push_screen(DashboardScreen(cfg))
@@ -96,17 +122,18 @@ class TuiLmApp(App[int]):
             return
         dashboard = self.dashboard
         active = dashboard is not None and dashboard.state not in ("finished", "stopped", "failed")
+        warning = dashboard.quit_warning() if active and dashboard is not None else ""
 
         def answered(quit_: bool | None) -> None:
             if not quit_:
                 return
             if active and dashboard is not None:
                 dashboard.stop_and_exit()  # exits once the checkpoint is written
-                self.notify("stopping the run and writing a checkpoint…", title="quitting")
+                self.notify("stopping the run first…", title="quitting", timeout=3)
             else:
                 self.exit(0)
 
-        self.push_screen(QuitConfirm(active), answered)
+        self.push_screen(QuitConfirm(warning), answered)
 
     def on_unmount(self) -> None:
         # However the app ends, never leave a training thread running behind it.
@@ -116,13 +143,15 @@ class TuiLmApp(App[int]):
 
 
 def make_app(profile: Path | None = None, resume_picker: bool = False, roots: list[Path] | None = None,
-             out_dir: str | None = None) -> TuiLmApp:
+             out_dir: str | None = None, resume: Path | None = None) -> TuiLmApp:
     """The app for the CLI and the tests.
 
     profile: a run.toml / profile to open on the setup screen (else the tiny preset);
-    resume_picker: open the resume picker on top of setup; roots: folders the
-    picker lists runs from (default: `out_dir` and ./lm_*); out_dir: parent
-    folder for new runs.
+    resume_picker: open the resume picker on top of setup; roots: more folders
+    the picker lists runs from (besides `out_dir` and ./lm_*, rescanned at
+    each open); out_dir: parent folder for new runs; resume: the folder given
+    with `--resume`: a run folder (listed with its siblings and preselected)
+    or a folder of runs.
     """
     error, source, subtitle = "", None, ""
     cfg = build_config("tiny")
@@ -139,7 +168,16 @@ def make_app(profile: Path | None = None, resume_picker: bool = False, roots: li
         source = f"preset:{cfg.run.preset or 'tiny'}"
     if out_dir:
         cfg.run.out_dir = out_dir
-    if roots is None:
-        roots = ([Path(out_dir)] if out_dir else []) + default_roots()
-    return TuiLmApp(cfg, source=source, resume_picker=resume_picker, roots=list(roots),
-                    startup_error=error, subtitle=subtitle)
+    roots = list(roots or [])
+    named_run = None
+    if resume is not None:
+        resume = Path(resume)
+        if resume.name == "run.toml":
+            resume = resume.parent
+        if (resume / "run.toml").is_file():
+            named_run = resume
+            roots.insert(0, resume.parent)
+        else:
+            roots.insert(0, resume)
+    return TuiLmApp(cfg, source=source, resume_picker=resume_picker or resume is not None, roots=roots,
+                    startup_error=error, subtitle=subtitle, named_run=named_run)

@@ -63,6 +63,10 @@ def format_event(e: ev.Event) -> str | None:
     if isinstance(e, ev.Resumed):
         return f"resumed at step {e.step}"
     if isinstance(e, ev.Finished):
+        if e.stopped and not e.run_dir:
+            return "stopped before training began; nothing was saved"
+        if e.stopped and e.step == 0:
+            return f"stopped before the first step; nothing to resume in {e.run_dir}"
         if e.stopped:
             return f"stopped at step {e.step}; resume with: tui-lm --no-ui --resume {e.run_dir}"
         test = f"; test word ppl {e.test.word_perplexity:.2f}" if e.test else ""

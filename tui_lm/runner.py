@@ -6,11 +6,14 @@ training loop's critical path, so it never touches a widget and never waits for
 the UI: step metrics and memory samples are appended to a buffer the dashboard
 drains at a bounded rate, everything else is posted as a `TrainingEvent`
 (thread-safe, non-blocking).
+
+Training uses torch's default threads, exactly as headless does: the UI
+thread needs under 1% of a core (bench/dashboard.py), and taking a core away
+from training on a small machine cost far more than it gave the keys.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import deque
 from pathlib import Path
@@ -55,7 +58,6 @@ class TrainingRunner:
             # and the setup screen must open instantly.
             from engine.trainer import Trainer
 
-            self._leave_a_core_for_the_ui()
             trainer = Trainer(self.cfg, self.emit, self.control, run_dir=self.run_dir, resume=self.resume)
             result = trainer.run()
         except BaseException as e:  # an import or setup failure must still end the run visibly
@@ -65,25 +67,6 @@ class TrainingRunner:
             self._done.set()
         self.result = result
         return result
-
-    def _leave_a_core_for_the_ui(self) -> None:
-        """On CPU, train with one intra-op thread fewer than the machine has cores.
-
-        torch's OpenMP threads spin on every core; the UI thread then waits for
-        a core and, holding the GIL when it gets one, stalls the whole team. On
-        a 2-core machine one thread is also simply faster for small models
-        (bench/dashboard.py). An explicit OMP_NUM_THREADS is left alone.
-        """
-        import torch
-
-        device = self.cfg.train.device
-        on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available()
-                                     and not torch.backends.mps.is_available())
-        cores = os.cpu_count() or 1
-        if on_cpu and "OMP_NUM_THREADS" not in os.environ and cores > 1 and torch.get_num_threads() >= cores:
-            torch.set_num_threads(cores - 1)
-            self.emit(ev.Log(f"training on the CPU with {cores - 1} of {cores} cores; "
-                             "one is left for the dashboard (set OMP_NUM_THREADS to override)"))
 
     # ------------------------------------------------------------------ UI thread
 

@@ -43,6 +43,8 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cache_dir: Path) -> None:
+    # The picker scans ./lm_*: a working folder of the test's own, not the checkout's.
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TUI_LM_CACHE", str(cache_dir))
     monkeypatch.setenv("TUI_LM_PROFILES", str(tmp_path / "profiles"))
     import engine.gpus
@@ -101,3 +103,17 @@ def text(widget: Any, width: int = 100) -> str:
 def run(coro: Any) -> Any:
     """Tests are plain functions running their async flow; no async pytest plugin needed."""
     return asyncio.run(coro)
+
+
+def screen_text(app: Any) -> str:
+    """The whole screen as the user sees it, plain text, one line per row (what a snapshot shows)."""
+    import io
+
+    from rich.console import Console
+
+    width, height = app.size
+    console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True, color_system=None,
+                      record=True, legacy_windows=False, safe_box=False)
+    # The same render export_screenshot makes for the snapshot tests.
+    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
+    return console.export_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -83,3 +84,82 @@ def test_resume_root_may_be_a_run_folder(tmp_path: Path, corpus: Path) -> None:
             assert [r.name for r in app.screen.query_one(RunTable).runs] == ["only"]
 
     run(flow())
+
+
+def picker_ready(app) -> bool:
+    return isinstance(app.screen, ResumeScreen) and app.screen.loaded
+
+
+def test_picker_sees_runs_created_after_the_app_started(tmp_path: Path, corpus: Path) -> None:
+    """Bug: the folders were listed once in make_app, so a first run's lm_<dataset> never showed."""
+
+    async def flow() -> None:
+        app = make_app()  # an empty working folder: no lm_* yet
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            await pilot.press("ctrl+r")
+            await wait_for(pilot, lambda: picker_ready(app), 30, "picker")
+            assert app.screen.query_one(RunTable).runs == []
+            assert "no runs found" in text(app.screen.query_one("#run-detail"))
+            # A run appears while the picker is open: F5 finds it.
+            fake_run(tmp_path / "lm_tinytext", "first", corpus, step=10, total=40, status="stopped")
+            await pilot.press("f5")
+            await wait_for(pilot, lambda: picker_ready(app), 30, "reload")
+            assert [r.name for r in app.screen.query_one(RunTable).runs] == ["first"]
+            await pilot.press("escape")
+            # Another one while the picker is closed: opening it again finds it.
+            fake_run(tmp_path / "lm_tinytext", "second", corpus, step=20, total=40, status="paused",
+                     when=FIXED_TIME + 60)
+            # And one in the output folder typed on the setup screen.
+            fake_run(tmp_path / "elsewhere", "typed", corpus, step=5, total=40, status="paused",
+                     when=FIXED_TIME - 60)
+            app.screen.query_one("#f-run-out_dir").value = "elsewhere"
+            await pilot.pause()
+            await pilot.press("ctrl+r")
+            await wait_for(pilot, lambda: picker_ready(app), 30, "picker again")
+            assert [r.name for r in app.screen.query_one(RunTable).runs] == ["second", "first", "typed"]
+            assert "lm_tinytext" in text(app.screen.query_one("#resume-where"), width=200)
+
+    run(flow())
+
+
+def test_resume_named_run_is_preselected(tmp_path: Path, corpus: Path, monkeypatch) -> None:
+    """Bug: `tui-lm --resume lm_x/<run>` highlighted the newest run, and enter resumed that one."""
+    make_runs(tmp_path / "runs", corpus)  # broken-run is the newest, paused-run is named
+    chosen: list[Path] = []
+    monkeypatch.setattr(type(make_app()), "resume_run", lambda self, run_dir, screen=None: chosen.append(run_dir))
+
+    async def flow() -> None:
+        app = make_app(resume=tmp_path / "runs" / "paused-run")
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: picker_ready(app), 30, "picker")
+            table = app.screen.query_one(RunTable)
+            assert {r.name for r in table.runs} == {"paused-run", "finished-run", "broken-run"}
+            assert table.highlighted.name == "paused-run"
+            assert "enter resumes it at step 300" in text(app.screen.query_one("#run-detail"))
+            await pilot.press("enter")
+            await pilot.pause()
+            assert chosen == [tmp_path / "runs" / "paused-run"]
+
+    run(flow())
+
+
+def test_loaded_means_the_rows_are_laid_out(tmp_path: Path, corpus: Path) -> None:
+    """The snapshot flake: `loaded` was set before the table had sized its columns to the rows.
+
+    On a busy machine the pilot's idle wait returned before the table's idle
+    pass, and the picture showed every column cut to its header's width.
+    """
+    make_runs(tmp_path / "runs", corpus)
+    widths: list[int] = []
+
+    async def flow() -> None:
+        app = make_app(resume_picker=True, roots=[tmp_path / "runs"])
+        async with app.run_test(size=SIZE) as pilot:
+            while not picker_ready(app):
+                await asyncio.sleep(0)  # no pilot pause: look at the very moment `loaded` turns true
+            table = app.screen.query_one(RunTable)
+            widths.append(table.ordered_columns[0].get_render_width(table))
+
+    run(flow())
+    assert widths[0] >= len("finished-run") + 2

@@ -8,9 +8,13 @@ however fast the loop steps. The worker never touches a widget.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from pathlib import Path
+from typing import Any
 
+from rich.markup import escape
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -24,6 +28,7 @@ from engine.config import RunConfig
 from engine.schedule import lr_at
 from tui_lm.messages import TrainingEvent
 from tui_lm.runner import TrainingRunner
+from tui_lm.widgets.common.format import display_path
 from tui_lm.widgets.dashboard.event_log import EventLog
 from tui_lm.widgets.dashboard.line_plot import LinePlot
 from tui_lm.widgets.dashboard.memory_gauge import MemoryGauge
@@ -65,6 +70,9 @@ class DashboardScreen(Screen):
         self.run_dir: Path | None = run_dir
         self.result: ev.Event | None = None
         self.exit_when_done = False  # set by the quit dialog while a run is active
+        self.started: ev.RunStarted | None = None
+        self.last_checkpoint = ""  # newest checkpoint of this run (this session's or the one resumed from)
+        self.trained_step = False  # a step of this session has been logged
 
     def compose(self) -> ComposeResult:
         yield RunHeader(id="run-header")
@@ -93,6 +101,11 @@ class DashboardScreen(Screen):
         self.set_interval(DRAIN_S, self.drain)
         self._train()
 
+    def on_unmount(self) -> None:
+        # However the app ends (its screens are closed before the app's own
+        # unmount runs), never leave a training thread running behind it.
+        self.runner.stop()
+
     @work(thread=True, group="training", exclusive=True, exit_on_error=False)
     def _train(self) -> ev.Event:
         return self.runner.run()
@@ -104,14 +117,15 @@ class DashboardScreen(Screen):
         self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        # None = shown greyed out in the footer; False = hidden.
-        active = self.state not in ENDED
-        if action == "pause":
-            return active and self.state in ("starting", "running") or None
-        if action == "resume":
-            return active and self.state in ("paused", "pausing") or None
-        if action == "stop":
-            return active and self.state != "stopping" or None
+        # True = offered; None = shown greyed out in the footer; False = hidden.
+        if action in ("pause", "resume", "stop"):
+            if self.state in ENDED:
+                return False  # nothing left to pause, resume or stop
+            if action == "pause":
+                return self.state in ("starting", "running") or None
+            if action == "resume":
+                return self.state in ("paused", "pausing") or None
+            return self.state != "stopping" or None
         if action == "back":
             return self.state in ENDED
         return True
@@ -136,6 +150,20 @@ class DashboardScreen(Screen):
     def action_back(self) -> None:
         if self.state in ENDED:
             self.dismiss(self.result)
+
+    def quit_warning(self) -> str:
+        """What quitting now does to this run, for the quit dialog: only what will really happen."""
+        e = self.started
+        if e is None:
+            return ("Training has not started yet (the data and the model are being prepared): quitting "
+                    "cancels it; nothing is saved" + (" and the run is left as it was." if self.runner.resume else "."))
+        if not self.trained_step and not e.resumed_from:
+            return "No step has been trained yet: quitting cancels the run; there is nothing to checkpoint."
+        if not self.trained_step:
+            return (f"No step has been trained since resuming: quitting stops the run; its checkpoint at "
+                    f"step {e.start_step:,} is kept.")
+        return ("A run is active: it will be stopped after the current step and a checkpoint written first, "
+                "so it can be resumed later.")
 
     def stop_and_exit(self) -> None:
         """The quit dialog's path: checkpoint and stop, then leave the app."""
@@ -165,6 +193,7 @@ class DashboardScreen(Screen):
             elif isinstance(e, ev.MemorySample):
                 last_memory = e
         if last_step is not None:
+            self.trained_step = True
             self.query_one(StepProgress).show(last_step)
             self.query_one(MetricsPanel).show_step(last_step)
             if self.state == "starting":
@@ -187,6 +216,11 @@ class DashboardScreen(Screen):
 
     def _on_RunStarted(self, e: ev.RunStarted) -> None:
         self.run_dir = Path(e.run_dir)
+        self.started = e
+        self.last_checkpoint = e.resumed_from or self.last_checkpoint
+        remember = getattr(self.app, "remember_run", None)
+        if remember is not None:
+            remember(self.run_dir)  # the resume picker will look in its folder
         if self.state == "starting":
             self.state = "running"
         header = self.query_one(RunHeader)
@@ -203,6 +237,9 @@ class DashboardScreen(Screen):
         if e.resumed_from:
             self._load_history(self.run_dir, e.start_step)
 
+    def _on_CheckpointSaved(self, e: ev.CheckpointSaved) -> None:
+        self.last_checkpoint = e.path
+
     def _on_EvalResult(self, e: ev.EvalResult) -> None:
         self.query_one(MetricsPanel).show_eval(e)
         if e.split == "valid":
@@ -212,9 +249,10 @@ class DashboardScreen(Screen):
         self.query_one(SampleView).show(e)
 
     def _on_Paused(self, e: ev.Paused) -> None:
+        # The header, the progress line and the event log say it: no toast over the log.
         if self.state != "stopping":
             self.state = "paused"
-        self.notify(f"paused at step {e.step:,}; checkpoint {Path(e.checkpoint).name}", title="paused")
+        self.query_one(StepProgress).show_paused(e.step)
 
     def _on_Resumed(self, e: ev.Resumed) -> None:
         if self.state != "stopping":
@@ -226,21 +264,26 @@ class DashboardScreen(Screen):
         if self.exit_when_done:
             self.app.exit()
         elif e.stopped:
-            self.app.notify(f"stopped at step {e.step:,}; resume it with ctrl+r", title="run stopped")
+            # Shown on the setup screen this returns to, where nothing else says it.
+            if not e.run_dir:
+                self.app.notify("stopped before training began: nothing was saved or changed", title="run stopped")
+            elif not self.last_checkpoint:
+                self.app.notify(f"stopped before its first step: nothing to resume ({display_path(e.run_dir)})",
+                                title="run stopped")
+            else:
+                self.app.notify(f"stopped at step {e.step:,}; resume it with ctrl+r ({display_path(e.run_dir)})",
+                                title="run stopped")
             self.dismiss(e)
-        else:
-            self.notify(f"model saved to {e.model_dir}; escape returns to setup", title="training finished",
-                        timeout=10)
+        # Finished: the header, the event log and the footer (escape) say it; no toast over the log.
 
     def _on_Failed(self, e: ev.Failed) -> None:
         self.result = e
         self.state = "failed"
         panel = self.query_one("#error-panel", Static)
-        kept = f"\nThe last good checkpoint is kept: {e.checkpoint}" if e.checkpoint else ""
-        panel.update(f"[b]Training failed ({e.kind}) at step {e.step:,}[/b]\n{e.message}{kept}\n"
+        kept = f"\nThe last good checkpoint is kept: {escape(display_path(e.checkpoint))}" if e.checkpoint else ""
+        panel.update(f"[b]Training failed ({e.kind}) at step {e.step:,}[/b]\n{escape(e.message)}{kept}\n"
                      "[dim]Press escape to return to the setup screen.[/dim]")
-        panel.display = True
-        self.notify(e.message, title=f"training failed ({e.kind})", severity="error", timeout=15)
+        panel.display = True  # the banner says it all: no toast repeating it
         if self.exit_when_done:
             self.app.exit()
 
@@ -248,9 +291,11 @@ class DashboardScreen(Screen):
 
     @work(thread=True, group="history", exit_on_error=False)
     def _load_history(self, run_dir: Path, upto: int) -> None:
-        """Earlier sessions' metrics from metrics.jsonl, so a resumed run's plots are whole."""
+        """Earlier sessions' metrics from metrics.jsonl, so a resumed run's plots and numbers are whole."""
         train: list[tuple[int, float]] = []
         valid: list[tuple[int, float]] = []
+        last_train: ev.StepMetrics | None = None
+        last_valid: ev.EvalResult | None = None
         try:
             with open(run_dir / "metrics.jsonl") as f:
                 for line in f:
@@ -262,14 +307,48 @@ class DashboardScreen(Screen):
                         continue
                     if row.get("event") == "StepMetrics":
                         train.append((row["step"], row["loss"]))
+                        last_train = event_from_row(ev.StepMetrics, row) or last_train
                     elif row.get("event") == "EvalResult" and row.get("split") == "valid":
                         valid.append((row["step"], row["loss"]))
+                        last_valid = event_from_row(ev.EvalResult, row) or last_valid
         except OSError:
-            return
+            pass
+        best = min((loss for _, loss in valid), default=math.inf)
+        if last_valid is None:  # no metrics.jsonl (or no evaluation in it): state.json's summary
+            last_valid, best = valid_from_state(run_dir, upto), best
+            if last_valid is not None:
+                best = min(best, last_valid.loss)
         self.app.call_from_thread(self._prepend_history, train, valid)
+        self.app.call_from_thread(self.query_one(MetricsPanel).restore, last_train, last_valid, best)
 
     def _prepend_history(self, train: list[tuple[int, float]], valid: list[tuple[int, float]]) -> None:
         plot = self.query_one("#loss-plot", LinePlot)
         for key, old in (("train", train), ("valid", valid)):
             s = plot.series[key]
             plot.set_points(key, [x for x, _ in old] + s.xs, [y for _, y in old] + s.ys)
+
+
+def event_from_row(cls: type[ev.Event], row: dict) -> Any:
+    """A metrics.jsonl row back into its event; None when the row lacks a field (an older format)."""
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in row:
+            kwargs[f.name] = row[f.name]
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            return None
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError):
+        return None
+
+
+def valid_from_state(run_dir: Path, step: int) -> ev.EvalResult | None:
+    """The last validation figures state.json keeps, when metrics.jsonl has none."""
+    try:
+        state = json.loads((run_dir / "state.json").read_text())
+        loss = float(state["last_val_loss"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return ev.EvalResult(step=step, split="valid", loss=loss, perplexity=float(state.get("last_val_ppl", math.exp(loss))),
+                         word_perplexity=float(state.get("last_word_ppl", math.nan)), bits_per_byte=math.nan,
+                         tokens=0, partial=True)

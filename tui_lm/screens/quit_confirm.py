@@ -1,4 +1,4 @@
-"""The quit dialog: a ModalScreen[bool] that warns when a run will be stopped first."""
+"""The quit dialog: a ModalScreen[bool] that says what quitting does to the run, if one is active."""
 
 from __future__ import annotations
 
@@ -16,16 +16,16 @@ class QuitConfirm(ModalScreen[bool]):
         Binding("n,escape", "answer(False)", "Cancel"),
     ]
 
-    def __init__(self, run_active: bool) -> None:
+    def __init__(self, warning: str = "") -> None:
+        """`warning`: what happens to the active run (DashboardScreen.quit_warning); "" when none is."""
         super().__init__()
-        self.run_active = run_active
+        self.warning = warning
 
     def compose(self) -> ComposeResult:
         with Vertical(id="quit-dialog", classes="dialog"):
             yield Static("[b]Quit tui-lm?[/b]", classes="dialog-title")
-            if self.run_active:
-                yield Static("A run is active: it will be stopped and a checkpoint written first, "
-                             "so it can be resumed later.", id="quit-warning")
+            if self.warning:
+                yield Static(self.warning, id="quit-warning", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Quit (y)", id="quit-yes", variant="error")
                 yield Button("Cancel (n)", id="quit-no", variant="primary")

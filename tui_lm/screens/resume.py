@@ -1,36 +1,39 @@
 """Resume picker: every run under the given folders; enter resumes the selected one.
 
-Runs are read in a thread worker: `engine.runs` imports the checkpoint module,
-which imports torch, and that must not freeze the screen while it loads.
+The folders are asked for anew at each open and reload (F5): a run created
+after the app started must show up. Runs are read in a thread worker:
+`engine.runs` imports the checkpoint module, which imports torch, and that
+must not freeze the screen while it loads.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from textual import on, work
+from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from tui_lm.widgets.common.format import display_path
 from tui_lm.widgets.resume.run_table import RunTable
 
 
 def collect_runs(roots: list[Path]) -> list[Any]:
-    """Runs under each root; a root that is itself a run folder is listed as one run."""
+    """Runs under every root, newest first; a root that is itself a run folder is listed as one run."""
     from engine.runs import find_runs, read_run
 
-    runs, seen = [], set()
-    for root in roots:
-        found = [read_run(root)] if (root / "run.toml").is_file() else find_runs([root])
-        for info in found:
-            key = info.path.resolve()
-            if key not in seen:
-                seen.add(key)
-                runs.append(info)
-    return runs
+    runs = find_runs([r for r in roots if not (r / "run.toml").is_file()])
+    runs += [read_run(r) for r in roots if (r / "run.toml").is_file()]
+    unique: dict[Path, Any] = {}
+    for info in runs:
+        unique.setdefault(info.path.resolve(), info)
+    # find_runs' order (newest first), across all the roots together.
+    return sorted(unique.values(), reverse=True,
+                  key=lambda r: r.last_checkpoint_time or (r.path / "run.toml").stat().st_mtime)
 
 
 class ResumeScreen(Screen):
@@ -40,16 +43,20 @@ class ResumeScreen(Screen):
         Binding("f5", "reload", "Reload"),
     ]
 
-    def __init__(self, roots: list[Path]) -> None:
+    def __init__(self, roots: Callable[[], list[Path]] | list[Path], named: Path | None = None) -> None:
+        """`roots`: the folders to list, or a function giving them (called at each scan).
+
+        `named`: a run folder the user asked for (`--resume RUN`): preselected.
+        """
         super().__init__()
-        self.roots = roots
-        self.loaded = False  # tests and snapshots wait for the scan
+        self._roots = roots if callable(roots) else (lambda: list(roots))
+        self.roots: list[Path] = []  # the folders of the last scan
+        self.named = named
+        self.loaded = False  # set once the rows are laid out: tests and snapshots wait for it
 
     def compose(self) -> ComposeResult:
         yield Header()
-        where = ", ".join(str(r) for r in self.roots) or "(no folders: pass one with --resume PATH)"
-        yield Static(f"Runs in {where}  ·  enter resumes the selected run, escape returns to setup",
-                     id="resume-where")
+        yield Static("", id="resume-where")
         yield RunTable(id="run-table")
         yield Static("loading runs…", id="run-detail")
         yield Footer()
@@ -58,29 +65,42 @@ class ResumeScreen(Screen):
         self.action_reload()
 
     def action_reload(self) -> None:
+        self.loaded = False
         self.query_one("#run-detail", Static).update("loading runs…")
         self._load()
 
     @work(thread=True, group="resume-scan", exclusive=True, exit_on_error=False)
     def _load(self) -> None:
         try:
-            runs = collect_runs(self.roots)
+            roots = self._roots()
+            runs = collect_runs(roots)
         except Exception as e:  # an unreadable folder must not take the picker down
             self.app.call_from_thread(self._show_error, f"cannot list runs: {e}")
             return
-        self.app.call_from_thread(self._show, runs)
+        self.app.call_from_thread(self._show, roots, runs)
 
     def _show_error(self, message: str) -> None:
         self.query_one("#run-detail", Static).update(f"[red]{message}[/red]")
+        self.loaded = True
 
-    def _show(self, runs: list[Any]) -> None:
+    def _show(self, roots: list[Path], runs: list[Any]) -> None:
+        self.roots = roots
+        where = ", ".join(display_path(r) for r in roots) or "no folders yet: ./lm_* is empty (or pass --resume PATH)"
+        self.query_one("#resume-where", Static).update(
+            f"Runs in {escape(where)}  ·  enter resumes the selected run, f5 looks again, escape returns to setup")
         table = self.query_one(RunTable)
-        table.show_runs(runs)
+        named = self.named.resolve() if self.named is not None else None
+        selected = next((i for i, r in enumerate(runs) if named is not None and r.path.resolve() == named), 0)
+        # `loaded` waits for the table's own layout pass (column widths follow
+        # the rows only then), so a picture taken at `loaded` is complete.
+        table.show_runs(runs, cursor=selected, on_ready=self._ready)
         table.focus()
         if not runs:
-            self.query_one("#run-detail", Static).update("no runs found")
+            self.query_one("#run-detail", Static).update("no runs found in " + (where if roots else "./lm_*"))
         else:
             self._describe(table.highlighted)
+
+    def _ready(self) -> None:
         self.loaded = True
 
     @on(DataTable.RowHighlighted)
@@ -90,10 +110,12 @@ class ResumeScreen(Screen):
     def _describe(self, info: Any | None) -> None:
         if info is None:
             return
-        lines = [f"[b]{info.path}[/b]  ·  last checkpoint {info.last_checkpoint or '—'}"
+        lines = [f"[b]{escape(display_path(info.path))}[/b]  ·  last checkpoint {info.last_checkpoint or '—'}"
                  f"  ·  {info.world_size} process{'es' if info.world_size != 1 else ''}"]
         if info.problem:
-            lines.append(f"[red]cannot be resumed: {info.problem}[/red]")
+            lines.append(f"[red]cannot be resumed: {escape(info.problem)}[/red]")
+        elif self.named is not None and info.path.resolve() == self.named.resolve() and info.resumable:
+            lines.append(f"[green]the run named on the command line: enter resumes it at step {info.step:,}[/green]")
         self.query_one("#run-detail", Static).update("\n".join(lines))
 
     def action_choose(self) -> None:

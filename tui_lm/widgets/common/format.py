@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 import time
+from pathlib import Path
 
 
 def human_bytes(n: float) -> str:
@@ -57,3 +59,20 @@ def bar(fraction: float, width: int, *, marker: float | None = None) -> str:
     if marker is not None and math.isfinite(marker):
         cells[max(0, min(width - 1, round(marker * width) - 1))] = "│"
     return "".join(cells)
+
+
+def display_path(path: str | os.PathLike[str], cwd: Path | None = None) -> str:
+    """A path as the user should read it: relative to the working folder when under it, else absolute.
+
+    New runs get relative paths from the trainer and resumed ones absolute
+    paths from the picker; shown through here, both read the same.
+    """
+    if not str(path):
+        return ""
+    p = Path(path)
+    cwd = cwd or Path.cwd()
+    try:
+        absolute = p if p.is_absolute() else cwd / p
+        return str(Path(os.path.normpath(absolute)).relative_to(cwd))
+    except ValueError:
+        return str(Path(os.path.normpath(p.absolute())))

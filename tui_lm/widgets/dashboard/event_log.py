@@ -1,4 +1,9 @@
-"""The dashboard's log: evaluations, checkpoints, warnings and errors, one line each."""
+"""The dashboard's log: evaluations, checkpoints, warnings and errors, one line each.
+
+Paths read the same in a new run (the trainer's relative paths) and a
+resumed one (the picker's absolute paths): relative to the working folder
+when under it (`display_path`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from rich.text import Text
 from textual.widgets import RichLog
 
 from engine import events as ev
+from tui_lm.widgets.common.format import display_path as p
 
 
 def describe(e: ev.Event) -> Text | None:
@@ -16,7 +22,7 @@ def describe(e: ev.Event) -> Text | None:
         return Text(e.message, style="yellow" if e.level == "warning" else "")
     if isinstance(e, ev.RunStarted):
         what = f"resumed at step {e.start_step:,} from {Path(e.resumed_from).name}" if e.resumed_from else "started"
-        return Text(f"run {what} in {e.run_dir} on {e.device} ({e.precision}), "
+        return Text(f"run {what} in {p(e.run_dir)} on {e.device} ({e.precision}), "
                     f"{e.total_steps:,} steps of {e.tokens_per_step:,} tokens", style="green")
     if isinstance(e, ev.EvalResult):
         part = " (partial)" if e.partial else ""
@@ -24,17 +30,21 @@ def describe(e: ev.Event) -> Text | None:
         return Text(f"step {e.step:,}: {e.split} loss {e.loss:.4f} · ppl {e.perplexity:,.2f} · "
                     f"word ppl {e.word_perplexity:,.2f}{part}{best}", style="cyan")
     if isinstance(e, ev.CheckpointSaved):
-        return Text(f"step {e.step:,}: checkpoint ({e.reason}) saved to {e.path}")
+        return Text(f"step {e.step:,}: checkpoint ({e.reason}) saved to {p(e.path)}")
     if isinstance(e, ev.Paused):
-        return Text(f"step {e.step:,}: paused, checkpoint {e.checkpoint}", style="bold yellow")
+        return Text(f"step {e.step:,}: paused, checkpoint {p(e.checkpoint)}", style="bold yellow")
     if isinstance(e, ev.Resumed):
         return Text(f"step {e.step:,}: resumed", style="bold green")
     if isinstance(e, ev.Finished):
+        if e.stopped and not e.run_dir:
+            return Text("stopped before training began; nothing was saved", style="bold cyan")
+        if e.stopped and e.step == 0:
+            return Text(f"stopped before the first step; nothing to resume in {p(e.run_dir)}", style="bold cyan")
         if e.stopped:
-            return Text(f"step {e.step:,}: stopped by the user; checkpoint kept in {e.run_dir}", style="bold cyan")
-        return Text(f"step {e.step:,}: finished; model saved to {e.model_dir}", style="bold cyan")
+            return Text(f"step {e.step:,}: stopped by the user; checkpoint kept in {p(e.run_dir)}", style="bold cyan")
+        return Text(f"step {e.step:,}: finished; model saved to {p(e.model_dir)}", style="bold cyan")
     if isinstance(e, ev.Failed):
-        kept = f"; last checkpoint {e.checkpoint}" if e.checkpoint else ""
+        kept = f"; last checkpoint {p(e.checkpoint)}" if e.checkpoint else ""
         return Text(f"step {e.step:,}: FAILED ({e.kind}): {e.message}{kept}", style="bold red")
     return None
 

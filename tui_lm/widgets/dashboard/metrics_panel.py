@@ -26,6 +26,15 @@ class MetricsPanel(Static):
         self.train = m
         self._redraw()
 
+    def restore(self, train: StepMetrics | None, valid: EvalResult | None, best_valid: float) -> None:
+        """Figures of earlier sessions of a resumed run; anything newer already shown wins."""
+        if train is not None and (self.train is None or self.train.step < train.step):
+            self.train = train
+        if valid is not None and (self.valid is None or self.valid.step < valid.step):
+            self.valid = valid
+        self.best_valid = min(self.best_valid, best_valid)
+        self._redraw()
+
     def show_eval(self, e: EvalResult) -> None:
         if e.split == "test":
             self.test = e

@@ -52,6 +52,13 @@ class StepProgress(Static):
                      f"{m.tokens_per_s:,.0f} tokens/s · elapsed {duration(m.elapsed_s)}")
         self._redraw()
 
+    def show_paused(self, step: int) -> None:
+        """Paused at `step` (a step the last log line may not have reached): no ETA while it waits."""
+        self.step = step
+        self.line = (f"step {step:,} / {self.total_steps:,} · {100 * step / max(1, self.total_steps):.1f}% · "
+                     "paused: r resumes")
+        self._redraw()
+
     def _redraw(self) -> None:
         width = max(10, self.content_size.width - 7)
         fraction = self.step / self.total_steps if self.total_steps else 0.0

@@ -7,7 +7,7 @@ can be started.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from rich.text import Text
 from textual.message import Message
@@ -44,11 +44,18 @@ class RunTable(DataTable):
     def __init__(self, **kwargs) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self.runs: list[Any] = []
+        self._on_ready: Callable[[], None] | None = None
 
     def on_mount(self) -> None:
         self.add_columns(*COLUMNS)
 
-    def show_runs(self, runs: list[Any]) -> None:
+    def show_runs(self, runs: list[Any], cursor: int = 0, on_ready: Callable[[], None] | None = None) -> None:
+        """Replace the rows; `on_ready` runs once the table has measured them.
+
+        DataTable sizes its columns to new rows in its handler of the next
+        Idle event; `on_idle` below runs in the same pass, just before it, and
+        defers the callback until after the repaint that follows.
+        """
         self.runs = list(runs)
         self.clear()
         for i, r in enumerate(self.runs):
@@ -65,6 +72,15 @@ class RunTable(DataTable):
                 note_for(r),
                 key=str(i),
             )
+        if self.runs:
+            self.move_cursor(row=max(0, min(cursor, len(self.runs) - 1)), animate=False)
+        self._on_ready = on_ready
+        self.check_idle()
+
+    def on_idle(self) -> None:
+        if self._on_ready is not None:
+            callback, self._on_ready = self._on_ready, None
+            self.call_after_refresh(callback)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()

@@ -1,0 +1,195 @@
+"""The dashboard's reactions, with a scripted runner: resumed numbers, paused step, keys offered,
+paths, samples, toasts, and stopping while the data is still being prepared (a real trainer)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+from textual.widgets import Static
+
+from engine import events as ev
+from engine.config import write_toml
+from tests.ui.conftest import run, screen_text, text, tiny_config, wait_for
+from tests.ui.scripted import ScriptedRunner
+from tui_lm.app import make_app
+from tui_lm.screens import dashboard as dashboard_module
+from tui_lm.screens.dashboard import DashboardScreen
+from tui_lm.screens.quit_confirm import QuitConfirm
+from tui_lm.screens.setup import SetupScreen
+from tui_lm.widgets.dashboard.event_log import EventLog
+from tui_lm.widgets.dashboard.metrics_panel import MetricsPanel
+from tui_lm.widgets.dashboard.sample_view import SampleView
+from tui_lm.widgets.dashboard.step_progress import StepProgress
+
+SIZE = (120, 40)
+
+
+def started(run_dir: Path, **kw) -> ev.RunStarted:
+    values = dict(run_dir=str(run_dir), num_params=1000, total_steps=100, start_step=0, steps_per_epoch=50,
+                  tokens_per_step=128, device="cpu", precision="fp32")
+    return ev.RunStarted(**{**values, **kw})
+
+
+def step(n: int, loss: float = 3.0) -> ev.StepMetrics:
+    return ev.StepMetrics(step=n, total_steps=100, epoch=0, loss=loss, lr=1e-3, grad_norm=1.0, tokens_per_s=1000.0,
+                          step_time_s=0.1, elapsed_s=n * 0.1, tokens_seen=n * 128)
+
+
+def valid(n: int, loss: float, partial: bool = True) -> ev.EvalResult:
+    return ev.EvalResult(step=n, split="valid", loss=loss, perplexity=math.exp(loss), word_perplexity=math.exp(1.5 * loss),
+                         bits_per_byte=loss / 3, tokens=512, partial=partial)
+
+
+def log_text(screen: DashboardScreen) -> str:
+    return "\n".join(strip.text for strip in screen.query_one(EventLog).lines)
+
+
+@pytest.fixture
+def scripted(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(dashboard_module, "TrainingRunner", ScriptedRunner)
+
+    def use(*events: ev.Event) -> None:
+        monkeypatch.setattr(ScriptedRunner, "SCRIPT", list(events))
+
+    return use
+
+
+async def open_dashboard(app, pilot) -> DashboardScreen:
+    await pilot.pause()
+    await pilot.press("ctrl+t")
+    await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), 5, "dashboard")
+    return app.screen
+
+
+def test_resumed_run_shows_its_metrics_and_the_paused_step(tmp_path: Path, scripted, corpus: Path) -> None:
+    """Bugs: valid loss, best valid and perplexity showed "—" after resuming; the progress line kept the
+    last logged step (50) while paused at 55; the log showed absolute paths for a resumed run."""
+    run_dir = tmp_path / "runs" / "demo"
+    run_dir.mkdir(parents=True)
+    write_toml(tiny_config(corpus, tmp_path / "runs"), run_dir / "run.toml")
+    rows = [step(10, 5.0), valid(20, 4.0), step(20, 4.5), valid(40, 3.5), step(50, 3.9), valid(60, 9.9)]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps({"time": 0, **e.to_dict()}) + "\n" for e in rows))
+    (run_dir / "state.json").write_text(json.dumps({"status": "paused", "step": 55, "last_val_loss": 3.5}))
+    ckpt = run_dir / "snapshots" / "step_0000050.pt"
+    scripted(started(run_dir, start_step=50, resumed_from=str(ckpt)),
+             ev.CheckpointSaved(step=55, path=str(run_dir / "snapshots" / "step_0000055.pt"), reason="pause"),
+             ev.Paused(step=55, checkpoint=str(run_dir / "snapshots" / "step_0000055.pt")))
+
+    async def flow() -> None:
+        app = make_app()
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            app.resume_run(run_dir)
+            await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), 5, "dashboard")
+            dash = app.screen
+            await wait_for(pilot, lambda: dash.state == "paused", 10, "paused")
+            panel = dash.query_one(MetricsPanel)
+            await wait_for(pilot, lambda: panel.valid is not None, 10, "history")
+            shown = " ".join(text(panel).split())
+            assert "valid loss 3.5000" in shown  # the last evaluation up to step 50, not step 60's
+            assert "best valid 3.5000" in shown
+            assert f"perplexity {math.exp(3.5):,.2f}" in shown
+            assert "train loss 3.9000" in shown
+            progress = text(dash.query_one(StepProgress))
+            assert "step 55 / 100" in progress and "paused" in progress
+            log = log_text(dash)
+            assert "in runs/demo on cpu" in log and str(tmp_path) not in log
+            assert "checkpoint runs/demo/snapshots/step_0000055.pt" in log
+
+    run(flow())
+
+
+def test_keys_offered_follow_the_state_and_failure_is_not_toasted(tmp_path: Path, scripted) -> None:
+    """Bugs: p/r/s stayed in the footer (greyed) after FAILED; a toast repeated the failure banner."""
+    run_dir = tmp_path / "runs" / "demo"
+    scripted(started(run_dir), step(10),
+             ev.Failed(message="CUDA out of memory. Try a smaller batch", step=12, kind="oom"))
+
+    async def flow() -> None:
+        app = make_app()
+        async with app.run_test(size=SIZE) as pilot:
+            dash = await open_dashboard(app, pilot)
+            await wait_for(pilot, lambda: dash.state == "failed", 10, "failed")
+            await pilot.pause()
+            keys = {a.binding.key for a in dash.active_bindings.values() if a.binding.action in ("pause", "resume", "stop")}
+            assert keys == set(), f"keys still offered after the run failed: {keys}"
+            assert dash.active_bindings["escape"].enabled  # back to setup is offered
+            assert "Training failed (oom)" in text(dash.query_one("#error-panel", Static))
+            assert not list(app.screen.query("Toast")), "a toast repeats the failure banner over the log"
+
+    run(flow())
+
+
+def test_paused_and_finished_do_not_cover_the_log_with_toasts(tmp_path: Path, scripted) -> None:
+    run_dir = tmp_path / "runs" / "demo"
+    scripted(started(run_dir), step(10), ev.Paused(step=12, checkpoint=str(run_dir / "x.pt")),
+             ev.Resumed(step=12), step(100),
+             ev.Finished(step=100, run_dir=str(run_dir), stopped=False, model_dir=str(run_dir / "models")))
+
+    async def flow() -> None:
+        app = make_app()
+        async with app.run_test(size=SIZE) as pilot:
+            dash = await open_dashboard(app, pilot)
+            await wait_for(pilot, lambda: dash.state == "finished", 10, "finished")
+            await pilot.pause()
+            assert not list(app.screen.query("Toast"))
+            assert "finished; model saved to runs/demo/models" in log_text(dash)
+            assert "p" not in dash.active_bindings
+
+    run(flow())
+
+
+def test_a_sample_with_newlines_is_shown_whole(tmp_path: Path, scripted) -> None:
+    lines = ["The history of the city", "", " = = Early years = = ", "", "It was founded in 1820 ."]
+    scripted(started(tmp_path / "runs" / "demo"), ev.SampleGenerated(step=10, prompt="The history of",
+                                                                      text="\n".join(lines)))
+
+    async def flow() -> None:
+        app = make_app()
+        async with app.run_test(size=SIZE) as pilot:
+            dash = await open_dashboard(app, pilot)
+            view = dash.query_one(SampleView)
+            await wait_for(pilot, lambda: "sample at step" in str(view.border_title), 10, "sample")
+            await pilot.pause()
+            shown = " ".join(screen_text(app).split())
+            for line in ("The history of the city", "= = Early years = =", "It was founded in 1820 ."):
+                assert line in shown, f"{line!r} not on screen: {shown!r}"
+
+    run(flow())
+
+
+def test_stop_and_quit_interrupt_data_preparation(tmp_path: Path, monkeypatch, tiny_profile) -> None:
+    """Bug: with no data and no network, `s` waited out the hub's retries (23 s) and `q` took 20 s;
+    the quit dialog promised a checkpoint at step 0."""
+    import datasets
+
+    def offline_retries(*args, **kwargs):
+        time.sleep(20)  # what the hub's connection retries take offline
+        raise ConnectionError("offline")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline_retries)
+    monkeypatch.delenv("TUI_LM_DATA", raising=False)
+    profile = tiny_profile()
+    profile.write_text(profile.read_text().replace(f'dataset = "{tmp_path.parent}', 'dataset = "wikitext-2" # '))
+
+    async def flow() -> None:
+        app = make_app(profile=profile)
+        async with app.run_test(size=SIZE) as pilot:
+            dash = await open_dashboard(app, pilot)
+            await wait_for(pilot, lambda: "downloading wikitext-2" in log_text(dash), 30, "download started")
+            await pilot.press("q")
+            await wait_for(pilot, lambda: isinstance(app.screen, QuitConfirm), 5, "quit dialog")
+            warning = text(app.screen.query_one("#quit-warning", Static))
+            assert "has not started yet" in warning and "checkpoint" not in warning
+            await pilot.press("n")
+            await wait_for(pilot, lambda: app.screen is dash, 5, "dialog closed")
+            t0 = time.monotonic()
+            await pilot.press("s")
+            await wait_for(pilot, lambda: isinstance(app.screen, SetupScreen), 5, "stopped during the download")
+            assert time.monotonic() - t0 < 5
+
+    run(flow())
