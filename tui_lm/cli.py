@@ -86,6 +86,8 @@ def build_parser() -> Parser:
     p.add_argument(*spellings("--preset", "--model_preset"), dest="preset", help="tiny, small or medium")
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
                    help="resume a run folder, or the most recent run for the dataset")
+    p.add_argument(*spellings("--accept_data_change"), dest="accept_data_change", action="store_true",
+                   help="with --resume: continue on data that changed since the run started (same tokenizer)")
     p.add_argument(*spellings("--grad_checkpointing"), dest="grad_checkpointing", action="store_true",
                    default=None, help="recompute activations in backward to save memory")
     for names, key, typ, help_ in TRAIN_FLAGS:
