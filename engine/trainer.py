@@ -148,7 +148,7 @@ class Trainer:
             self.emit = lambda e: self._emit_ui(e) if isinstance(e, ev.Failed) else None
 
         torch.manual_seed(cfg.train.seed + rt.rank)
-        self.raw_model = GPT(cfg.model).to(rt.device)
+        self.raw_model = GPT(cfg.model, grad_checkpointing=cfg.train.grad_checkpointing).to(rt.device)
         self.optimizer = make_optimizer(self.raw_model, cfg.train)
         self.scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.precision == "fp16")
         self.loader = TrainLoader(
@@ -370,7 +370,7 @@ class Trainer:
 
         t = self.cfg.train
         text = sample_text(self.raw_model, self.data.tokenizer, t.sample_prompt, max_new_tokens=t.sample_tokens,
-                           temperature=0.8, top_k=50, seed=t.seed, device=self.rt.device)
+                           temperature=t.sample_temperature, top_k=t.sample_top_k or None, seed=t.seed, device=self.rt.device)
         self.emit(ev.SampleGenerated(step=self.step, prompt=t.sample_prompt, text=text))
 
     def _save(self, reason: str, best: bool = False) -> str:
