@@ -88,6 +88,7 @@ class RunRecorder:
         self._metrics = open_append(run_dir / METRICS)
         self._tensorboard = tensorboard
         self._tb: Any = None  # opened at RunStarted, which knows the step to purge from
+        self._step = 0  # latest training step seen: memory samples carry none of their own
 
     def __call__(self, event: ev.Event) -> None:
         self._record(event)
@@ -117,11 +118,13 @@ class RunRecorder:
 
     def _record(self, e: ev.Event) -> None:
         if isinstance(e, ev.RunStarted):
+            self._step = e.start_step
             self._line(e)  # marks a session: later records of a step supersede earlier ones
             self._open_tensorboard(e.start_step)
             update_state(self.run_dir, status="running", step=e.start_step, total_steps=e.total_steps,
                          world_size=e.world_size, num_params=e.num_params, message="")
         elif isinstance(e, ev.StepMetrics):
+            self._step = e.step
             self._line(e)
             self._scalars(e.step, "train", {"loss": e.loss, "lr": e.lr, "grad_norm": e.grad_norm,
                                             "tokens_per_s": e.tokens_per_s})
@@ -143,7 +146,7 @@ class RunRecorder:
                 self._tb.add_text("sample", e.text, e.step)
         elif isinstance(e, ev.MemorySample):
             if self._tb is not None:
-                self._tb.add_scalar("memory/used_gib", e.used_bytes / 1024**3)
+                self._tb.add_scalar("memory/used_gib", e.used_bytes / 1024**3, self._step)
         elif isinstance(e, ev.Paused):
             update_state(self.run_dir, status="paused", step=e.step)
         elif isinstance(e, ev.Resumed):
