@@ -29,6 +29,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ATTENTION = ("fused", "math")
 TOKENIZERS = ("bpe", "gpt2")
 COMPILE = ("auto", "on", "off")
+ARCHS = ("gpt2", "modern")
+OPTIMIZERS = ("adamw", "muon")
 VOCAB_MULTIPLE = 64  # embedding rows are padded to this for fast matmuls
 
 
@@ -45,7 +47,12 @@ class ModelConfig:
     vocab_size: int = 50257  # tokenizer size; set from the trained tokenizer
     attention: str = "fused"  # "fused": scaled_dot_product_attention; "math": explicit matrix
     grad_checkpointing: bool = False  # recompute each block in backward to save memory
-    layer_norm_eps: float = 1e-5  # GPT-2's value, so exported models match exactly
+    layer_norm_eps: float = 1e-5  # GPT-2's value, so exported models match exactly (RMSNorm's eps in "modern")
+    # "gpt2": the 2019 block (learned positions, LayerNorm, GELU MLP, biases), exports to GPT2LMHeadModel;
+    # "modern": RoPE, RMSNorm, SwiGLU, QK-norm, no biases (lower perplexity), exports to Qwen3ForCausalLM.
+    arch: str = "gpt2"
+    tie_embeddings: bool = True  # share the input embedding with the output head (False: a separate head)
+    rope_theta: float = 10000.0  # rotary base wavelength ("modern" only)
 
     @property
     def padded_vocab_size(self) -> int:
@@ -68,6 +75,11 @@ class TrainConfig:
     warmup_steps: int = 1000  # linear warmup from 0 to lr
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
     weight_decay: float = 0.1  # AdamW decay, applied to matrices only
+    # "adamw" for every weight, or "muon": Muon (orthogonalised momentum) for the blocks' 2-D
+    # weights and AdamW at train.lr for embeddings, head, norms and biases.
+    optimizer: str = "adamw"
+    muon_lr: float = 0.02  # Muon's peak LR; the schedule scales it like train.lr (same warmup and decay)
+    muon_momentum: float = 0.95  # Muon's Nesterov momentum
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
@@ -240,6 +252,11 @@ def validation_errors(cfg: RunConfig) -> dict[str, str]:
         ("model.vocab_size", m.vocab_size > 0, f"model.vocab_size must be positive, got {m.vocab_size}"),
         ("model.attention", m.attention in ATTENTION,
          f"model.attention must be one of {', '.join(ATTENTION)}, got {m.attention!r}"),
+        ("model.arch", m.arch in ARCHS, f"model.arch must be one of {', '.join(ARCHS)}, got {m.arch!r}"),
+        ("model.rope_theta", m.rope_theta > 0, f"model.rope_theta must be positive, got {m.rope_theta}"),
+        ("model.num_heads", m.arch != "modern" or m.num_heads <= 0 or m.d_model % m.num_heads
+         or (m.d_model // m.num_heads) % 2 == 0,
+         f"model.arch modern needs an even head size (d_model / num_heads), got {m.d_model} / {m.num_heads}"),
         ("model.layer_norm_eps", m.layer_norm_eps > 0, f"model.layer_norm_eps must be positive, got {m.layer_norm_eps}"),
         ("train.epochs", t.epochs > 0 or t.max_steps > 0,
          f"train.epochs must be a positive integer (or set train.max_steps), got {t.epochs}"),
@@ -254,6 +271,11 @@ def validation_errors(cfg: RunConfig) -> dict[str, str]:
         ("train.min_lr_ratio", 0.0 <= t.min_lr_ratio <= 1.0,
          f"train.min_lr_ratio must be in [0, 1], got {t.min_lr_ratio}"),
         ("train.weight_decay", t.weight_decay >= 0, f"train.weight_decay must be 0 or positive, got {t.weight_decay}"),
+        ("train.optimizer", t.optimizer in OPTIMIZERS,
+         f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {t.optimizer!r}"),
+        ("train.muon_lr", t.muon_lr > 0, f"train.muon_lr must be positive, got {t.muon_lr}"),
+        ("train.muon_momentum", 0.0 <= t.muon_momentum < 1.0,
+         f"train.muon_momentum must be in [0, 1), got {t.muon_momentum}"),
         ("train.beta1", 0.0 <= t.beta1 < 1.0, f"train.beta1 must be in [0, 1), got {t.beta1}"),
         ("train.beta2", 0.0 <= t.beta2 < 1.0, f"train.beta2 must be in [0, 1), got {t.beta2}"),
         ("train.grad_clip", t.grad_clip >= 0, f"train.grad_clip must be 0 (off) or positive, got {t.grad_clip}"),
