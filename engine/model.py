@@ -74,9 +74,11 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, *, grad_checkpointing: bool = False) -> None:
+        """`grad_checkpointing` (a training choice, train.grad_checkpointing) recomputes each block in backward."""
         super().__init__()
         self.cfg = cfg
+        self.grad_checkpointing = grad_checkpointing
         modern = cfg.arch == "modern"
         self.wte = nn.Embedding(cfg.padded_vocab_size, cfg.d_model)
         if modern:
@@ -129,7 +131,7 @@ class GPT(nn.Module):
             x = x + self.wpe(torch.arange(start, start + T, device=idx.device))
         x = self.drop(x)
         for i, block in enumerate(self.h):
-            if self.cfg.grad_checkpointing and self.training and torch.is_grad_enabled():
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(block, x, rope, use_reentrant=False)
             else:
                 x = block(x, rope, cache, i)

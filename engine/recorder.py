@@ -22,6 +22,7 @@ class RunRecorder:
         self.downstream = downstream
         self._metrics = open(run_dir / "metrics.jsonl", "a", buffering=1)
         self._tb: Any = None
+        self._step = 0  # latest training step seen: memory samples carry none of their own
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -41,9 +42,11 @@ class RunRecorder:
 
     def _record(self, e: ev.Event) -> None:
         if isinstance(e, ev.RunStarted):
+            self._step = e.start_step
             update_state(self.run_dir, status="running", step=e.start_step, total_steps=e.total_steps,
                          world_size=e.world_size, num_params=e.num_params, message="")
         elif isinstance(e, ev.StepMetrics):
+            self._step = e.step
             self._line(e)
             self._scalars(e.step, "train", {"loss": e.loss, "lr": e.lr, "grad_norm": e.grad_norm,
                                             "tokens_per_s": e.tokens_per_s})
@@ -65,7 +68,7 @@ class RunRecorder:
                 self._tb.add_text("sample", e.text, e.step)
         elif isinstance(e, ev.MemorySample):
             if self._tb is not None:
-                self._tb.add_scalar("memory/used_gib", e.used_bytes / 1024**3)
+                self._tb.add_scalar("memory/used_gib", e.used_bytes / 1024**3, self._step)
         elif isinstance(e, ev.Paused):
             update_state(self.run_dir, status="paused", step=e.step)
         elif isinstance(e, ev.Resumed):

@@ -41,6 +41,17 @@ class NonFiniteLoss(Exception):
     """The training loss became NaN or infinite."""
 
 
+def _oom_cause(e: BaseException) -> BaseException | None:
+    """The out-of-memory error `e` is or wraps (torch.compile re-raises it as its cause)."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, torch.OutOfMemoryError):
+            return e
+        seen.add(id(e))
+        e = getattr(e, "inner_exception", None) or e.__cause__ or e.__context__
+    return None
+
+
 class Trainer:
     def __init__(
         self,
@@ -72,13 +83,15 @@ class Trainer:
             return self._loop()
         except NonFiniteLoss as e:
             return self._fail(str(e), "nan")
-        except torch.OutOfMemoryError as e:
-            return self._fail(self._oom_message(e), "oom")
         except DataError as e:
             return self._fail(str(e), "data")
         except UserError as e:
             return self._fail(str(e), "config")
-        except Exception as e:  # any other crash still reports and keeps the checkpoints
+        except Exception as e:
+            oom = _oom_cause(e)  # an OOM inside torch.compile arrives wrapped (BackendCompilerFailed)
+            if oom is not None:
+                return self._fail(self._oom_message(oom), "oom")
+            # any other crash still reports and keeps the checkpoints
             return self._fail(f"{type(e).__name__}: {e}", "error", traceback.format_exc())
         finally:
             if self.monitor is not None:
@@ -112,11 +125,11 @@ class Trainer:
         cfg = self.cfg
         self.rt = rt = resolve_runtime(cfg.train)
         log = (lambda m: self.emit(ev.Log(m))) if rt.is_main else (lambda m: None)
-        if rt.distributed and not rt.is_main:
-            torch.distributed.barrier()  # rank 0 trains the tokenizer and writes the token cache first
+        if not rt.is_main:
+            rt.wait_for_main()  # rank 0 trains the tokenizer and writes the token cache first
         self.data = prepare_data(cfg.data, log=log)
-        if rt.distributed and rt.is_main:
-            torch.distributed.barrier()
+        if rt.is_main:
+            rt.wait_for_main()
         cfg.model.vocab_size = self.data.vocab_size
         if len(self.data.train.ids) < cfg.model.max_seq_len + 1:
             raise DataError(f"the training split has only {len(self.data.train.ids)} tokens, fewer than "
@@ -135,7 +148,7 @@ class Trainer:
             self.emit = lambda e: self._emit_ui(e) if isinstance(e, ev.Failed) else None
 
         torch.manual_seed(cfg.train.seed + rt.rank)
-        self.raw_model = GPT(cfg.model).to(rt.device)
+        self.raw_model = GPT(cfg.model, grad_checkpointing=cfg.train.grad_checkpointing).to(rt.device)
         self.optimizer = make_optimizer(self.raw_model, cfg.train)
         self.scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.precision == "fp16")
         self.loader = TrainLoader(
@@ -155,13 +168,19 @@ class Trainer:
         if self.resume:
             resumed_from = self._restore()
         self.model: torch.nn.Module = self.raw_model
-        if rt.compile:
-            self.model = torch.compile(self.raw_model)
+        self.ddp: Any = None
         if rt.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            self.model = DDP(self.model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+            # Gradients are reduced in buckets as backward produces them; the
+            # buckets alias the .grad tensors (no second copy of the gradients).
+            self.model = self.ddp = DDP(self.raw_model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
+                                        gradient_as_bucket_view=True)
         if rt.compile:
+            # Compile the DDP wrapper, not the other way round: dynamo then splits
+            # the graph at bucket boundaries so all-reduce overlaps the backward.
+            # dynamic=False: every training batch has one shape, so one static graph.
+            self.model = torch.compile(self.model, dynamic=False)
             self._compile_warmup()
         self.emit(ev.RunStarted(
             run_dir=str(self.run_dir), num_params=self.raw_model.num_params(), total_steps=self.total_steps,
@@ -179,12 +198,17 @@ class Trainer:
         rt = self.rt
         assert rt is not None
         saved = rng_state()
-        x = torch.zeros(self.loader.micro_batch, self.cfg.model.max_seq_len, dtype=torch.long, device=rt.device)
+        # A real batch, not a fresh (B, T) tensor: inputs and targets are views of
+        # one (B, T + 1) buffer, and dynamo guards on their strides; any other
+        # layout would compile a second graph inside the timed window.
+        x, y = self.loader.example_batch()
         start = time.perf_counter()
         self.model.train()
-        with rt.autocast():
-            _, loss = self.model(x, x)
-        loss.backward()
+        sync = self.ddp.no_sync() if self.ddp is not None else contextlib.nullcontext()
+        with sync, rt.autocast():
+            _, loss = self.model(x, y)
+        with sync:
+            loss.backward()
         loss.item()
         self.optimizer.zero_grad(set_to_none=True)
         set_rng_state(saved)
@@ -247,9 +271,11 @@ class Trainer:
             self.step += 1
             self.tokens_seen += t.batch_size * cfg.model.max_seq_len
             if self.step % t.log_interval == 0 or self.step == self.total_steps:
-                # The only host sync of the step, and only on logging steps.
-                now = time.perf_counter()
+                # The only host sync of the step, and only on logging steps. The clock
+                # is read after it: on CUDA the host runs ahead of the GPU, and a
+                # reading before the sync would count work the GPU has not done yet.
                 mean_loss = all_reduce_sum([window_loss.item()], rt)[0] / (window_steps * rt.world_size)
+                now = time.perf_counter()
                 dt = now - window_start
                 self.elapsed += dt
                 if not math.isfinite(mean_loss):
@@ -262,14 +288,18 @@ class Trainer:
                 ))
                 window_loss.zero_()
                 window_steps = 0
-                window_start = time.perf_counter()
-            best = False
-            if t.eval_interval and self.step % t.eval_interval == 0 and self.step < self.total_steps:
-                best = self._evaluate("valid", t.eval_batches).best
-                window_start = time.perf_counter()  # evaluation time is not training time
-            if (t.save_interval and self.step % t.save_interval == 0) or best:
-                self._save("interval" if not best else "best", best=best)
-                window_start = time.perf_counter()
+                window_start = now
+            evaluate = bool(t.eval_interval) and self.step % t.eval_interval == 0 and self.step < self.total_steps
+            save = bool(t.save_interval) and self.step % t.save_interval == 0
+            if evaluate or save:
+                # Evaluation and checkpoints are not training time: stop the window's
+                # clock once the queued training work is done, restart it after.
+                rt.synchronize()
+                paused_at = time.perf_counter()
+                best = self._evaluate("valid", t.eval_batches).best if evaluate else False
+                if save or best:
+                    self._save("interval" if not best else "best", best=best)
+                window_start += time.perf_counter() - paused_at
         return self._finish(stopped=False)
 
     def _stop_requested(self) -> bool:
@@ -293,7 +323,7 @@ class Trainer:
         for i, (x, y) in enumerate(micro_batches):
             last = i == len(micro_batches) - 1
             # DDP all-reduces gradients only on the micro-step that steps the optimizer.
-            sync = self.model.no_sync() if rt.distributed and not last else contextlib.nullcontext()
+            sync = self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext()
             with sync:
                 with rt.autocast():
                     # Only the loss: holding the (tokens x vocab) logits through
@@ -339,7 +369,7 @@ class Trainer:
 
         t = self.cfg.train
         text = sample_text(self.raw_model, self.data.tokenizer, t.sample_prompt, max_new_tokens=t.sample_tokens,
-                           temperature=0.8, top_k=50, seed=t.seed, device=self.rt.device)
+                           temperature=t.sample_temperature, top_k=t.sample_top_k or None, seed=t.seed, device=self.rt.device)
         self.emit(ev.SampleGenerated(step=self.step, prompt=t.sample_prompt, text=text))
 
     def _save(self, reason: str, best: bool = False) -> str:

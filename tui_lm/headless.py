@@ -134,7 +134,7 @@ def resolve(args: argparse.Namespace, overrides: dict[str, dict[str, Any]]) -> t
     from engine.runs import default_out_dir, latest_run
 
     if args.resume is None:
-        return build_config(args.preset, args.config, overrides), None
+        return build_config(None, args.config, overrides), None
     if args.resume:
         run_dir = Path(args.resume)
         if run_dir.name == "run.toml":
@@ -144,7 +144,7 @@ def resolve(args: argparse.Namespace, overrides: dict[str, dict[str, Any]]) -> t
 
             raise ConfigError(f"--resume {args.resume}: not a run folder (no run.toml in it)")
     else:
-        base = build_config(args.preset, args.config, overrides)
+        base = build_config(None, args.config, overrides)
         parent = Path(base.run.out_dir) if base.run.out_dir else default_out_dir(canonical_name(base.data.dataset))
         run_dir = latest_run(parent)
     return build_config(None, run_dir / "run.toml", overrides), run_dir
