@@ -81,7 +81,8 @@ class ModelConfig:
                               resume="ignore")
     attention: str = setting("fused", "fused: scaled_dot_product_attention; math: the explicit matrix",
                              choices=ATTENTION, group=ADVANCED, estimate=True)
-    layer_norm_eps: float = setting(1e-5, "LayerNorm epsilon (GPT-2's value, so exports match exactly)",
+    layer_norm_eps: float = setting(1e-5, "LayerNorm (RMSNorm in arch modern) epsilon; 1e-5 is GPT-2's, so "
+                                          "exports match exactly",
                                     label="layer norm eps", gt=0, group=ADVANCED)
     arch: str = setting("gpt2", "block: gpt2 (GPT-2's, exports to GPT2LMHeadModel) or modern (RoPE, RMSNorm, "
                                 "SwiGLU, QK-norm, no biases: lower perplexity; exports to Qwen3ForCausalLM)",
