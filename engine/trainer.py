@@ -29,7 +29,7 @@ from engine.final_model import save_final_model
 from engine.loader import TrainLoader
 from engine.model import GPT
 from engine.monitor import MemoryMonitor
-from engine.optim import make_optimizer
+from engine.optim import make_optimizer, set_lr
 from engine.recorder import RunRecorder
 from engine.run_folder import RunLock, check_data, claim_run, create_run, run_tokenizer
 from engine.runtime import Runtime, all_gather, all_reduce_sum, resolve_runtime, rng_state, set_rng_state
@@ -286,8 +286,7 @@ class Trainer:
                 return self._finish(stopped=True)
             lr = lr_at(self.step, lr=t.lr, warmup_steps=t.warmup_steps, total_steps=self.total_steps,
                        min_lr_ratio=t.min_lr_ratio)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+            set_lr(self.optimizer, t, lr / t.lr)
             epoch = self.loader.epoch
             loss, grad_norm = self._train_step(self.loader.next_step())
             window_loss += loss
