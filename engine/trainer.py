@@ -30,7 +30,7 @@ from engine.evaluate import eval_metrics, score_tokens
 from engine.loader import TrainLoader
 from engine.model import GPT
 from engine.monitor import MemoryMonitor
-from engine.optim import make_optimizer
+from engine.optim import make_optimizer, set_lr
 from engine.recorder import RunRecorder
 from engine.requests import clear_request, take_request
 from engine.runs import new_run_dir
@@ -269,8 +269,7 @@ class Trainer:
                 return self._finish(stopped=True)
             lr = lr_at(self.step, lr=t.lr, warmup_steps=t.warmup_steps, total_steps=self.total_steps,
                        min_lr_ratio=t.min_lr_ratio)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+            set_lr(self.optimizer, t, lr / t.lr)
             epoch = self.loader.epoch
             loss, grad_norm = self._train_step(self.loader.next_step())
             window_loss += loss
