@@ -165,7 +165,8 @@ def quality(check: Check, dataset: Path) -> None:
         check.say("", "## quality: bench/quality.py not present: skipped")
         return
     json_path = check.out / "quality.json"
-    out = _run([sys.executable, str(BENCH / "quality.py"), "--device", "cuda", "--json", str(json_path)],
+    out = _run([sys.executable, str(BENCH / "quality.py"), "--device", "cuda", "--dataset", str(dataset),
+                "--json", str(json_path)],
                timeout=max(30, check.left() - 5))
     check.say("", "## quality (bench/quality.py --device cuda)", (out.stdout or "")[-3000:] or out.stderr[-2000:])
     check.record("quality", {"exit": out.returncode, "stdout": out.stdout[-4000:], "stderr": out.stderr[-2000:]})

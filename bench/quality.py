@@ -38,9 +38,10 @@ from engine.model import GPT  # noqa: E402
 from engine.runtime import resolve_runtime  # noqa: E402
 from engine.trainer import Trainer  # noqa: E402
 
-_SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2"
-# The copy next to the repository when there is one, else $TUI_LM_DATA/wikitext-2 (or the hub).
-DEFAULT_DATA = str(_SHARED) if _SHARED.is_dir() else "wikitext-2"
+_ROOT = Path(__file__).resolve().parents[1]
+# The copy next to the repository, else the one gpu_check.sh carries, else $TUI_LM_DATA/wikitext-2 (or the hub).
+_CANDIDATES = (_ROOT.parent / "shared" / "data" / "wikitext-2", _ROOT / ".gpu" / "data" / "wikitext-2")
+DEFAULT_DATA = next((str(d) for d in _CANDIDATES if d.is_dir()), "wikitext-2")
 DEFAULT_ROWS = "gpt2+adamw,gpt2+muon,modern+adamw,modern+muon"
 
 
@@ -69,12 +70,14 @@ class Row:
         return max(values) - min(values)
 
 
+def _row_ok(name: str) -> bool:
+    parts = name.split("+")
+    return len(parts) in (2, 3) and parts[0] in ARCHS and parts[1] in OPTIMIZERS and parts[2:] in ([], ["untied"])
+
+
 def row_config(name: str, a: argparse.Namespace, seed: int, out_dir: Path) -> RunConfig:
     """The run config of one row and seed: `arch+optimizer[+untied]` on the tiny preset."""
     parts = name.split("+")
-    if len(parts) not in (2, 3) or parts[0] not in ARCHS or parts[1] not in OPTIMIZERS or parts[2:] not in ([], ["untied"]):
-        raise SystemExit(f"bench/quality.py: row {name!r} must be ARCH+OPTIMIZER[+untied] "
-                         f"with ARCH in {ARCHS} and OPTIMIZER in {OPTIMIZERS}")
     train = {"max_steps": a.steps, "batch_size": a.batch_size, "lr": a.lr, "warmup_steps": a.warmup,
              "min_lr_ratio": a.min_lr_ratio, "optimizer": parts[1], "seed": seed, "device": a.device,
              "precision": a.precision, "compile": a.compile, "log_interval": a.log_interval,
@@ -129,11 +132,13 @@ def train_once(cfg: RunConfig, eval_batches: int) -> Run:
                statistics.median(m.tokens_per_s for m in steady), peak, wall)
 
 
-def run_rows(names: list[str], a: argparse.Namespace, seeds: list[int]) -> list[Row]:
-    rows = []
+def run_rows(names: list[str], a: argparse.Namespace, seeds: list[int], done=lambda rows: None) -> list[Row]:
+    """Train every row and seed; `done(rows)` after each run, so partial results survive a timeout."""
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="tui-lm-quality-") as tmp:
         for name in names:
             row = Row(name, 0)
+            rows.append(row)
             for seed in seeds:
                 cfg = row_config(name, a, seed, Path(tmp))
                 run = train_once(cfg, a.eval_batches)
@@ -142,7 +147,7 @@ def run_rows(names: list[str], a: argparse.Namespace, seeds: list[int]) -> list[
                       f"{run.tokens_per_s:,.0f} tokens/s, {run.wall_s:.0f} s", file=sys.stderr, flush=True)
                 # The parameter count needs the tokenizer's vocabulary, known after a run.
                 row.params = GPT.count_params(_model_cfg(Path(tmp) / cfg.run.run_name))
-            rows.append(row)
+                done(rows)
     return rows
 
 
@@ -196,23 +201,35 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(a.threads)
     seeds = ([int(s) for s in a.seeds.split(",")] if "," in a.seeds else list(range(1, int(a.seeds) + 1)))
     names = [s.strip() for s in a.rows.split(",") if s.strip()]
+    for name in names:  # a typo fails here, before any training
+        if not _row_ok(name):
+            p.error(f"row {name!r} must be ARCH+OPTIMIZER[+untied] with ARCH in {', '.join(ARCHS)} "
+                    f"and OPTIMIZER in {', '.join(OPTIMIZERS)}")
     start = time.perf_counter()
-    rows = run_rows(names, a, seeds)
-    settings = {k: v for k, v in vars(a).items() if k not in ("json",)}
     rt = resolve_runtime(TrainConfig(device=a.device, precision=a.precision))
+    settings = {k: v for k, v in vars(a).items() if k != "json"}
     settings.update(seeds=seeds, muon_lr=a.muon_lr or t.muon_lr, torch=torch.__version__,
-                    device_name=rt.describe(), precision=rt.precision, wall_s=round(time.perf_counter() - start))
+                    device_name=rt.describe(), precision=rt.precision)
+
+    def save(rows: list[Row]) -> None:
+        settings["wall_s"] = round(time.perf_counter() - start)
+        if a.json:
+            Path(a.json).write_text(json.dumps({"settings": settings, "rows": [as_json(r) for r in rows if r.runs]},
+                                               indent=2) + "\n")
+
+    rows = run_rows(names, a, seeds, save)
+    save(rows)
     print(format_table(rows))
     print(f"\n{a.steps} steps x {a.batch_size} x {a.seq_len} tokens, lr {a.lr} (Muon {settings['muon_lr']}), "
           f"warmup {a.warmup}, cosine to {a.min_lr_ratio} x, dropout {a.dropout}, seeds {seeds}, "
           f"compile {a.compile}, {settings['precision']}, on {settings['device_name']}; {settings['wall_s']} s")
-    if a.json:
-        out = {"settings": settings, "rows": [
-            {"name": r.name, "params": r.params, "runs": [asdict(x) for x in r.runs],
-             **{f"{k}_mean": r.mean(k) for k in ("valid_word_ppl", "valid_bpb", "test_word_ppl", "tokens_per_s",
-                                                  "peak_bytes")},
-             **{f"{k}_spread": r.spread(k) for k in ("valid_word_ppl", "tokens_per_s")}} for r in rows]}
-        Path(a.json).write_text(json.dumps(out, indent=2) + "\n")
+
+
+def as_json(r: Row) -> dict:
+    return {"name": r.name, "params": r.params, "runs": [asdict(x) for x in r.runs],
+            **{f"{k}_mean": r.mean(k) for k in ("valid_word_ppl", "valid_bpb", "test_word_ppl", "tokens_per_s",
+                                                 "peak_bytes")},
+            **{f"{k}_spread": r.spread(k) for k in ("valid_word_ppl", "tokens_per_s")}}
 
 
 if __name__ == "__main__":

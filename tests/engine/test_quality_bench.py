@@ -12,19 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_corpus
-
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "quality.py"
 
 
-def test_quality_bench_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    monkeypatch.setenv("TUI_LM_CACHE", str(tmp_path / "cache"))
+def test_quality_bench_smoke(corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     spec = importlib.util.spec_from_file_location("bench_quality", BENCH)
     assert spec and spec.loader
     quality = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "bench_quality", quality)
     spec.loader.exec_module(quality)
-    corpus = make_corpus(tmp_path / "corpus")
     out = tmp_path / "q.json"
     quality.main(["--steps", "2", "--seeds", "1", "--rows", "gpt2+adamw,modern+muon+untied", "--seq-len", "16",
                   "--batch-size", "4", "--eval-batches", "1", "--log-interval", "1", "--device", "cpu",
