@@ -4,12 +4,17 @@ The recorder is an event sink placed in front of the UI's sink, so the
 headless CLI and the dashboard leave identical run folders. Only rank 0 of a
 distributed run gets one.
 
+state.json doubles as the trainer's heartbeat (engine.liveness): refreshed at
+logging steps and at memory samples (the monitor's thread, so also while
+paused or evaluating), at most every HEARTBEAT_S. Two threads write it, hence
+the lock.
+
 metrics.jsonl is append-only, one JSON object a line, opened without
 following a symlink. A crash can leave a torn last line; it is repaired on
 open (cut off, or completed when it is a whole record missing its newline).
 Each session starts with a `RunStarted` record; a resumed run replays the
 steps after its checkpoint, so a step can appear twice: the later record
-wins (`read_metrics` applies that rule). TensorBoard gets `purge_step`, so
+wins (`latest_records` applies that rule). TensorBoard gets `purge_step`, so
 its curves do not overlap either.
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -27,6 +33,8 @@ from engine.files import ensure_folder, open_append, os_reason
 from engine.run_folder import update_state
 
 METRICS = "metrics.jsonl"
+
+HEARTBEAT_S = 1.0
 
 
 def repair_tail(path: Path) -> bool:
@@ -89,6 +97,8 @@ class RunRecorder:
         self._tensorboard = tensorboard
         self._tb: Any = None  # opened at RunStarted, which knows the step to purge from
         self._step = 0  # latest training step seen: memory samples carry none of their own
+        self._state_lock = threading.Lock()
+        self._beat_at = 0.0
 
     def __call__(self, event: ev.Event) -> None:
         self._record(event)
@@ -111,6 +121,16 @@ class RunRecorder:
         purge = start_step + 1 if start_step > 0 else None
         self._tb = SummaryWriter(str(ensure_folder(self.run_dir / "tensorboard")), purge_step=purge)
 
+    def _state(self, **values: Any) -> None:
+        with self._state_lock:
+            update_state(self.run_dir, **values)
+
+    def _heartbeat(self, **values: Any) -> None:
+        now = time.monotonic()
+        if now - self._beat_at >= HEARTBEAT_S and not self._metrics.closed:
+            self._beat_at = now
+            self._state(**values)
+
     def _scalars(self, step: int, prefix: str, values: dict[str, float]) -> None:
         if self._tb is not None:
             for name, value in values.items():
@@ -121,11 +141,14 @@ class RunRecorder:
             self._step = e.start_step
             self._line(e)  # marks a session: later records of a step supersede earlier ones
             self._open_tensorboard(e.start_step)
-            update_state(self.run_dir, status="running", step=e.start_step, total_steps=e.total_steps,
-                         world_size=e.world_size, num_params=e.num_params, message="")
+            self._state(status="running", step=e.start_step, total_steps=e.total_steps,
+                        world_size=e.world_size, num_params=e.num_params, message="")
         elif isinstance(e, ev.StepMetrics):
+            # Seconds between logging steps, so a watcher knows when silence means trouble.
+            expected = (e.step - self._step) * e.step_time_s
             self._step = e.step
             self._line(e)
+            self._heartbeat(step=e.step, tokens_seen=e.tokens_seen, heartbeat_s=round(expected, 3))
             self._scalars(e.step, "train", {"loss": e.loss, "lr": e.lr, "grad_norm": e.grad_norm,
                                             "tokens_per_s": e.tokens_per_s})
         elif isinstance(e, ev.EvalResult):
@@ -134,32 +157,33 @@ class RunRecorder:
                                             "word_perplexity": e.word_perplexity,
                                             "bits_per_byte": e.bits_per_byte})
             if e.split == "valid":
-                update_state(self.run_dir, last_val_loss=e.loss, last_val_ppl=e.perplexity,
-                             last_word_ppl=e.word_perplexity)
+                self._state(last_val_loss=e.loss, last_val_ppl=e.perplexity,
+                            last_word_ppl=e.word_perplexity)
         elif isinstance(e, ev.CheckpointSaved):
             self._line(e)
-            update_state(self.run_dir, step=e.step, last_checkpoint=Path(e.path).name,
-                         last_checkpoint_time=time.time())
+            self._state(step=e.step, last_checkpoint=Path(e.path).name,
+                        last_checkpoint_time=time.time())
         elif isinstance(e, ev.SampleGenerated):
             self._line(e)
             if self._tb is not None:
                 self._tb.add_text("sample", e.text, e.step)
         elif isinstance(e, ev.MemorySample):
+            self._heartbeat()
             if self._tb is not None:
                 self._tb.add_scalar("memory/used_gib", e.used_bytes / 1024**3, self._step)
         elif isinstance(e, ev.Paused):
-            update_state(self.run_dir, status="paused", step=e.step)
+            self._state(status="paused", step=e.step)
         elif isinstance(e, ev.Resumed):
-            update_state(self.run_dir, status="running", step=e.step)
+            self._state(status="running", step=e.step)
         elif isinstance(e, ev.Finished):
             self._line(e)
-            update_state(self.run_dir, status="stopped" if e.stopped else "finished", step=e.step)
+            self._state(status="stopped" if e.stopped else "finished", step=e.step)
             self.close()
         elif isinstance(e, ev.Failed):
             # Best effort: the failure may be the disk itself, and the message must still reach the user.
             try:
                 self._line(e)
-                update_state(self.run_dir, status="crashed", message=e.message)
+                self._state(status="crashed", message=e.message)
             except FileError:
                 pass
             self.close()
