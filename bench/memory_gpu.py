@@ -84,15 +84,16 @@ def measure_saved_bytes(model: GPT, x: torch.Tensor, y: torch.Tensor, precision:
 
 def set_variant(model: GPT, attention: str, checkpointing: bool) -> None:
     """Switch a built model between attention paths and checkpointing without rebuilding it."""
-    model.cfg.attention, model.cfg.grad_checkpointing = attention, checkpointing
+    model.cfg.attention, model.grad_checkpointing = attention, checkpointing
     for block in model.h:
         block.attn.fused = attention == "fused"
 
 
 def estimate_for(cfg: RunConfig, batch: int, seq: int, precision: str, attention: str, ckpt: bool,
                  device: str):
-    model = dataclasses.replace(cfg.model, max_seq_len=seq, attention=attention, grad_checkpointing=ckpt)
-    train = dataclasses.replace(cfg.train, batch_size=batch, grad_accum_steps=1, precision=precision)
+    model = dataclasses.replace(cfg.model, max_seq_len=seq, attention=attention)
+    train = dataclasses.replace(cfg.train, batch_size=batch, grad_accum_steps=1, precision=precision,
+                                grad_checkpointing=ckpt)
     return estimate_memory(dataclasses.replace(cfg, model=model, train=train), device=device)
 
 
@@ -169,7 +170,7 @@ def measure_peak(cfg: RunConfig, precision: str, model: GPT | None = None) -> in
     m, t = cfg.model, cfg.train
     torch.manual_seed(0)
     model = model if model is not None else GPT(m)
-    set_variant(model.train(), m.attention, m.grad_checkpointing)
+    set_variant(model.train(), m.attention, t.grad_checkpointing)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     micro = t.batch_size // t.grad_accum_steps
@@ -210,9 +211,9 @@ def cpu_peak_rows(cases=PEAK_CASES) -> list[tuple]:
         name = preset + (f"/v{model_overrides['vocab_size']}" if "vocab_size" in model_overrides else "")
         model = None
         for precision, ckpt in variants:
-            cfg = build_config(preset, None, {"model": {**model_overrides, "max_seq_len": seq,
-                                                        "grad_checkpointing": ckpt},
-                                              "train": {"batch_size": batch, "precision": precision}})
+            cfg = build_config(preset, None, {"model": {**model_overrides, "max_seq_len": seq},
+                                              "train": {"batch_size": batch, "precision": precision,
+                                                        "grad_checkpointing": ckpt}})
             model = model or GPT(cfg.model)
             est = estimate_memory(cfg, device="cpu")
             rows.append((name, f"{batch}x{seq}", precision, "on" if ckpt else "off", est.allocated_bytes,
@@ -222,10 +223,10 @@ def cpu_peak_rows(cases=PEAK_CASES) -> list[tuple]:
 
 def train_peak(cfg: RunConfig, batch: int, precision: str, ckpt: bool, steps: int) -> tuple[int, int]:
     """(max allocated, max reserved) over the last of `steps` real training steps, eager."""
-    m = dataclasses.replace(cfg.model, grad_checkpointing=ckpt)
+    m = cfg.model
     torch.cuda.empty_cache()
     torch.manual_seed(0)
-    model = GPT(m).cuda().train()
+    model = GPT(m, grad_checkpointing=ckpt).cuda().train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
     batches = [(torch.randint(0, m.vocab_size, (batch, m.max_seq_len), device="cuda"),

@@ -37,20 +37,31 @@ GPU_CATALOGUE: list[GPU] = [
     GPU("RTX 4080 16GB", 16 * GiB, True, 97.5, 48.7),
     GPU("RTX A4000 16GB", 16 * GiB, True, 76.7, 19.2),
     GPU("T4 16GB", 16 * GiB, False, 65.0, 8.1),
+    GPU("V100 16GB", 16 * GiB, False, 125.0, 15.7),
+    GPU("V100 32GB", 32 * GiB, False, 125.0, 15.7),
     GPU("RTX 3090 24GB", 24 * GiB, True, 71.0, 35.6),
     GPU("RTX 4090 24GB", 24 * GiB, True, 165.2, 82.6),
     GPU("RTX A5000 24GB", 24 * GiB, True, 111.1, 27.8),
+    GPU("A10 24GB", 24 * GiB, True, 125.0, 31.2),
     GPU("L4 24GB", 24 * GiB, True, 121.0, 30.3),
+    GPU("RTX 5090 32GB", 32 * GiB, True, 209.5, 104.8),
+    GPU("RTX A6000 48GB", 48 * GiB, True, 154.8, 38.7),
+    GPU("L40S 48GB", 48 * GiB, True, 362.1, 91.6),
     GPU("A100 40GB", 40 * GiB, True, 312.0, 19.5),
     GPU("A100 80GB", 80 * GiB, True, 312.0, 19.5),
     GPU("H100 PCIe 80GB", 80 * GiB, True, 756.0, 51.2),
     GPU("H100 80GB", 80 * GiB, True, 989.4, 66.9),  # SXM, "NVIDIA H100 80GB HBM3"
+    GPU("H100 NVL 94GB", 94 * GiB, True, 835.5, 60.0),  # "NVIDIA H100 NVL": PCIe card, lower clocks than SXM
+    GPU("H800 80GB", 80 * GiB, True, 989.4, 66.9),  # SXM; export variant of the H100, same compute
+    GPU("H800 PCIe 80GB", 80 * GiB, True, 756.0, 51.2),
+    GPU("GH200 96GB", 96 * GiB, True, 989.4, 66.9),  # the Hopper GPU of a Grace Hopper superchip
+    GPU("GH200 144GB", 144 * GiB, True, 989.4, 66.9),
     GPU("H200 141GB", 141 * GiB, True, 989.4, 66.9),
 ]
 
 # Words that say nothing about which card it is.
 _NOISE = {"nvidia", "geforce", "tesla", "rtx", "gtx", "quadro", "hbm3", "hbm3e", "hbm2e", "sxm", "sxm4",
-          "sxm5", "nvl", "gddr6", "gddr6x", "laptop", "gpu"}
+          "sxm5", "gddr6", "gddr6x", "laptop", "gpu"}
 _MEMORY = re.compile(r"^(\d+)(?:gb|gib|g)$")
 
 
@@ -95,9 +106,10 @@ def find_gpu(name: str, memory_bytes: int | None = None) -> GPU:
     memory estimate.
     """
     tokens = [t for t in _tokens(name) if t not in _NOISE]
-    want_gib = _memory_gib(tokens)
-    if want_gib is None and memory_bytes:
-        want_gib = round(memory_bytes / GiB)
+    named_gib = _memory_gib(tokens)
+    # The card's own memory (NVML, torch) beats a size in the name: "NVIDIA GH200
+    # 480GB" names the superchip's CPU + GPU memory, the GPU has 96 GB.
+    want_gib = round(memory_bytes / GiB) if memory_bytes else named_gib
     best: tuple[float, int] | None = None
     for i, gpu in enumerate(GPU_CATALOGUE):
         key, variants, gib = _parts(gpu)
@@ -108,7 +120,7 @@ def find_gpu(name: str, memory_bytes: int | None = None) -> GPU:
             # NVML reports a little less than the marketed size: allow 10%.
             if abs(gib - want_gib) <= 0.1 * gib:
                 score += 2.0
-            elif _memory_gib(tokens) is not None:
+            elif named_gib is not None and not memory_bytes:
                 continue  # the name says another size: a different card
         if best is None or score > best[0]:
             best = (score, i)

@@ -90,5 +90,9 @@ class TrainLoader:
             data = data.pin_memory().to(self.device, non_blocking=True)
         return data[:, :-1], data[:, 1:]
 
+    def example_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One micro-batch with the real layout (views of a (B, T + 1) buffer), position untouched."""
+        return self._batch(np.arange(self.micro_batch))
+
     def load_state(self, state: dict[str, int]) -> None:
         self.state = LoaderState(int(state["epoch"]), int(state["step_in_epoch"]))

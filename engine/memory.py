@@ -165,7 +165,7 @@ def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1
     g_live = G if accum > 1 else 0
 
     a = saved_activations(m, micro, T, precision, device)
-    ckpt = m.grad_checkpointing
+    ckpt = t.grad_checkpointing
     A = a["embed"] + L * (a["block_input"] if ckpt else a["block"]) + a["head"]
     saved = A + a["logprobs"]
     sV = s * V
@@ -286,11 +286,11 @@ def oom_advice(cfg: RunConfig, gpu_name: str, gpu_bytes: int) -> str:
                 tips.append(f"or keep batch_size {t.batch_size} with grad_accum_steps {accum} "
                             f"(micro-batch {t.batch_size // accum})")
                 break
-    if not m.grad_checkpointing:
-        ck = replace(cfg, model=replace(m, grad_checkpointing=True))
+    if not t.grad_checkpointing:
+        ck = _with(cfg, grad_checkpointing=True)
         ck_best = max_batch_size(ck, gpu_bytes)
         if ck_best > best:
-            tips.append(f"turn on grad checkpointing (model.grad_checkpointing = true; "
+            tips.append(f"turn on grad checkpointing (train.grad_checkpointing = true; "
                         f"up to batch_size {ck_best} then fits)")
     if resolve_precision(t.precision, "cuda") == "fp32":
         bf = _with(cfg, precision="bf16")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -19,6 +20,9 @@ from engine.config import TrainConfig
 from engine.errors import ConfigError
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# Rank 0 may tokenize a large corpus (WikiText-103: tens of minutes) while the
+# other ranks wait; NCCL's default 10-minute collective timeout would kill them.
+PREPARE_TIMEOUT = timedelta(hours=6)
 
 
 @dataclass
@@ -29,6 +33,7 @@ class Runtime:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
+    slow_group: Any = None  # gloo group with PREPARE_TIMEOUT, for waits on rank 0's data preparation
 
     @property
     def is_main(self) -> bool:
@@ -43,6 +48,16 @@ class Runtime:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=DTYPES[self.precision])
 
+    def wait_for_main(self) -> None:
+        """Barrier on the slow group: ranks wait here while rank 0 prepares the data."""
+        if self.distributed:
+            dist.barrier(group=self.slow_group)
+
+    def synchronize(self) -> None:
+        """Wait for the device's queued work, so a clock read after it is honest."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     def describe(self) -> str:
         if self.device.type == "cuda":
             return f"{self.device} ({torch.cuda.get_device_name(self.device)})"
@@ -56,16 +71,21 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
     device = _resolve_device(cfg.device, local_rank if world_size > 1 else None)
     precision = cfg.precision
     if precision == "auto":
-        if device.type == "cuda":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            precision = "fp32"
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ConfigError(f"train.precision bf16 is not supported by {torch.cuda.get_device_name(device)}; use fp16")
+        precision = ("bf16" if bf16_native(device) else "fp16") if device.type == "cuda" else "fp32"
+    if precision == "bf16" and device.type == "cuda" and not bf16_native(device):
+        raise ConfigError(f"train.precision bf16 is only emulated on {torch.cuda.get_device_name(device)} "
+                          f"(compute capability {_capability(device)}, bf16 needs 8.0); use fp16 or auto")
     use_compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
+    slow_group = None
+    if world_size > 1 and device.type == "cuda":
+        # Before any collective or pin_memory(): otherwise every rank's NCCL
+        # communicator and CUDA context land on GPU 0.
+        torch.cuda.set_device(device)
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
+    if world_size > 1:
+        slow_group = dist.new_group(backend="gloo", timeout=PREPARE_TIMEOUT)
     if world_size > 1 and cfg.batch_size % (cfg.grad_accum_steps * world_size):
         raise ConfigError(
             f"train.batch_size ({cfg.batch_size}) must be divisible by grad_accum_steps × ranks "
@@ -74,7 +94,24 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    return Runtime(device, precision, use_compile, rank, local_rank, world_size)
+    return Runtime(device, precision, use_compile, rank, local_rank, world_size, slow_group)
+
+
+def _capability(device: torch.device) -> str:
+    major, minor = torch.cuda.get_device_capability(device)
+    return f"{major}.{minor}"
+
+
+def bf16_native(device: torch.device) -> bool:
+    """bf16 in hardware: compute capability 8.0 (Ampere) or newer, on the chosen device.
+
+    Not torch.cuda.is_bf16_supported(): it asks the *current* device and by
+    default counts emulation (T4, V100 "support" bf16 at a fraction of fp16's
+    speed), which would pick the slow path for `precision = auto`.
+    """
+    if torch.version.hip:
+        return True
+    return torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def _resolve_device(name: str, local_rank: int | None) -> torch.device:

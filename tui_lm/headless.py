@@ -138,7 +138,7 @@ def resolve(args: argparse.Namespace, overrides: dict[str, dict[str, Any]]) -> t
     from engine.runs import default_out_dir, latest_run
 
     if args.resume is None:
-        return build_config(args.preset, args.config, overrides), None
+        return build_config(None, args.config, overrides), None
     if args.resume:
         run_dir = Path(args.resume)
         if run_dir.name == "run.toml":
@@ -148,7 +148,7 @@ def resolve(args: argparse.Namespace, overrides: dict[str, dict[str, Any]]) -> t
 
             raise ConfigError(f"--resume {args.resume}: not a run folder (no run.toml in it)")
     else:
-        base = build_config(args.preset, args.config, overrides)
+        base = build_config(None, args.config, overrides)
         parent = Path(base.run.out_dir) if base.run.out_dir else default_out_dir(canonical_name(base.data.dataset))
         run_dir = latest_run(parent)
     return build_config(None, run_dir / "run.toml", overrides), run_dir
@@ -161,7 +161,8 @@ def run_headless(args: argparse.Namespace, overrides: dict[str, dict[str, Any]])
     control = TrainingControl()
     printer = Printer()
     install_signal_handlers(control, lambda m: printer.console.print(m, markup=False))
-    result = Trainer(cfg, printer, control, run_dir=run_dir, resume=run_dir is not None).run()
+    result = Trainer(cfg, printer, control, run_dir=run_dir, resume=run_dir is not None,
+                     accept_data_change=bool(getattr(args, "accept_data_change", False))).run()
     if isinstance(result, ev.Failed):
-        return 2 if result.kind in ("config", "data") else 1
+        return 2 if result.kind in ("config", "data", "io") else 1
     return 0

@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from engine.config import RunConfig, apply_overrides, load_preset, read_toml, write_toml
+from engine.config import RunConfig, build_config, write_toml
 from engine.errors import ConfigError
 
 PROFILES_ENV = "TUI_LM_PROFILES"
@@ -58,17 +58,10 @@ def save_profile(cfg: RunConfig, name: str) -> Path:
 
 
 def load_profile(path: str | Path) -> RunConfig:
-    """defaults < the file's preset < the file, like `build_config` but *not validated*.
+    """defaults < the file's preset < the file (the one merge, `build_config`), *not validated*.
 
     The setup screen shows invalid values next to their fields instead of
     refusing the file; only unreadable TOML, unknown keys and wrong types raise
     `ConfigError`.
     """
-    values = read_toml(path)
-    cfg = RunConfig()
-    preset = values.get("run", {}).get("preset") if isinstance(values.get("run"), dict) else None
-    if preset:
-        apply_overrides(cfg, load_preset(preset), f"preset {preset}")
-        cfg.run.preset = preset
-    apply_overrides(cfg, values, str(path))
-    return cfg
+    return build_config(None, path, check=False)

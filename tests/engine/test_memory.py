@@ -274,9 +274,11 @@ def test_estimate_json_and_spellings(capsys):
     assert estimate_main(underscore) == 0
     assert json.loads(capsys.readouterr().out) == hyphen
     assert hyphen["seq_len"] == 256 and hyphen["micro_batch"] == 8 and hyphen["model"]["vocab_size"] == 32000
-    assert hyphen["model"]["grad_checkpointing"] is True and hyphen["model"]["attention"] == "math"
+    assert hyphen["grad_checkpointing"] is True and hyphen["model"]["attention"] == "math"
     assert [g["name"] for g in hyphen["gpus"]] == ["RTX 4080 16GB"]
-    assert hyphen["gpus"][0]["verdict"] in ("fits", "tight", "does not fit")
+    # ~2 GiB on a 16 GiB card: the verdict the table prints follows from the two numbers.
+    assert hyphen["gpus"][0]["total_bytes"] < 0.85 * hyphen["gpus"][0]["memory_bytes"]
+    assert hyphen["gpus"][0]["verdict"] == "fits"
     assert sum(hyphen["rows"].values()) == hyphen["total_bytes"]
 
 

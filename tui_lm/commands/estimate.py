@@ -13,44 +13,29 @@ prints the same as one JSON object. Nothing here imports torch.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import sys
-from typing import Any, Callable
+from typing import Any
 
-from engine.config import RunConfig, build_config
+from engine.config import RunConfig, build_config, tokenizer_vocab, user_settings
 from engine.errors import ConfigError
 from engine.gpus import GPU, GPU_CATALOGUE, find_gpu
 from engine.memory import MemoryEstimate, estimate_memory, format_bytes, max_batch_size, verdict
-from tui_lm.cli import Parser, spellings
+from tui_lm.flags import Parser, add_setting_flags, spellings
+from tui_lm.flags import overrides_from as flag_overrides
 
-# (flags, section.key, type, help); the config field's own type, argparse converts.
-FLAGS: list[tuple[tuple[str, ...], str, Callable[[str], Any], str]] = [
-    (("--batch_size",), "train.batch_size", int, "sequences per optimizer step, over all GPUs and accumulation"),
-    (("--grad_accum_steps", "--grad_accum"), "train.grad_accum_steps", int, "micro-steps per optimizer step"),
-    (("--precision",), "train.precision", str, "auto, fp32, bf16 or fp16"),
-    (("--attention",), "model.attention", str, "fused (scaled_dot_product_attention) or math"),
-    (("--max_seq_len", "--seq_len"), "model.max_seq_len", int, "context length in tokens"),
-    (("--d_model",), "model.d_model", int, "width of the residual stream"),
-    (("--num_heads",), "model.num_heads", int, "attention heads"),
-    (("--num_layers",), "model.num_layers", int, "transformer blocks"),
-    (("--d_ff",), "model.d_ff", int, "MLP hidden width"),
-    (("--dropout",), "model.dropout", float, "dropout probability (masks cost memory when > 0)"),
-    (("--vocab_size",), "model.vocab_size", int, "tokenizer vocabulary (padded to a multiple of 64)"),
-]
 VERDICT_STYLE = {"fits": "green", "tight": "yellow", "does not fit": "red"}
+# The settings that change the estimate, declared as such in engine/config.py.
+SETTINGS = [s for s in user_settings() if s.estimate or s.key == "run.preset"]
 
 
 def build_parser() -> Parser:
     p = Parser(prog="tui-lm estimate", description="Estimate the peak GPU memory of a training run.")
-    p.add_argument(*spellings("--preset"), dest="preset", help="tiny, small or medium (default tiny)")
-    p.add_argument(*spellings("--config"), dest="config", help="TOML run file (flags override it)")
-    p.add_argument(*spellings("--grad_checkpointing"), dest="grad_checkpointing", action="store_true",
-                   default=None, help="recompute each block in backward to save activations")
-    p.add_argument(*spellings("--no_grad_checkpointing"), dest="grad_checkpointing", action="store_false",
-                   help="turn checkpointing off (when the preset or file turns it on)")
-    for names, key, typ, help_ in FLAGS:
-        p.add_argument(*spellings(*names), dest=key, type=typ, default=None, help=help_)
-    p.add_argument(*spellings("--gpu"), dest="gpu", help='one GPU to check, e.g. "RTX 4080" (default: all known)')
-    p.add_argument(*spellings("--world_size", "--gpus"), dest="world_size", type=int, default=1,
+    p.add_argument(*spellings("--config"), dest="config", metavar="PATH", help="TOML run file (flags override it)")
+    add_setting_flags(p, SETTINGS)
+    p.add_argument(*spellings("--gpu"), dest="gpu", metavar="NAME",
+                   help='one GPU to check, e.g. "RTX 4080" (default: all known)')
+    p.add_argument(*spellings("--world_size", "--gpus"), dest="world_size", type=int, default=1, metavar="N",
                    help="data-parallel ranks sharing batch_size (default 1)")
     p.add_argument(*spellings("--device"), dest="device", default="cuda", choices=("cuda", "cpu"),
                    help="estimate for a GPU (default) or for CPU training")
@@ -59,15 +44,7 @@ def build_parser() -> Parser:
 
 
 def overrides_from(args) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for _, key, _, _ in FLAGS:
-        value = getattr(args, key)
-        if value is not None:
-            section, name = key.split(".")
-            out.setdefault(section, {})[name] = value
-    if args.grad_checkpointing is not None:
-        out.setdefault("model", {})["grad_checkpointing"] = args.grad_checkpointing
-    return out
+    return flag_overrides(args, SETTINGS)
 
 
 def gpu_rows(cfg: RunConfig, gpus: list[GPU], device: str, world_size: int) -> list[dict[str, Any]]:
@@ -94,6 +71,7 @@ def as_json(cfg: RunConfig, est: MemoryEstimate, rows: list[dict[str, Any]]) -> 
         "model": cfg.to_dict()["model"],
         "batch_size": cfg.train.batch_size,
         "grad_accum_steps": cfg.train.grad_accum_steps,
+        "grad_checkpointing": cfg.train.grad_checkpointing,
         "num_params": est.num_params,
         "micro_batch": est.micro_batch,
         "seq_len": est.seq_len,
@@ -125,7 +103,7 @@ def print_report(cfg: RunConfig, est: MemoryEstimate, rows: list[dict[str, Any]]
         f"[bold]{cfg.run.preset or 'custom'}[/]: {_count(est.num_params)} parameters, "
         f"batch_size {t.batch_size} = {t.grad_accum_steps} micro-step(s) x {world_size} rank(s) x "
         f"{est.micro_batch} sequences x {est.seq_len} tokens, {est.precision}, {m.attention} attention, "
-        f"checkpointing {'on' if m.grad_checkpointing else 'off'}"
+        f"checkpointing {'on' if t.grad_checkpointing else 'off'}"
     )
     console.print(f"Estimated peak per GPU: [bold]{format_bytes(est.total_bytes)}[/] (at {est.peak_phase})")
     table = Table()
@@ -166,7 +144,9 @@ def main(argv: list[str]) -> int:
     try:
         if args.world_size < 1:
             raise ConfigError(f"--world_size must be a positive integer, got {args.world_size}")
-        cfg = build_config(args.preset, args.config, overrides_from(args))
+        cfg = build_config(None, args.config, overrides_from(args))
+        # --vocab_size is the tokenizer's vocabulary (data.vocab_size), as everywhere.
+        cfg = replace(cfg, model=replace(cfg.model, vocab_size=tokenizer_vocab(cfg.data)))
         if cfg.train.batch_size % (cfg.train.grad_accum_steps * args.world_size):
             raise ConfigError(f"train.batch_size ({cfg.train.batch_size}) must be divisible by "
                               f"grad_accum_steps x world_size ({cfg.train.grad_accum_steps * args.world_size})")

@@ -15,7 +15,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Static
 
-from engine.config import RunConfig, apply_overrides, load_preset
+from engine.config import RunConfig, with_preset
 from engine.errors import ConfigError
 from tui_lm.profiles import load_profile, name_problem, save_profile
 from tui_lm.widgets.setup.config_form import ConfigForm
@@ -66,13 +66,11 @@ class SetupScreen(Screen):
 
     @on(ProfilePicker.PresetChosen)
     def _preset_chosen(self, event: ProfilePicker.PresetChosen) -> None:
-        cfg = copy.deepcopy(self.form.config)
         try:
-            apply_overrides(cfg, load_preset(event.name), f"preset {event.name}")
+            cfg = with_preset(self.form.config, event.name)
         except ConfigError as e:
             self.notify(str(e), title="preset", severity="error")
             return
-        cfg.run.preset = event.name
         self.form.load(cfg)
         self.notify(f"preset {event.name} loaded", timeout=2)
 

@@ -16,10 +16,10 @@ from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
-from textual.widgets import Checkbox, Input, Label, Select, Static
+from textual.widgets import Checkbox, Collapsible, Input, Label, Select, Static
 
 from engine.config import RunConfig, validation_errors
-from tui_lm.widgets.setup.fields import FIELDS, GROUPS, FieldSpec, parse, to_text
+from tui_lm.widgets.setup.fields import COLLAPSED, FIELDS, GROUPS, FieldSpec, parse, to_text, widget_id
 
 
 class FieldRow(Horizontal):
@@ -34,14 +34,14 @@ class FieldRow(Horizontal):
         spec = self.spec
         yield Label(spec.label, classes="field-label")
         if spec.kind == "bool":
-            yield Checkbox("", bool(self.value), id=spec.widget_id, compact=True, classes="field-input")
+            yield Checkbox("", bool(self.value), id=widget_id(spec), compact=True, classes="field-input")
         elif spec.kind == "choice":
             yield Select([(c, c) for c in spec.choices], value=self.value, allow_blank=False,
-                         id=spec.widget_id, compact=True, classes="field-input")
+                         id=widget_id(spec), compact=True, classes="field-input")
         else:
-            yield Input(to_text(self.value), placeholder=spec.placeholder, id=spec.widget_id,
+            yield Input(to_text(self.value), placeholder=spec.placeholder, id=widget_id(spec),
                         compact=True, classes="field-input", select_on_focus=False)
-        yield Static("", id="e-" + spec.widget_id[2:], classes="field-error")
+        yield Static("", id="e-" + widget_id(spec)[2:], classes="field-error")
 
 
 class ConfigForm(VerticalScroll):
@@ -67,9 +67,12 @@ class ConfigForm(VerticalScroll):
 
     def compose(self) -> ComposeResult:
         for title, specs in GROUPS:
+            rows = [FieldRow(spec, self._base.get(spec.key)) for spec in specs]
+            if title in COLLAPSED:
+                yield Collapsible(*rows, title=title, collapsed=True, classes="form-group")
+                continue
             yield Static(title, classes="form-section")
-            for spec in specs:
-                yield FieldRow(spec, getattr(getattr(self._base, spec.section), spec.name))
+            yield from rows
         yield Static("", id="other-errors")
 
     def on_mount(self) -> None:
@@ -82,8 +85,8 @@ class ConfigForm(VerticalScroll):
         self._base = copy.deepcopy(cfg)
         with self.prevent(Input.Changed, Select.Changed, Checkbox.Changed):
             for spec in FIELDS.values():
-                value = getattr(getattr(cfg, spec.section), spec.name)
-                widget = self.query_one(f"#{spec.widget_id}")
+                value = cfg.get(spec.key)
+                widget = self.query_one(f"#{widget_id(spec)}")
                 if isinstance(widget, Input):
                     widget.value = to_text(value)
                 else:
@@ -93,7 +96,7 @@ class ConfigForm(VerticalScroll):
     def set_value(self, key: str, value: Any) -> None:
         """Set one field as if typed (used for the preset's model shape)."""
         spec = FIELDS[key]
-        widget = self.query_one(f"#{spec.widget_id}")
+        widget = self.query_one(f"#{widget_id(spec)}")
         widget.value = to_text(value) if isinstance(widget, Input) else value
 
     # ------------------------------------------------------------------ validation
@@ -109,7 +112,7 @@ class ConfigForm(VerticalScroll):
         cfg = copy.deepcopy(self._base)
         errors: dict[str, str] = {}
         for spec in FIELDS.values():
-            widget = self.query_one(f"#{spec.widget_id}")
+            widget = self.query_one(f"#{widget_id(spec)}")
             if isinstance(widget, Input):
                 value, problem = parse(spec, widget.value)
                 if problem:
@@ -129,10 +132,10 @@ class ConfigForm(VerticalScroll):
     def _show_errors(self, errors: dict[str, str]) -> None:
         for spec in FIELDS.values():
             message = errors.get(spec.key, "")
-            label = self.query_one(f"#e-{spec.widget_id[2:]}", Static)
+            label = self.query_one(f"#e-{widget_id(spec)[2:]}", Static)
             label.update(message)
             label.set_class(bool(message), "-shown")
-            self.query_one(f"#{spec.widget_id}").set_class(bool(message), "-invalid")
+            self.query_one(f"#{widget_id(spec)}").set_class(bool(message), "-invalid")
         others = [m for k, m in errors.items() if k not in FIELDS]
         other = self.query_one("#other-errors", Static)
         other.update("\n".join(f"• {m}" for m in others))

@@ -1,94 +1,57 @@
-"""Which hyperparameters the setup form shows, and how text becomes a typed value.
+"""Which settings the setup form shows, in which groups, and how typed text becomes a value.
 
-The form is data-driven: one `FieldSpec` per editable setting, grouped in
-sections. Keys are the same "section.field" strings that
-`engine.config.validation_errors` uses, so its messages land next to the right
-field.
+Generated from the settings schema (engine.config.SCHEMA): every user setting
+has a form group in its declaration, so a new setting appears on the form
+without touching this file. Keys are the "section.field" strings that
+`engine.config.validation_errors` uses, so its messages land next to the
+right field. Settings whose group is "picker" (the preset) are chosen with
+the setup screen's preset/profile picker instead of an input.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
-from engine.config import PRECISIONS
+from engine.config import PICKER, user_settings
+from engine.settings import Setting, format_value, parse_text
+
+FieldSpec = Setting  # one form field is one setting
+
+# Groups in the order the form shows them; a group a new declaration invents comes last.
+GROUP_ORDER = ("Model", "Training", "Data and output", "Advanced")
+COLLAPSED = ("Advanced",)  # shown folded: rarely changed
 
 
-@dataclass(frozen=True)
-class FieldSpec:
-    key: str  # "model.d_model"
-    label: str
-    kind: str  # "int" | "float" | "str" | "bool" | "choice"
-    choices: tuple[str, ...] = ()
-    placeholder: str = ""
-
-    @property
-    def section(self) -> str:
-        return self.key.split(".")[0]
-
-    @property
-    def name(self) -> str:
-        return self.key.split(".")[1]
-
-    @property
-    def widget_id(self) -> str:
-        return "f-" + self.key.replace(".", "-")
+def _groups() -> list[tuple[str, list[Setting]]]:
+    titles = list(GROUP_ORDER)
+    for s in user_settings():
+        if s.group not in titles and s.group != PICKER:
+            titles.append(s.group)
+    return [(t, [s for s in user_settings() if s.group == t]) for t in titles]
 
 
-GROUPS: list[tuple[str, list[FieldSpec]]] = [
-    ("Model", [
-        FieldSpec("model.d_model", "d_model", "int"),
-        FieldSpec("model.num_heads", "heads", "int"),
-        FieldSpec("model.num_layers", "layers", "int"),
-        FieldSpec("model.d_ff", "d_ff (MLP width)", "int"),
-        FieldSpec("model.max_seq_len", "sequence length", "int"),
-        FieldSpec("model.dropout", "dropout", "float"),
-        FieldSpec("model.grad_checkpointing", "grad checkpointing", "bool"),
-    ]),
-    ("Training", [
-        FieldSpec("train.batch_size", "batch size", "int"),
-        FieldSpec("train.epochs", "epochs", "int"),
-        FieldSpec("train.max_steps", "max steps", "int", placeholder="0 = from epochs"),
-        FieldSpec("train.lr", "learning rate", "float"),
-        FieldSpec("train.warmup_steps", "warmup steps", "int"),
-        FieldSpec("train.min_lr_ratio", "min lr ratio", "float"),
-        FieldSpec("train.weight_decay", "weight decay", "float"),
-        FieldSpec("train.grad_clip", "grad clip", "float", placeholder="0 = off"),
-        FieldSpec("train.precision", "precision", "choice", PRECISIONS),
-        FieldSpec("train.eval_interval", "eval interval", "int"),
-    ]),
-    ("Data and output", [
-        FieldSpec("data.dataset", "dataset", "str", placeholder="wikitext-2, a folder or a .txt"),
-        FieldSpec("data.vocab_size", "BPE vocabulary", "int"),
-        FieldSpec("run.out_dir", "output folder", "str", placeholder="lm_<dataset>"),
-        FieldSpec("run.run_name", "run name", "str", placeholder="<preset>-<time>"),
-    ]),
-]
-FIELDS: dict[str, FieldSpec] = {f.key: f for _, group in GROUPS for f in group}
+GROUPS: list[tuple[str, list[Setting]]] = _groups()
+FIELDS: dict[str, Setting] = {s.key: s for _, group in GROUPS for s in group}
+# Settings edited elsewhere on the setup screen, by what edits them.
+ELSEWHERE: dict[str, str] = {s.key: "the preset picker" for s in user_settings() if s.group == PICKER}
+
+
+def widget_id(spec: Setting) -> str:
+    return "f-" + spec.key.replace(".", "-")
 
 
 def to_text(value: Any) -> str:
     """How a config value is shown in its input box."""
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
+    return format_value(value)
 
 
-def parse(spec: FieldSpec, text: str) -> tuple[Any, str]:
+def parse(spec: Setting, text: str) -> tuple[Any, str]:
     """(value, "") or (None, what is wrong with the text)."""
-    raw = text.strip().replace("_", "") if spec.kind in ("int", "float") else text
-    if spec.kind == "int":
-        try:
-            return int(raw), ""
-        except ValueError:
-            return None, "must be a whole number" if raw else "required: a whole number"
-    if spec.kind == "float":
-        try:
-            value = float(raw)
-        except ValueError:
-            return None, "must be a number, e.g. 0.1 or 3e-4" if raw else "required: a number"
-        return (value, "") if math.isfinite(value) else (None, "must be a finite number")
-    if spec.kind == "str":
-        return text.strip(), ""
-    return text, ""
+    try:
+        value = parse_text(spec, text)
+    except ValueError as e:
+        return None, str(e)
+    if spec.kind == "float" and not math.isfinite(value):
+        return None, "must be a finite number"
+    return value, ""

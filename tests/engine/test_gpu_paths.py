@@ -1,0 +1,179 @@
+"""The CUDA-only paths, checked on the CPU: honest clock, one compiled graph, bf16 choice, OOM in compile.
+
+Each test stands in for what a GPU would show: a fake clock whose time passes
+only when the host waits for the device, dynamo's own graph counter with the
+aot_eager backend, a monkeypatched torch.cuda reporting an old card's
+compute capability, and a compiler backend that runs out of memory.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+import torch._dynamo
+from torch._dynamo.utils import counters
+
+from conftest import tiny_config
+from engine import events as ev
+from engine import runtime
+from engine.config import TrainConfig
+from engine.errors import ConfigError
+from engine.gpus import GPU_CATALOGUE, find_gpu
+from engine.trainer import Trainer
+
+GiB = 1024**3
+
+
+class DeviceClock:
+    """perf_counter for the trainer: time moves only when the host waits for queued device work.
+
+    On a GPU the host enqueues kernels and runs ahead; the work's time is spent
+    at the next sync. Here every `.item()` (the loop's sync) costs `per_sync` s.
+    """
+
+    def __init__(self, per_sync: float) -> None:
+        self.now = 0.0
+        self.per_sync = per_sync
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def test_throughput_counts_the_time_spent_waiting_for_the_device(corpus: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = DeviceClock(per_sync=10.0)
+    monkeypatch.setattr("engine.trainer.time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+    real_item = torch.Tensor.item
+
+    def item(self: torch.Tensor):
+        if sys._getframe(1).f_code.co_filename.endswith("trainer.py"):  # the training loop's sync
+            clock.now += clock.per_sync
+        return real_item(self)
+
+    monkeypatch.setattr(torch.Tensor, "item", item)
+    seen: list[ev.Event] = []
+    cfg = tiny_config(corpus, tmp_path, max_steps=4, log_interval=2, eval_interval=0)
+    Trainer(cfg, seen.append).run()
+    steps = [e for e in seen if isinstance(e, ev.StepMetrics)]
+    assert [e.step for e in steps] == [2, 4]
+    for e in steps:
+        # the window's sync waited 10 s for its 2 steps: 5 s a step, not ~0
+        assert e.step_time_s == pytest.approx(5.0)
+        assert e.tokens_per_s == pytest.approx(4 * 16 / 5.0)
+    assert steps[-1].elapsed_s == pytest.approx(20.0)
+
+
+def test_one_compiled_graph_over_warmup_training_and_evaluation(corpus: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    torch._dynamo.reset()
+    counters.clear()
+    seen: list[ev.Event] = []
+    cfg = tiny_config(corpus, tmp_path, max_steps=6, eval_interval=3, compile="on", grad_accum_steps=2)
+    done = Trainer(cfg, seen.append).run()
+    assert isinstance(done, ev.Finished) and not done.stopped
+    assert sum(isinstance(e, ev.EvalResult) for e in seen) >= 2
+    assert counters["stats"]["unique_graphs"] == 1  # the warm-up's graph serves every real step
+    assert any(isinstance(e, ev.Log) and "torch.compile" in e.message for e in seen)
+    torch._dynamo.reset()
+
+
+def test_out_of_memory_inside_compilation_is_reported_as_oom(corpus: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    def backend(gm, example_inputs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend=backend))
+    torch._dynamo.reset()
+    seen: list[ev.Event] = []
+    failed = Trainer(tiny_config(corpus, tmp_path, compile="on"), seen.append).run()
+    torch._dynamo.reset()
+    assert isinstance(failed, ev.Failed)
+    assert failed.kind == "oom" and "out of memory" in failed.message
+    assert "estimated peak" in failed.message  # the estimator's advice, not a compiler traceback
+    assert failed.traceback == ""
+
+
+class FakeCuda:
+    """torch.cuda as seen on a machine with one card of the given compute capability."""
+
+    def __init__(self, name: str, capability: tuple[int, int]) -> None:
+        self.name, self.capability = name, capability
+
+    def patch(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: self.capability)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: self.name)
+        # the emulation check torch's own is_bf16_supported() would pass on these cards
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+
+
+@pytest.mark.parametrize("name,capability,expected", [
+    ("Tesla T4", (7, 5), "fp16"),
+    ("Tesla V100-SXM2-16GB", (7, 0), "fp16"),
+    ("NVIDIA A100-SXM4-80GB", (8, 0), "bf16"),
+    ("NVIDIA H100 80GB HBM3", (9, 0), "bf16"),
+])
+def test_auto_precision_follows_the_cards_compute_capability(name: str, capability: tuple[int, int],
+                                                             expected: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    FakeCuda(name, capability).patch(monkeypatch)
+    monkeypatch.setattr(torch.version, "hip", None)
+    rt = runtime.resolve_runtime(TrainConfig(device="cuda"))
+    assert rt.precision == expected
+    # the catalogue, which the memory estimate reads, says the same about the card
+    assert find_gpu(name).bf16 == (expected == "bf16")
+
+
+def test_explicit_bf16_on_a_card_that_only_emulates_it_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    FakeCuda("Tesla T4", (7, 5)).patch(monkeypatch)
+    monkeypatch.setattr(torch.version, "hip", None)
+    with pytest.raises(ConfigError, match="emulated on Tesla T4.*7.5"):
+        runtime.resolve_runtime(TrainConfig(device="cuda", precision="bf16"))
+
+
+def test_torchrun_sets_each_ranks_device_before_the_process_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    FakeCuda("NVIDIA H100 80GB HBM3", (9, 0)).patch(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    calls: list[tuple] = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", str(device))))
+    monkeypatch.setattr(runtime.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(runtime.dist, "init_process_group",
+                        lambda backend, **kw: calls.append(("init", backend, str(kw.get("device_id")))))
+    monkeypatch.setattr(runtime.dist, "new_group",
+                        lambda backend, timeout: calls.append(("new_group", backend, timeout)) or "slow")
+    rt = runtime.resolve_runtime(TrainConfig(device="auto", batch_size=4))
+    assert calls[:2] == [("set_device", "cuda:1"), ("init", "nccl", "cuda:1")]
+    # the wait for rank 0's data preparation has its own, long timeout
+    assert calls[2] == ("new_group", "gloo", runtime.PREPARE_TIMEOUT)
+    assert runtime.PREPARE_TIMEOUT.total_seconds() >= 3600
+    assert rt.device == torch.device("cuda", 1) and rt.slow_group == "slow"
+
+
+@pytest.mark.parametrize("name,memory,expected", [
+    ("NVIDIA H100 NVL", 95830 * 1024**2, "H100 NVL 94GB"),
+    ("NVIDIA H100 80GB HBM3", None, "H100 80GB"),
+    ("NVIDIA H100 PCIe", 81559 * 1024**2, "H100 PCIe 80GB"),
+    ("NVIDIA H800", 81559 * 1024**2, "H800 80GB"),
+    ("NVIDIA GH200 480GB", 97871 * 1024**2, "GH200 96GB"),
+    ("NVIDIA L40S", 46068 * 1024**2, "L40S 48GB"),
+    ("NVIDIA GeForce RTX 5090", 32607 * 1024**2, "RTX 5090 32GB"),
+    ("NVIDIA H200", 143771 * 1024**2, "H200 141GB"),
+])
+def test_common_cards_have_a_peak_for_mfu(name: str, memory: int | None, expected: str) -> None:
+    gpu = find_gpu(name, memory)
+    assert gpu.name == expected and gpu.peak_bf16_tflops > 0
+
+
+def test_catalogue_bf16_flags_follow_the_compute_capability_rule() -> None:
+    pre_ampere = {"T4 16GB", "V100 16GB", "V100 32GB"}
+    assert {g.name for g in GPU_CATALOGUE if not g.bf16} == pre_ampere
