@@ -149,6 +149,10 @@ class TrainConfig:
                                  zero="end only", resume="safe", group=TRAINING)
     eval_batches: int = setting(50, "batches per periodic validation", label="eval batches", ge=0,
                                 zero="whole split", resume="safe", group=ADVANCED)
+    final_eval_batches: int = setting(0, "batches of the final validation and test evaluation; -1 skips it "
+                                         "(for smoke runs); a bounded one is marked partial",
+                                      label="final eval batches", ge=-1, zero="whole split",
+                                      placeholder="0 = whole split, -1 = skip", resume="safe", group=ADVANCED)
     save_interval: int = setting(500, "steps between checkpoints", label="save interval", unit="steps", ge=0,
                                  zero="only on pause, stop and end", resume="safe", group=ADVANCED)
     keep_checkpoints: int = setting(3, "newest checkpoints kept, besides the best one", label="keep checkpoints",

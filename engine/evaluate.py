@@ -8,18 +8,30 @@ across tokenizers. When only the first `max_batches` batches are scored the
 totals are extrapolated from the mean NLL, and the result says `partial`.
 A `should_stop` callback is polled between batches, so a stop request ends an
 evaluation of a large split at once (`EvalInterrupted`) instead of at its end.
+
+Evaluation is a visible phase: `progress(done, total)` is called as batches
+are scored, and `EvalProgressReporter` turns that into a few
+`EvalProgress` events a second. It runs in inference mode with a micro-batch
+a bounded multiple of the training one (`eval_batch_multiple`): as large as
+fits in the memory the training step itself needs at its peak.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import time
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from engine import events as ev
+
+EVAL_MULTIPLE_MAX = 8  # an evaluation micro-batch is at most this many training micro-batches
+PROGRESS_EVERY_S = 0.5
 
 
 class EvalInterrupted(Exception):
@@ -50,7 +62,52 @@ def eval_metrics(nll_sum: float, scored: int, total_tokens: int, n_words: int, n
     )
 
 
-@torch.no_grad()
+def eval_batch_multiple(cfg, device: str, precision: str) -> int:  # type: ignore[no-untyped-def]
+    """How many training micro-batches one evaluation batch holds: 1 to EVAL_MULTIPLE_MAX.
+
+    A training step holds, per sequence, the activations saved for backward
+    and the logits' backward buffers (saved log-probs, their two fp32
+    gradients). An inference-mode evaluation holds the batch's logits and one
+    block's transient tensors per sequence, and the fp32 upcast and
+    log-probabilities of one training micro-batch at a time (score_tokens'
+    `loss_chunk`). The evaluation batch is the largest multiple whose memory
+    stays within the training step's, so it never raises the run's peak
+    (engine.memory prices the same tensors).
+    """
+    from engine.memory import saved_activations
+
+    m, t = cfg.model, cfg.train
+    a = saved_activations(m, 1, m.max_seq_len, precision, device)
+    logprobs = a["logprobs"]  # 4 bytes x seq x vocab
+    blocks = m.num_layers * (a["block_input"] if t.grad_checkpointing else a["block"])
+    train_seq = a["embed"] + blocks + a["head"] + 3 * logprobs
+    logits_seq = (0.5 if precision != "fp32" else 1) * logprobs + a["block"]
+    chunk_seq = 2 * logprobs  # fp32 upcast + log-probs of one micro-batch
+    return max(1, min(EVAL_MULTIPLE_MAX, int((train_seq - chunk_seq) // max(1.0, logits_seq))))
+
+
+class EvalProgressReporter:
+    """`progress(done, total)` for score_tokens, as EvalProgress events: first, every `every_s`, last."""
+
+    def __init__(self, emit: ev.EventSink, step: int, split: str, *, partial: bool = False,
+                 every_s: float = PROGRESS_EVERY_S) -> None:
+        self.emit, self.step, self.split, self.every_s, self.partial = emit, step, split, every_s, partial
+        self.start = self.last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done == 0:
+            self.start = now
+        elif done < total and now - self.last < self.every_s:
+            return
+        self.last = now
+        elapsed = now - self.start
+        eta = elapsed / done * (total - done) if done else math.nan
+        self.emit(ev.EvalProgress(step=self.step, split=self.split, done=done, total=total,
+                                  elapsed_s=elapsed, eta_s=eta, partial=self.partial))
+
+
+@torch.inference_mode()
 def score_tokens(
     model: torch.nn.Module,
     ids: np.ndarray,
@@ -63,18 +120,32 @@ def score_tokens(
     rank: int = 0,
     world_size: int = 1,
     should_stop: Callable[[], bool] | None = None,
+    max_windows: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+    loss_chunk: int = 0,
 ) -> tuple[float, int]:
-    """Summed NLL (nats) and number of scored targets over this rank's share of the windows."""
+    """Summed NLL (nats) and number of scored targets over this rank's share of the windows.
+
+    `max_windows` > 0 scores only the split's first windows (of all ranks
+    together); `progress(done, total)` is called with this rank's batches;
+    `loss_chunk` > 0 computes the cross-entropy that many rows at a time, so
+    its fp32 copies exist for one chunk only.
+    """
     n_targets = len(ids) - 1
     starts = list(range(0, n_targets, seq_len))
+    if max_windows:
+        starts = starts[:max_windows]
     batches = [starts[i:i + batch_size] for i in range(0, len(starts), batch_size)]
     if max_batches:
         batches = batches[:max_batches]
+    mine = batches[rank::world_size]
     was_training = model.training
     model.eval()
     nll, count = 0.0, 0
     try:
-        for b in batches[rank::world_size]:
+        for done, b in enumerate(mine):
+            if progress is not None:
+                progress(done, len(mine))
             if should_stop is not None and should_stop():
                 raise EvalInterrupted()
             # The last window can be short; it goes in a batch of its own length.
@@ -86,9 +157,14 @@ def score_tokens(
                 data = torch.from_numpy(rows).to(device)
                 with autocast or contextlib.nullcontext():
                     logits, _ = model(data[:, :-1])
-                loss = F.cross_entropy(logits.float().flatten(0, 1), data[:, 1:].flatten(), reduction="sum")
-                nll += loss.item()
+                targets = data[:, 1:]
+                step = loss_chunk or len(group)
+                loss = sum(F.cross_entropy(logits[i:i + step].float().flatten(0, 1), targets[i:i + step].flatten(),
+                                           reduction="sum") for i in range(0, len(group), step))
+                nll += float(loss)
                 count += data[:, 1:].numel()
+        if progress is not None:
+            progress(len(mine), len(mine))
     finally:
         model.train(was_training)
     return nll, count

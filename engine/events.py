@@ -68,6 +68,19 @@ class EvalResult(Event):
 
 
 @dataclass(frozen=True)
+class EvalProgress(Event):
+    """An evaluation under way: a few a second (engine.evaluate.EvalProgressReporter), and at its end."""
+
+    step: int
+    split: str  # "valid" | "test"
+    done: int  # batches scored so far (this rank's share)
+    total: int
+    elapsed_s: float
+    eta_s: float  # nan until a batch is done
+    partial: bool = False  # a bounded evaluation (only the split's first batches)
+
+
+@dataclass(frozen=True)
 class SampleGenerated(Event):
     step: int
     prompt: str

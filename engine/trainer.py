@@ -24,7 +24,7 @@ from engine.checkpoint import load_latest_checkpoint, save_checkpoint
 from engine.config import RunConfig, load_preset, write_toml
 from engine.control import Interrupted, TrainingControl
 from engine.errors import ConfigError, DataError, FileError, UserError
-from engine.evaluate import EvalInterrupted, eval_metrics, score_tokens
+from engine.evaluate import EvalInterrupted, EvalProgressReporter, eval_batch_multiple, eval_metrics, score_tokens
 from engine.final_model import save_final_model
 from engine.loader import TrainLoader
 from engine.model import GPT
@@ -403,13 +403,20 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation, checkpoints, end
 
     def _evaluate(self, split_name: str, max_batches: int) -> ev.EvalResult:
+        """`max_batches` (0 = the whole split) counts training micro-batches of windows."""
         rt = self.rt
         assert rt is not None
         split = getattr(self.data, split_name)
+        micro = max(1, self.cfg.train.batch_size // self.cfg.train.grad_accum_steps // rt.world_size)
+        seq_len = self.cfg.model.max_seq_len
+        windows = -(-(len(split.ids) - 1) // seq_len)
+        progress = EvalProgressReporter(self.emit, self.step, split_name,
+                                        partial=0 < max_batches * micro < windows) if rt.is_main else None
         nll, count = score_tokens(
-            self.raw_model, split.ids, seq_len=self.cfg.model.max_seq_len,
-            batch_size=max(1, self.cfg.train.batch_size // self.cfg.train.grad_accum_steps // rt.world_size),
-            device=rt.device, max_batches=max_batches, autocast=rt.autocast(), rank=rt.rank, world_size=rt.world_size,
+            self.raw_model, split.ids, seq_len=seq_len,
+            batch_size=micro * eval_batch_multiple(self.cfg, rt.device.type, rt.precision),
+            device=rt.device, max_windows=max_batches * micro, autocast=rt.autocast(), rank=rt.rank,
+            world_size=rt.world_size, progress=progress, loss_chunk=micro,
             # Under DDP every rank must reach the all-reduce below, so a stop waits for the evaluation's end.
             should_stop=None if rt.distributed else (lambda: self.control.should_stop),
         )
@@ -425,6 +432,16 @@ class Trainer:
         if split_name == "valid" and self.cfg.train.sample_tokens and rt.is_main:
             self._sample()
         return result
+
+    def _final_evaluation(self) -> ev.EvalResult | None:
+        """The valid and test splits, whole by default; train.final_eval_batches bounds (partial) or skips it."""
+        limit = self.cfg.train.final_eval_batches
+        if limit < 0:
+            self.emit(ev.Log("final evaluation skipped (train.final_eval_batches = -1): "
+                             "no final validation or test figures", "warning"))
+            return None
+        self._evaluate("valid", limit)
+        return self._evaluate("test", limit) if self.data.test is not None else None
 
     def _sample(self) -> None:
         from engine.sampling import sample_text
@@ -494,8 +511,7 @@ class Trainer:
         if rt.is_main:
             model_dir = str(save_final_model(self.run_dir, self.raw_model, self.cfg, self.run_dir / "tokenizer.json"))
         try:
-            self._evaluate("valid", 0)
-            test = self._evaluate("test", 0) if self.data.test is not None else None
+            test = self._final_evaluation()
         except EvalInterrupted:
             self.emit(ev.Log(f"final evaluation interrupted; the trained model is saved in {model_dir}, and "
                              "resuming the run runs the evaluation again", "warning"))

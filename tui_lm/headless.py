@@ -69,12 +69,20 @@ def format_event(e: ev.Event) -> str | None:
             return f"stopped before the first step; nothing to resume in {e.run_dir}"
         if e.stopped:
             return f"stopped at step {e.step}; resume with: tui-lm --no-ui --resume {e.run_dir}"
-        test = f"; test word ppl {e.test.word_perplexity:.2f}" if e.test else ""
+        test = f"; test word ppl {e.test.word_perplexity:.2f}{' (partial)' if e.test.partial else ''}" if e.test else ""
         return f"finished at step {e.step}; final model in {e.model_dir}{test}"
     if isinstance(e, ev.Failed):
         where = f"; last checkpoint {e.checkpoint} is intact" if e.checkpoint else ""
         return f"error ({e.kind}) at step {e.step}: {e.message}{where}"
     return None
+
+
+def eval_progress_text(e: ev.EvalProgress) -> str:
+    scope = " (bounded: partial)" if e.partial else ""
+    if e.done == 0:
+        return f"evaluating {e.split} at step {e.step}{scope}: {e.total:,} batches"
+    eta = f", ETA {_duration(e.eta_s)}" if e.done < e.total and e.eta_s == e.eta_s else ""
+    return f"  {e.split} {e.done:,}/{e.total:,} batches ({100 * e.done / max(1, e.total):.0f}%){eta}"
 
 
 def memory_text(m: ev.MemorySample) -> str:
@@ -92,13 +100,34 @@ class Printer:
         self.memory: ev.MemorySample | None = None
         self.progress: Progress | None = None
         self.task: Any = None
+        self.eval_task: Any = None
+        self.eval_quarter = 0  # the last quarter of an evaluation printed (no terminal)
         if self.console.is_terminal:
-            self.progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                      TimeRemainingColumn(), console=self.console, transient=True)
+
+    def _eval_progress(self, e: ev.EvalProgress) -> None:
+        """A bar of its own on a terminal; otherwise its start and each quarter, one line each."""
+        if self.progress is not None:
+            if self.eval_task is None:
+                self.progress.start()
+                self.eval_task = self.progress.add_task(f"evaluating {e.split}", total=e.total)
+            self.progress.update(self.eval_task, completed=e.done, total=e.total)
+            if e.done >= e.total:
+                self.progress.remove_task(self.eval_task)
+                self.eval_task = None
+            return
+        quarter = 4 * e.done // max(1, e.total)
+        if e.done == 0 or (quarter > self.eval_quarter and e.done < e.total):
+            self.console.print(eval_progress_text(e), markup=False)
+        self.eval_quarter = quarter
 
     def __call__(self, e: ev.Event) -> None:
         if isinstance(e, ev.MemorySample):
             self.memory = e  # shown on the next step line; the monitor runs on its own thread
+            return
+        if isinstance(e, ev.EvalProgress):
+            self._eval_progress(e)
             return
         line = format_event(e)
         if isinstance(e, ev.StepMetrics) and self.memory is not None:
@@ -113,7 +142,7 @@ class Printer:
             return
         if isinstance(e, ev.RunStarted):
             self.progress.start()
-            self.task = self.progress.add_task("train", total=e.total_steps, completed=e.start_step)
+            self.task = self.progress.add_task("training", total=e.total_steps, completed=e.start_step)
         elif isinstance(e, ev.StepMetrics) and self.task is not None:
             self.progress.update(self.task, completed=e.step)
         elif isinstance(e, (ev.Finished, ev.Failed)):

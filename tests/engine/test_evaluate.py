@@ -74,3 +74,54 @@ def test_loader_resumes_from_its_state_and_changes_order_each_epoch() -> None:
     assert torch.equal(b.next_step()[0][0], nxt)
     x, y = a.next_step()[0]
     assert torch.equal(x[:, 1:], y[:, :-1])  # targets are inputs shifted by one
+
+
+def test_evaluation_reports_progress_and_the_final_one_can_be_bounded_or_skipped(corpus: Path, tmp_path: Path) -> None:
+    """EvalProgress from 0 to total batches for every evaluation; train.final_eval_batches bounds the final
+    evaluation (results marked partial) or skips it (-1)."""
+    from engine import events as ev
+    from engine.trainer import Trainer
+    from tests.conftest import tiny_config
+
+    def train(name: str, **train_overrides) -> list[ev.Event]:
+        seen: list[ev.Event] = []
+        cfg = tiny_config(corpus, tmp_path / name, max_steps=8, eval_interval=4, eval_batches=2, **train_overrides)
+        assert isinstance(Trainer(cfg, seen.append).run(), ev.Finished)
+        return seen
+
+    events = train("whole")
+    progress = [e for e in events if isinstance(e, ev.EvalProgress)]
+    results = [e for e in events if isinstance(e, ev.EvalResult)]
+    assert [(e.split, e.step) for e in results] == [("valid", 4), ("valid", 8), ("test", 8)]
+    for r in results:  # each evaluation: a first report at 0 batches, a last one at total, before its result
+        mine = [p for p in progress if (p.split, p.step) == (r.split, r.step)]
+        assert mine[0].done == 0 and mine[-1].done == mine[-1].total > 0
+        assert events.index(mine[-1]) < events.index(r)
+    periodic, final = results[0], results[1]
+    assert periodic.partial and not final.partial and not results[2].partial
+    assert not [p for p in progress if p.step == 8][0].partial
+
+    bounded = [e for e in train("bounded", final_eval_batches=1) if isinstance(e, ev.EvalResult) and e.step == 8]
+    assert [e.split for e in bounded] == ["valid", "test"] and all(e.partial for e in bounded)
+    assert bounded[0].tokens < final.tokens
+
+    skipped = train("skipped", final_eval_batches=-1)
+    assert not [e for e in skipped if isinstance(e, ev.EvalResult) and e.step == 8]
+    assert skipped[-1].test is None and any("final evaluation skipped" in getattr(e, "message", "") for e in skipped)
+
+
+def test_evaluation_batch_stays_within_the_training_peak_and_scores_the_same() -> None:
+    """A larger evaluation micro-batch (inference mode, chunked cross-entropy) gives the same NLL."""
+    from engine.config import build_config
+    from engine.evaluate import EVAL_MULTIPLE_MAX, eval_batch_multiple
+
+    medium = build_config("medium")
+    assert 1 < eval_batch_multiple(medium, "cuda", "bf16") <= EVAL_MULTIPLE_MAX
+    medium.train.grad_checkpointing = True  # little saved for backward: no room for a bigger batch
+    assert eval_batch_multiple(medium, "cuda", "bf16") == 1
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(d_model=16, num_heads=2, num_layers=1, d_ff=32, max_seq_len=8, dropout=0.0, vocab_size=50))
+    ids = np.random.default_rng(0).integers(0, 50, 1000).astype(np.uint16)
+    one = score_tokens(model, ids, seq_len=8, batch_size=2, device=torch.device("cpu"))
+    big = score_tokens(model, ids, seq_len=8, batch_size=16, device=torch.device("cpu"), loss_chunk=2)
+    assert one[1] == big[1] and big[0] == pytest.approx(one[0], rel=1e-5)

@@ -16,6 +16,7 @@ from engine.config import write_toml
 from tests.ui.conftest import run, screen_text, text, tiny_config, wait_for
 from tests.ui.scripted import ScriptedRunner
 from tui_lm.app import make_app
+from tui_lm.messages import TrainingEvent
 from tui_lm.screens import dashboard as dashboard_module
 from tui_lm.screens.dashboard import DashboardScreen
 from tui_lm.screens.quit_confirm import QuitConfirm
@@ -191,5 +192,77 @@ def test_stop_and_quit_interrupt_data_preparation(tmp_path: Path, monkeypatch, t
             await pilot.press("s")
             await wait_for(pilot, lambda: isinstance(app.screen, SetupScreen), 5, "stopped during the download")
             assert time.monotonic() - t0 < 5
+
+    run(flow())
+
+
+def test_evaluation_is_visible_in_the_header(tmp_path: Path, scripted) -> None:
+    """Bug: during an evaluation the header stayed RUNNING and nothing moved (a final evaluation ran
+    ~15 minutes with the bar frozen at 60/60)."""
+    scripted(started(tmp_path / "runs" / "demo"), step(10),
+             ev.EvalProgress(step=10, split="valid", done=120, total=960, elapsed_s=10.0, eta_s=70.0))
+
+    async def flow() -> None:
+        app = make_app()
+        async with app.run_test(size=SIZE) as pilot:
+            dash = await open_dashboard(app, pilot)
+            header = dash.query_one("#run-header")
+            await wait_for(pilot, lambda: "EVALUATING" in str(header.render()), 10, "evaluating")
+            assert "valid 120/960 · ETA 1m10s" in str(header.render())
+            dash.post_message(TrainingEvent(valid(10, 3.0)))  # the result ends the phase
+            await wait_for(pilot, lambda: "RUNNING" in str(header.render()), 10, "running again")
+            await pilot.press("s")
+
+    run(flow())
+
+
+def test_headless_prints_evaluation_progress() -> None:
+    import io
+
+    from rich.console import Console
+
+    from tui_lm.headless import Printer
+
+    out = io.StringIO()
+    printer = Printer(Console(file=out, width=200))  # not a terminal: lines, no bar
+    for done in range(0, 11):
+        printer(ev.EvalProgress(step=60, split="valid", done=done, total=10, elapsed_s=done, eta_s=10 - done))
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "evaluating valid at step 60: 10 batches"
+    assert [line.split()[1] for line in lines[1:]] == ["3/10", "5/10", "8/10"]
+    assert "ETA 0m07s" in lines[1]
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30)])
+def test_small_terminals_keep_what_is_needed_whole(tmp_path: Path, scripted, size: tuple[int, int]) -> None:
+    """At 100x30 and 80x24 the needed figures stay on screen, whole; the event log and memory details collapse."""
+    name = "a-rather-long-run-name-20261126-101500"
+    scripted(started(tmp_path / "runs" / name, device="cuda:0 (NVIDIA H100 80GB HBM3)", num_params=124_439_808),
+             step(30), valid(30, 3.5),
+             ev.MemorySample(kind="cuda", used_bytes=30 * 2**30, total_bytes=80 * 2**30, allocated_bytes=20 * 2**30,
+                             reserved_bytes=25 * 2**30, peak_bytes=28 * 2**30, utilization=97.0,
+                             label="NVIDIA H100 80GB HBM3"),
+             step(40))
+
+    async def flow() -> None:
+        app = make_app()
+        async with app.run_test(size=size) as pilot:
+            dash = await open_dashboard(app, pilot)
+            await wait_for(pilot, lambda: dash.query_one(MetricsPanel).train is not None
+                           and dash.query_one(MetricsPanel).train.step == 40, 10, "metrics")
+            await pilot.pause(0.6)
+            screen = screen_text(app)
+            lines = screen.splitlines()
+            assert name in lines[0]  # the header drops the device before cutting the name
+            assert "step 40 / 100" in lines[2] and "ETA 6s" in lines[2]
+            for needed in ("train loss", "valid loss", "perplexity", "word ppl", "3.5000", f"{math.exp(3.5):,.2f}",
+                           "NVIDIA H100 80GB HBM3", "30.0 of 80.0 GiB (37.5%)", "Pause", "Stop"):
+                assert needed in screen, f"{needed!r} missing at {size}"
+            assert "…" not in screen  # nothing ellipsised away
+            compact = size[0] < 100 or size[1] < 30
+            assert dash.has_class("-compact") == compact
+            log = dash.query_one(EventLog)
+            assert (log.size.height <= 2) == compact  # the event log collapses to its latest line
+            await pilot.press("s")
 
     run(flow())

@@ -119,6 +119,14 @@ def test_dashboard_paused(snap_compare, fixed_cwd: Path, monkeypatch: pytest.Mon
     assert snap_compare(make_app(out_dir="runs"), terminal_size=SIZE, run_before=start)
 
 
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
+def test_dashboard_paused_at_size(snap_compare, fixed_cwd: Path, monkeypatch: pytest.MonkeyPatch,
+                                  size: tuple[int, int]) -> None:
+    """The smallest terminal (the event log and memory details collapsed) and a large one."""
+    start = scripted_dashboard(monkeypatch)
+    assert snap_compare(make_app(out_dir="runs"), terminal_size=size, run_before=start)
+
+
 def test_quit_dialog_during_a_run(snap_compare, fixed_cwd: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     start = scripted_dashboard(monkeypatch)
 

@@ -80,3 +80,40 @@ def test_quit_from_setup_asks_first() -> None:
         assert app.return_code == 0
 
     run(flow())
+
+
+def test_plot_series_read_apart_without_colour_and_view_toggles() -> None:
+    """Valid points are marker glyphs, the training loss a braille line; EMA and log scale change the view only."""
+
+    async def flow() -> None:
+        app = PlotApp()
+        async with app.run_test(size=(60, 14)) as pilot:
+            plot = app.query_one(LinePlot)
+            plot.add_series("train", "train", "#1e90ff")
+            plot.add_series("valid", "valid", "#ffaf00", marker="◆")
+            for step in range(1, 1001):
+                plot.add_point("train", step, 1000.0 / step * (1.5 if step % 2 else 0.5))  # noisy
+            for step in (250, 500, 750, 1000):
+                plot.add_point("valid", step, 1000.0 / step)
+            plot.flush(force=True)
+            await pilot.pause()
+            raw = str(plot.render())
+            assert raw.splitlines()[0].startswith("loss  ━ train  ◆ valid")
+            assert raw.count("◆") == 1 + 4  # the legend and the four points
+            assert any("\u2800" < ch <= "\u28ff" for ch in raw)
+
+            plot.set_view(smoothing=0.9)
+            smooth = str(plot.render())
+            assert "(EMA)" in smooth.splitlines()[0] and smooth != raw
+            assert plot.series["train"].ys[1] == 250.0  # the points are untouched
+
+            plot.set_view(smoothing=0.0, log_y=True)
+            log = str(plot.render()).splitlines()
+            assert "(log)" in log[0]
+            mid = log[1 + (len(log) - 2) // 2].split("┤")[0].strip()
+            top = float(log[1].split("┤")[0])
+            bottom = float(log[-2].split("┤")[0])
+            # The middle label is the geometric mean on a log axis, not the arithmetic one.
+            assert float(mid) == pytest.approx((top * bottom) ** 0.5, rel=0.01)
+
+    run(flow())

@@ -28,7 +28,7 @@ from engine.config import RunConfig
 from engine.schedule import lr_at
 from tui_lm.messages import TrainingEvent
 from tui_lm.runner import TrainingRunner
-from tui_lm.widgets.common.format import display_path
+from tui_lm.widgets.common.format import display_path, duration
 from tui_lm.widgets.dashboard.event_log import EventLog
 from tui_lm.widgets.dashboard.line_plot import LinePlot
 from tui_lm.widgets.dashboard.memory_gauge import MemoryGauge
@@ -40,6 +40,8 @@ from tui_lm.widgets.dashboard.step_progress import StepProgress
 DRAIN_S = 0.5  # metric widgets update twice a second; keys and events are handled at once
 LR_CURVE_POINTS = 240
 ENDED = ("finished", "stopped", "failed")
+COMPACT = (100, 30)  # columns, rows under which the dashboard collapses its secondary panels
+SMOOTHING = 0.9  # EMA weight of the `e` key's smoothed training loss
 
 
 def estimate_bytes(cfg: RunConfig, device: str, precision: str) -> int | None:
@@ -58,6 +60,8 @@ class DashboardScreen(Screen):
         Binding("p", "pause", "Pause"),
         Binding("r", "resume", "Resume"),
         Binding("s", "stop", "Stop"),
+        Binding("e", "smooth", "Smooth"),
+        Binding("l", "log_scale", "Log loss"),
         Binding("escape", "back", "Back to setup"),
     ]
 
@@ -91,15 +95,20 @@ class DashboardScreen(Screen):
 
     def on_mount(self) -> None:
         loss = self.query_one("#loss-plot", LinePlot)
+        # Line against markers, solid against dotted: told apart without colour too.
         loss.add_series("train", "train", "#1e90ff")
-        loss.add_series("valid", "valid", "#ffaf00")
+        loss.add_series("valid", "valid", "#ffaf00", marker="◆")
         lr = self.query_one("#lr-plot", LinePlot)
-        lr.add_series("schedule", "schedule", "#808080")
+        lr.add_series("schedule", "schedule", "#808080", dotted=True)
         lr.add_series("done", "so far", "#00d700")
         self.query_one("#error-panel").display = False
         self.query_one(RunHeader).run_name = self.run_dir.name if self.run_dir else self.cfg.run.run_name
         self.set_interval(DRAIN_S, self.drain)
         self._train()
+
+    def on_resize(self, event) -> None:  # type: ignore[no-untyped-def]
+        # Below COMPACT the event log and memory details collapse (app.tcss).
+        self.set_class(event.size.width < COMPACT[0] or event.size.height < COMPACT[1], "-compact")
 
     def on_unmount(self) -> None:
         # However the app ends (its screens are closed before the app's own
@@ -146,6 +155,15 @@ class DashboardScreen(Screen):
         if self.runner.active:
             self.runner.stop()
             self.state = "stopping"
+
+    def action_smooth(self) -> None:
+        """Toggle an EMA (weight SMOOTHING) over the training loss: noisy small-batch losses read better."""
+        plot = self.query_one("#loss-plot", LinePlot)
+        plot.set_view(smoothing=0.0 if plot.smoothing else SMOOTHING)
+
+    def action_log_scale(self) -> None:
+        plot = self.query_one("#loss-plot", LinePlot)
+        plot.set_view(log_y=not plot.log_y)
 
     def action_back(self) -> None:
         if self.state in ENDED:
@@ -194,6 +212,7 @@ class DashboardScreen(Screen):
                 last_memory = e
         if last_step is not None:
             self.trained_step = True
+            self.query_one(RunHeader).activity = ""  # training again: any evaluation is over
             self.query_one(StepProgress).show(last_step)
             self.query_one(MetricsPanel).show_step(last_step)
             if self.state == "starting":
@@ -212,6 +231,7 @@ class DashboardScreen(Screen):
         if handler is not None:
             handler(e)
         if isinstance(e, (ev.Paused, ev.Finished, ev.Failed)):
+            self.query_one(RunHeader).activity = ""  # an interrupted evaluation is over too
             self.drain(force=True)  # the plots are complete now: show them at once
 
     def _on_RunStarted(self, e: ev.RunStarted) -> None:
@@ -237,10 +257,16 @@ class DashboardScreen(Screen):
         if e.resumed_from:
             self._load_history(self.run_dir, e.start_step)
 
+    def _on_EvalProgress(self, e: ev.EvalProgress) -> None:
+        eta = f" · ETA {duration(e.eta_s)}" if e.done < e.total else ""
+        scope = " (partial)" if e.partial else ""
+        self.query_one(RunHeader).activity = f"{e.split}{scope} {e.done:,}/{e.total:,}{eta}"
+
     def _on_CheckpointSaved(self, e: ev.CheckpointSaved) -> None:
         self.last_checkpoint = e.path
 
     def _on_EvalResult(self, e: ev.EvalResult) -> None:
+        self.query_one(RunHeader).activity = ""
         self.query_one(MetricsPanel).show_eval(e)
         if e.split == "valid":
             self.query_one("#loss-plot", LinePlot).add_point("valid", e.step, e.loss)

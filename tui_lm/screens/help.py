@@ -19,6 +19,8 @@ KEYS = [
     ("dashboard", "p", "pause: the step finishes and a checkpoint is written"),
     ("", "r", "resume a paused run"),
     ("", "s", "stop: checkpoint, then back to setup"),
+    ("", "e", "smooth the training loss (moving average) or show it raw"),
+    ("", "l", "loss plot on a log scale or a linear one"),
     ("", "escape", "back to setup once the run has ended"),
     ("resume picker", "enter", "resume the selected run"),
     ("", "escape", "back to setup"),

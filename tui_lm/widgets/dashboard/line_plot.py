@@ -1,10 +1,15 @@
 """A small braille line plot: several series, y labels, x range, bounded redraw rate.
 
 Each terminal cell holds a 2x4 grid of braille dots, so a 60x12 cell plot has
-120x48 points of resolution. Points are appended cheaply at any rate; the
-widget only marks itself dirty, and `flush()` (called by the dashboard's drain
-tick, so every widget repaints in the same frame) redraws at most every
-`REDRAW_S` seconds: a fast training loop cannot make the UI spend its time drawing.
+120x48 points of resolution. A series is either a braille line or a row of
+marker glyphs (`marker="◆"`), so two series read apart without colour. The
+view can smooth line series with an exponential moving average (`smoothing`)
+and put the y axis on a log scale (`log_y`); both only change the drawing.
+
+Points are appended cheaply at any rate; the widget only marks itself dirty,
+and `flush()` (called by the dashboard's drain tick, so every widget repaints
+in the same frame) redraws at most every `REDRAW_S` seconds: a fast training
+loop cannot make the UI spend its time drawing.
 """
 
 from __future__ import annotations
@@ -26,8 +31,23 @@ _DOTS = ((0x01, 0x08), (0x02, 0x10), (0x04, 0x20), (0x40, 0x80))
 class Series:
     label: str
     color: str
+    marker: str = ""  # a glyph drawn at each point instead of a braille line
+    dotted: bool = False  # a braille line of every other dot (a reference curve, e.g. the LR schedule)
     xs: list[float] = field(default_factory=list)
     ys: list[float] = field(default_factory=list)
+
+    @property
+    def legend(self) -> str:
+        return self.marker or ("┄" if self.dotted else "━")
+
+
+def ema(values: list[float], weight: float) -> list[float]:
+    """Exponential moving average, TensorBoard's way: debiased, so the first points are not pulled to 0."""
+    out, acc = [], 0.0
+    for i, v in enumerate(values, 1):
+        acc = weight * acc + (1 - weight) * v
+        out.append(acc / (1 - weight ** i))
+    return out
 
 
 def fmt(value: float) -> str:
@@ -52,6 +72,8 @@ class LinePlot(Widget):
         self.x_label = x_label
         self.series: dict[str, Series] = {}
         self.x_max: float | None = None  # fixed right edge (e.g. total steps) so progress shows
+        self.smoothing = 0.0  # EMA weight for line series (0 = raw points)
+        self.log_y = False
         self._dirty = False
         self._drawn_at = 0.0
 
@@ -65,8 +87,17 @@ class LinePlot(Widget):
 
     # ------------------------------------------------------------------ data
 
-    def add_series(self, key: str, label: str, color: str) -> None:
-        self.series[key] = Series(label, color)
+    def add_series(self, key: str, label: str, color: str, *, marker: str = "", dotted: bool = False) -> None:
+        self.series[key] = Series(label, color, marker, dotted)
+
+    def set_view(self, *, smoothing: float | None = None, log_y: bool | None = None) -> None:
+        """Change how the points are drawn (not the points); repaints at once."""
+        if smoothing is not None:
+            self.smoothing = smoothing
+        if log_y is not None:
+            self.log_y = log_y
+        self._dirty = True
+        self.flush(force=True)
 
     def add_point(self, key: str, x: float, y: float) -> None:
         if not math.isfinite(y):
@@ -92,12 +123,30 @@ class LinePlot(Widget):
 
     # ------------------------------------------------------------------ drawing
 
+    def _drawn(self) -> list[Series]:
+        """The series as drawn: smoothed lines, log10 values; points a log axis cannot show are left out."""
+        out = []
+        for s in self.series.values():
+            xs, ys = s.xs, s.ys
+            if self.smoothing and not s.marker and not s.dotted:
+                ys = ema(ys, self.smoothing)
+            if self.log_y:
+                kept = [(x, math.log10(y)) for x, y in zip(xs, ys) if y > 0]
+                xs, ys = [x for x, _ in kept], [y for _, y in kept]
+            if xs:
+                out.append(Series(s.label, s.color, s.marker, s.dotted, xs, ys))
+        return out
+
     def render(self) -> Text:
         width, height = self.size.width, self.size.height
         header = Text(self.title, style="bold")
+        view = [("EMA", self.smoothing), ("log", self.log_y)]
+        tags = [name for name, on in view if on]
+        if tags:
+            header.append(f" ({', '.join(tags)})", style="bold")
         for s in self.series.values():
-            header.append("  ━ ", style=s.color).append(s.label, style="dim")
-        visible = [s for s in self.series.values() if s.xs]
+            header.append(f"  {s.legend} ", style=s.color).append(s.label, style="dim")
+        visible = self._drawn()
         plot_w, plot_h = max(1, width - LABEL_WIDTH), max(1, height - 2)
         if not visible:
             lines = [header] + [Text("")] * max(0, plot_h // 2) + [Text("  waiting for data…", style="dim")]
@@ -107,15 +156,21 @@ class LinePlot(Widget):
         x0, x1 = min(xs), max(max(xs), self.x_max or -math.inf)
         y0, y1 = min(ys), max(ys)
         if y1 - y0 < 1e-12:
-            y0, y1 = y0 - 0.5 * (abs(y0) or 1), y1 + 0.5 * (abs(y1) or 1)
+            pad = 0.5 if self.log_y else 0.5 * (abs(y0) or 1)
+            y0, y1 = y0 - pad, y1 + pad
         cells = self._rasterize(visible, plot_w, plot_h, (x0, x1), (y0, y1))
+        shown = (lambda v: fmt(10 ** v)) if self.log_y else fmt
         lines = [header]
         for r in range(plot_h):
-            label = fmt(y1) if r == 0 else fmt(y0) if r == plot_h - 1 else fmt((y0 + y1) / 2) if r == plot_h // 2 else ""
+            label = (shown(y1) if r == 0 else shown(y0) if r == plot_h - 1
+                     else shown((y0 + y1) / 2) if r == plot_h // 2 else "")
             line = Text(f"{label:>{LABEL_WIDTH - 1}}┤", style="dim")
             for c in range(plot_w):
                 bits, color = cells.get((r, c), (0, ""))
-                line.append(chr(0x2800 + bits) if bits else " ", style=color)
+                if isinstance(bits, str):
+                    line.append(bits, style=f"bold {color}")  # a marker glyph
+                else:
+                    line.append(chr(0x2800 + bits) if bits else " ", style=color)
             lines.append(line)
         left, right = fmt(x0), f"{fmt(x1)} {self.x_label}"
         axis = " " * LABEL_WIDTH + left + " " * max(1, plot_w - len(left) - len(right)) + right
@@ -124,8 +179,8 @@ class LinePlot(Widget):
 
     @staticmethod
     def _rasterize(series: list[Series], w: int, h: int, xr: tuple[float, float],
-                   yr: tuple[float, float]) -> dict[tuple[int, int], tuple[int, str]]:
-        """Dots of every series as {(cell_row, cell_col): (braille bits, color)}."""
+                   yr: tuple[float, float]) -> dict[tuple[int, int], tuple[int | str, str]]:
+        """Every series as {(cell_row, cell_col): (braille bits or a marker glyph, color)}; markers on top."""
         dots_w, dots_h = w * 2, h * 4
         (x0, x1), (y0, y1) = xr, yr
         sx = (dots_w - 1) / (x1 - x0) if x1 > x0 else 0.0
@@ -134,10 +189,16 @@ class LinePlot(Widget):
 
         def dot(px: int, py: int, color: str) -> None:
             key = (py // 4, px // 2)
-            bits = cells.get(key, (0, ""))[0] | _DOTS[py % 4][px % 2]
-            cells[key] = (bits, color)
+            old = cells.get(key, (0, ""))[0]
+            if isinstance(old, str):
+                return  # a marker stays visible over any line
+            cells[key] = (old | _DOTS[py % 4][px % 2], color)
 
-        for s in series:
+        for s in sorted(series, key=lambda s: bool(s.marker)):  # lines first, markers over them
+            if s.marker:
+                for x, y in zip(s.xs, s.ys):
+                    cells[(round((y1 - y) * sy) // 4, round((x - x0) * sx) // 2)] = (s.marker, s.color)
+                continue
             # More points than dot columns add nothing visible; keep every k-th.
             stride = max(1, len(s.xs) // (dots_w * 2))
             pts = [(round((x - x0) * sx), round((y1 - y) * sy)) for x, y in zip(s.xs[::stride], s.ys[::stride])]
@@ -148,6 +209,8 @@ class LinePlot(Widget):
             for px, py in pts[1:]:
                 n = max(abs(px - prev[0]), abs(py - prev[1]), 1)
                 for i in range(1, n + 1):
-                    dot(prev[0] + round((px - prev[0]) * i / n), prev[1] + round((py - prev[1]) * i / n), s.color)
+                    qx, qy = prev[0] + round((px - prev[0]) * i / n), prev[1] + round((py - prev[1]) * i / n)
+                    if not s.dotted or qx % 3 == 0:  # dotted: one dot column in three
+                        dot(qx, qy, s.color)
                 prev = (px, py)
         return cells

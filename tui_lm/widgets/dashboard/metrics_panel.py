@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import math
 
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 from textual.widgets import Static
 
 from engine.events import EvalResult, StepMetrics
+from tui_lm.widgets.common.fit import fit_lines
 from tui_lm.widgets.common.format import maybe
+
+
+FOOTNOTE = "* partial (first batches)"
 
 
 class MetricsPanel(Static):
@@ -43,20 +49,39 @@ class MetricsPanel(Static):
             self.best_valid = min(self.best_valid, e.loss)
         self._redraw()
 
+    def on_resize(self) -> None:
+        self._redraw()  # the rows that fit depend on the height
+
     def _redraw(self) -> None:
-        t, v = self.train, self.valid
+        t, v, test = self.train, self.valid, self.test
+        star = "*" if v is not None and v.partial else ""
+        rows: list[tuple[int, str, str]] = [  # (priority: 0 = always shown, label, value)
+            (0, "train loss", maybe(t.loss if t else None, ".4f")),
+            (0, "valid loss", maybe(v.loss if v else None, ".4f")),
+            (1, "best valid", maybe(self.best_valid, ".4f")),
+            (0, "perplexity", maybe(v.perplexity if v else None, ",.2f")),
+            (1, "word ppl", maybe(v.word_perplexity if v else None, ",.2f") + star),
+            (4, "bits/byte", maybe(v.bits_per_byte if v else None, ".3f")),
+            (3, "learning rate", maybe(t.lr if t else None, ".2e")),
+            (3, "grad norm", maybe(t.grad_norm if t else None, ".3f")),
+        ]
+        if test is not None:
+            tstar = "*" if test.partial else ""
+            rows += [(0, "test ppl", maybe(test.perplexity, ",.2f") + tstar),
+                     (1, "test word ppl", maybe(test.word_perplexity, ",.2f") + tstar)]
+        if star or (test is not None and test.partial):
+            # What the star means: only the split's first batches were scored.
+            rows.append((2, FOOTNOTE, ""))
+        height = max(1, self.content_size.height) if self.is_mounted else len(rows)
+        kept = fit_lines([(p, f"{i}") for i, (p, _, _) in enumerate(rows)], height)
         table = Table.grid(padding=(0, 1))
-        table.add_column(style="dim")
-        table.add_column(justify="right")
-        table.add_row("train loss", maybe(t.loss if t else None, ".4f"))
-        table.add_row("valid loss", maybe(v.loss if v else None, ".4f"))
-        table.add_row("best valid", maybe(self.best_valid, ".4f"))
-        table.add_row("perplexity", maybe(v.perplexity if v else None, ",.2f"))
-        table.add_row("word ppl", (maybe(v.word_perplexity, ",.2f") + ("*" if v.partial else "")) if v else "—")
-        table.add_row("bits/byte", maybe(v.bits_per_byte if v else None, ".3f"))
-        table.add_row("learning rate", maybe(t.lr if t else None, ".2e"))
-        table.add_row("grad norm", maybe(t.grad_norm if t else None, ".3f"))
-        if self.test:
-            table.add_row("test ppl", maybe(self.test.perplexity, ",.2f"))
-            table.add_row("test word ppl", maybe(self.test.word_perplexity, ",.2f"))
-        self.update(table, layout=False)  # fixed size: no relayout per update
+        table.add_column(style="dim", no_wrap=True)
+        table.add_column(justify="right", no_wrap=True)
+        footnote = None
+        for index in kept:
+            _, label, value = rows[int(index.plain)]
+            if label == FOOTNOTE:
+                footnote = Text(FOOTNOTE, style="dim italic")  # a line of its own, not a table row
+            else:
+                table.add_row(label, value)
+        self.update(Group(table, footnote) if footnote else table, layout=False)  # fixed size: no relayout

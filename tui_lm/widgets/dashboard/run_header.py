@@ -1,4 +1,9 @@
-"""One line at the top of the dashboard: run name, state, device, parameter count."""
+"""One line at the top of the dashboard: run name, state, device, parameter count.
+
+While an evaluation runs, `activity` replaces the state badge with
+EVALUATING and says which split, how far and how long to go: evaluations of a
+large split take minutes, and the step counter stands still meanwhile.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
+from tui_lm.widgets.common.fit import fit_parts
 from tui_lm.widgets.common.format import human_count
 
 STATES = ("starting", "running", "pausing", "paused", "stopping", "stopped", "finished", "failed")
@@ -20,6 +26,7 @@ class RunHeader(Static):
     run_name: reactive[str] = reactive("")
     device: reactive[str] = reactive("")
     num_params: reactive[int] = reactive(0)
+    activity: reactive[str] = reactive("")  # "valid 120/960 · ETA 1m05s" while evaluating
 
     def watch_state(self, old: str, new: str) -> None:
         # The class lets app.tcss colour the border by state.
@@ -28,10 +35,18 @@ class RunHeader(Static):
 
     def render(self) -> Text:
         text = Text()
-        text.append(f" {self.state.upper()} ", style=f"reverse {_STATE_STYLE.get(self.state, 'bold')}")
-        text.append(f"  {self.run_name or 'new run'}", style="bold")
+        parts: list[tuple[int, Text]] = []
+        if self.activity and self.state in ("running", "pausing", "stopping"):
+            text.append(" EVALUATING ", style="reverse bold magenta")
+            parts.append((0, Text(self.activity, style="bold magenta")))
+        else:
+            text.append(f" {self.state.upper()} ", style=f"reverse {_STATE_STYLE.get(self.state, 'bold')}")
+        text.append("  ")
+        parts.append((0, Text(self.run_name or "new run", style="bold")))
         if self.device:
-            text.append(f"  ·  {self.device}", style="dim")
+            parts.append((2, Text(self.device, style="dim")))
         if self.num_params:
-            text.append(f"  ·  {human_count(self.num_params)} parameters", style="dim")
+            parts.append((1, Text(f"{human_count(self.num_params)} parameters", style="dim")))
+        # A narrow terminal drops the device, then the size: whole, never cut mid-word.
+        text.append_text(fit_parts(parts, self.size.width - text.cell_len, sep="  ·  "))
         return text

@@ -11,6 +11,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from engine.events import StepMetrics
+from tui_lm.widgets.common.fit import fit_parts
 from tui_lm.widgets.common.format import bar, duration
 
 
@@ -25,7 +26,7 @@ class StepProgress(Static):
         self.steps_per_epoch = 0
         self.total_steps = 0
         self.step = 0
-        self.line = "waiting for the data and the model…"
+        self.parts: list[tuple[int, str]] = [(0, "waiting for the data and the model…")]
 
     def on_mount(self) -> None:
         self._redraw()
@@ -37,7 +38,7 @@ class StepProgress(Static):
         self.start_step, self.step = start_step, start_step
         self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch
         epochs = -(-total_steps // steps_per_epoch) if steps_per_epoch else 0
-        self.line = f"step {start_step:,} / {total_steps:,} · {epochs} epoch{'s' if epochs != 1 else ''} planned"
+        self.parts = [(0, f"step {start_step:,} / {total_steps:,}"), (1, f"{epochs} epoch{'s' if epochs != 1 else ''} planned")]
         self._redraw()
 
     def show(self, m: StepMetrics) -> None:
@@ -47,16 +48,17 @@ class StepProgress(Static):
         epochs = f"epoch {m.epoch + 1}"
         if self.steps_per_epoch:
             epochs += f" / {-(-m.total_steps // self.steps_per_epoch)}"
-        self.line = (f"step {m.step:,} / {m.total_steps:,} · {epochs} · "
-                     f"{100 * m.step / max(1, m.total_steps):.1f}% · ETA {duration(eta)} · "
-                     f"{m.tokens_per_s:,.0f} tokens/s · elapsed {duration(m.elapsed_s)}")
+        # Priorities: on a narrow terminal the least needed parts go whole, never cut mid-word.
+        self.parts = [(0, f"step {m.step:,} / {m.total_steps:,}"), (3, epochs),
+                      (1, f"{100 * m.step / max(1, m.total_steps):.1f}%"), (0, f"ETA {duration(eta)}"),
+                      (2, f"{m.tokens_per_s:,.0f} tokens/s"), (4, f"elapsed {duration(m.elapsed_s)}")]
         self._redraw()
 
     def show_paused(self, step: int) -> None:
         """Paused at `step` (a step the last log line may not have reached): no ETA while it waits."""
         self.step = step
-        self.line = (f"step {step:,} / {self.total_steps:,} · {100 * step / max(1, self.total_steps):.1f}% · "
-                     "paused: r resumes")
+        self.parts = [(0, f"step {step:,} / {self.total_steps:,}"),
+                      (1, f"{100 * step / max(1, self.total_steps):.1f}%"), (0, "paused: r resumes")]
         self._redraw()
 
     def _redraw(self) -> None:
@@ -64,5 +66,5 @@ class StepProgress(Static):
         fraction = self.step / self.total_steps if self.total_steps else 0.0
         text = Text(bar(fraction, width), style="green" if fraction >= 1 else "#1e90ff")
         text.append(f" {100 * fraction:4.0f}%\n", style="bold")
-        text.append(self.line)
+        text.append_text(fit_parts(self.parts, max(10, self.content_size.width)))
         self.update(text, layout=False)
