@@ -69,6 +69,8 @@ class RunRecorder:
         elif isinstance(e, ev.MemorySample):
             if self._tb is not None:
                 self._tb.add_scalar("memory/used_gib", e.used_bytes / 1024**3, self._step)
+        elif isinstance(e, ev.SettingsChanged):
+            self._line(e)  # which settings a resume changed, from which step
         elif isinstance(e, ev.Paused):
             update_state(self.run_dir, status="paused", step=e.step)
         elif isinstance(e, ev.Resumed):

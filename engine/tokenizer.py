@@ -273,6 +273,21 @@ def _build(folder: Path, key: str, ref: DatasetRef, cfg: DataConfig, log: Callab
     return meta
 
 
+def cached_vocab_size(cfg: DataConfig) -> int | None:
+    """The real vocabulary of `cfg`'s tokens when they are already prepared; None otherwise.
+
+    Read-only (creates no folder): the setup screen uses it to plan with the
+    tokenizer's true size instead of the BPE target.
+    """
+    try:
+        ref = resolve_dataset(cfg.dataset)
+    except (DataError, OSError):
+        return None
+    key = cache_key(ref, cfg)
+    meta = _read_meta(cache_root(ref.path) / f"{ref.name}-{key}", key)  # where prepare_data would look
+    return None if meta is None else int(meta["vocab_size"])
+
+
 def _cache_folder(ref: DatasetRef, key: str) -> Path:
     """Create and return the cache folder, falling back to the home cache if needed."""
     leaf = f"{ref.name}-{key}"
