@@ -27,6 +27,7 @@ from engine.config import RunConfig
 from engine.control import TrainingControl
 from engine.errors import DataError, UserError
 from engine.evaluate import eval_metrics, score_tokens
+from engine.optim import set_lr
 from engine.run_state import Progress, Relay, RunState, build_state, preset_params
 from engine.runtime import Runtime, all_gather, all_reduce_sum, resolve_runtime, rng_state
 
@@ -144,8 +145,7 @@ class Trainer:
             if self._stop_requested():
                 return self._finish(stopped=True)
             lr = plan.schedule.at(p.step)
-            for group in s.optimizer.param_groups:
-                group["lr"] = lr
+            set_lr(s.optimizer, t, lr / t.lr)  # each group's own peak LR (AdamW's lr, Muon's muon_lr) scaled alike
             epoch = s.loader.epoch
             loss, grad_norm = self._train_step(s.loader.next_step())
             window_loss += loss
