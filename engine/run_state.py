@@ -31,6 +31,7 @@ from engine.monitor import MemoryMonitor
 from engine.optim import make_optimizer
 from engine.plan import RunPlan, plan_run
 from engine.recorder import RunRecorder
+from engine.requests import clear_request
 from engine.runs import new_run_dir
 from engine.runtime import Runtime, all_gather, autocast, rng_state, set_rng_state
 
@@ -113,6 +114,7 @@ def build_state(cfg: RunConfig, rt: Runtime, emit: Relay, progress: Progress, re
         if rt.distributed:
             run_dir = Path(all_gather(str(run_dir), rt)[0])
     if rt.is_main:
+        clear_request(run_dir)  # a request left in the folder was meant for an earlier process
         if not resuming:
             _write_run_files(resolved, run_dir, data.tokenizer_path)
         emit.target = RunRecorder(run_dir, ui)

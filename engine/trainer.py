@@ -28,8 +28,12 @@ from engine.control import TrainingControl
 from engine.errors import DataError, UserError
 from engine.evaluate import eval_metrics, score_tokens
 from engine.optim import set_lr
+from engine.requests import take_request
 from engine.run_state import Progress, Relay, RunState, build_state, preset_params
 from engine.runtime import Runtime, all_gather, all_reduce_sum, resolve_runtime, rng_state
+
+
+PAUSE_POLL_S = 0.5  # while paused: how often rank 0 looks for a request and the ranks vote
 
 
 class NonFiniteLoss(Exception):
@@ -138,11 +142,10 @@ class Trainer:
         window_loss = torch.zeros((), device=rt.device)
         window_steps, window_start = 0, time.perf_counter()
         while p.step < plan.total_steps:
-            # Pause is single-process only: a paused rank would leave the others
-            # blocked in the next all-reduce (the dashboard, which pauses, is one process).
-            if self.control.should_pause and not self.control.should_stop and not rt.distributed:
-                self._pause()
-            if self._stop_requested():
+            request = self._agreed_request()
+            if request == "pause":
+                request = self._pause()
+            if request == "stop":
                 return self._finish(stopped=True)
             lr = plan.schedule.at(p.step)
             set_lr(s.optimizer, t, lr / t.lr)  # each group's own peak LR (AdamW's lr, Muon's muon_lr) scaled alike
@@ -187,18 +190,36 @@ class Trainer:
                 window_start += time.perf_counter() - paused_at
         return self._finish(stopped=False)
 
-    def _stop_requested(self) -> bool:
-        """Ranks must agree to stop at the same step, or the others would hang in all-reduce.
+    def _agreed_request(self) -> str | None:
+        """"stop", "pause" or None, the same on every rank.
 
-        The vote is a collective, so under DDP it runs on logging steps only
-        (one small sync per log interval, not per step).
+        Requests come from this process's control (dashboard keys, signals) and,
+        at logging steps, from the run folder's request file (`tui-lm pause RUN`
+        from another shell), which rank 0 reads. Ranks must agree, or the others
+        would hang in the next all-reduce: under DDP the vote is a collective, so
+        it runs on logging steps only (one small sync per log interval).
         """
-        rt = self.s.rt
-        if not rt.distributed:
-            return self.control.should_stop
-        if self.progress.step % self.s.cfg.train.log_interval:
-            return False
-        return all_reduce_sum([float(self.control.should_stop)], rt)[0] > 0
+        at_log_step = self.progress.step % self.s.cfg.train.log_interval == 0
+        if self.s.rt.distributed and not at_log_step:
+            return None
+        if at_log_step:
+            self._take_request()
+        return self._vote()
+
+    def _take_request(self) -> None:
+        """Rank 0 applies a request file from another process to its control."""
+        if not self.s.rt.is_main:
+            return
+        action = take_request(self.s.run_dir)
+        if action is not None:
+            self.emit(ev.Log(f"{action} requested from outside at step {self.progress.step}"))
+            {"pause": self.control.pause, "resume": self.control.resume, "stop": self.control.stop}[action]()
+
+    def _vote(self) -> str | None:
+        stop, pause = float(self.control.should_stop), float(self.control.should_pause)
+        if self.s.rt.distributed:
+            stop, pause = all_reduce_sum([stop, pause], self.s.rt)
+        return "stop" if stop else "pause" if pause else None
 
     def _train_step(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
         s, t = self.s, self.s.cfg.train
@@ -280,12 +301,22 @@ class Trainer:
         p.last_checkpoint = str(path)
         return str(path)
 
-    def _pause(self) -> None:
+    def _pause(self) -> str | None:
+        """Checkpoint, then wait for resume (returns None) or stop (returns "stop"), on every rank."""
         path = self._save("pause")
         self.emit(ev.Paused(step=self.progress.step, checkpoint=path))
-        self.control.wait_while_paused()
-        if not self.control.should_stop:
+        while True:
+            self._take_request()
+            request = self._vote()
+            if request != "pause":
+                break
+            if self.s.rt.distributed:
+                time.sleep(PAUSE_POLL_S)  # every rank, so they meet in the vote rather than spin in it
+            else:
+                self.control.wait_for_change(PAUSE_POLL_S)  # a dashboard key wakes it at once
+        if request is None:
             self.emit(ev.Resumed(step=self.progress.step))
+        return request
 
     def _finish(self, stopped: bool) -> ev.Finished:
         s, p = self.s, self.progress
