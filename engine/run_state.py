@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from engine.optim import make_optimizer
 from engine.plan import RunPlan, plan_run
 from engine.recorder import RunRecorder
 from engine.requests import clear_request
-from engine.runs import new_run_dir
+from engine.run_folder import check_data, claim_run, create_run, run_tokenizer
 from engine.runtime import Runtime, all_gather, autocast, rng_state, set_rng_state
 
 # Resuming on a different number of ranks: the saved RNG streams do not map
@@ -80,27 +79,40 @@ class RunState:
     raw_model: GPT
     model: torch.nn.Module  # raw_model, DDP-wrapped and/or compiled
     ddp: Any  # the DistributedDataParallel wrapper, None on one process
-    optimizer: torch.optim.Optimizer
+    optimizer: Any  # torch.optim.AdamW, or engine.optim.MuonAdamW
     scaler: torch.amp.GradScaler
     loader: TrainLoader
     progress: Progress
     resumed_from: str  # checkpoint path, "" for a new run
     compile_s: float  # compilation time before the first step
+    bad_checkpoints: list[Path]  # found corrupt on resume: never counted as kept when pruning
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return autocast(self.rt.device, self.plan.precision)
 
 
 def build_state(cfg: RunConfig, rt: Runtime, emit: Relay, progress: Progress, resources: contextlib.ExitStack,
-                *, run_dir: Path | None, changes: dict[str, tuple[Any, Any]] | None = None) -> RunState:
-    """Prepare the data, plan, create or reopen the run folder, build and (with `run_dir`) restore."""
+                *, run_dir: Path | None, changes: dict[str, tuple[Any, Any]] | None = None,
+                accept_data_change: bool = False) -> RunState:
+    """Prepare the data, plan, create or reopen the run folder, build and (with `run_dir`) restore.
+
+    A resume locks the folder before touching it, tokenizes with the run's own
+    tokenizer and refuses data that changed since (unless `accept_data_change`).
+    A new run's folder is created exclusively and locked, with run.toml, its
+    tokenizer and data.json (engine.run_folder). Locks are released by `resources`.
+    """
     from engine.tokenizer import prepare_data
 
     ui = emit.target
     log = (lambda m: emit(ev.Log(m))) if rt.is_main else (lambda m: None)
+    resuming = run_dir is not None
+    if run_dir is not None and rt.is_main:
+        resources.callback(claim_run(run_dir, log).release)
     if not rt.is_main:
         rt.wait_for_main()  # rank 0 trains the tokenizer and writes the token cache first
-    data = prepare_data(cfg.data, log=log)
+    data = prepare_data(cfg.data, log=log, tokenizer_file=run_tokenizer(run_dir) if run_dir is not None else None)
+    if run_dir is not None and rt.is_main:
+        check_data(run_dir, data.fingerprint, data.source, accept_data_change, log)
     if rt.is_main:
         rt.wait_for_main()
     plan = plan_run(cfg, world_size=rt.world_size, device=rt.info, vocab_size=data.vocab_size,
@@ -108,15 +120,16 @@ def build_state(cfg: RunConfig, rt: Runtime, emit: Relay, progress: Progress, re
     if plan.errors:
         raise ConfigError(plan.errors[0])
     check_memory_is_sane(plan.config)
-    resolved, resuming = plan.config, run_dir is not None
+    resolved = plan.config
     if run_dir is None:
-        run_dir = new_run_dir(resolved, data.name) if rt.is_main else Path()
+        run_dir = Path()
+        if rt.is_main:  # created exclusively and locked, with run.toml, tokenizer and data.json
+            run_dir, lock = create_run(resolved, data.name, data.tokenizer_path, data.fingerprint, data.source)
+            resources.callback(lock.release)
         if rt.distributed:
             run_dir = Path(all_gather(str(run_dir), rt)[0])
     if rt.is_main:
         clear_request(run_dir)  # a request left in the folder was meant for an earlier process
-        if not resuming:
-            _write_run_files(resolved, run_dir, data.tokenizer_path)
         emit.target = RunRecorder(run_dir, ui)
         monitor = MemoryMonitor(emit, device=str(rt.device))
         monitor.start()
@@ -134,13 +147,15 @@ def build_state(cfg: RunConfig, rt: Runtime, emit: Relay, progress: Progress, re
     loader = TrainLoader(data.train.ids, seq_len=plan.seq_len, batch_size=plan.batch_size,
                          grad_accum_steps=plan.grad_accum_steps, seed=t.seed, rank=rt.rank,
                          world_size=rt.world_size, device=str(rt.device))
-    resumed_from = ""
+    resumed_from, bad_checkpoints = "", []
     if resuming:
-        resumed_from = _restore(run_dir, rt, t.seed, raw_model, optimizer, scaler, loader, progress, emit)
+        resumed_from = _restore(run_dir, rt, t.seed, raw_model, optimizer, scaler, loader, progress, emit,
+                                bad_checkpoints)
         # Only now, with the checkpoint known to fit the settings, does run.toml
         # take the flags given with --resume (the resume policy's safe changes).
+        # The run keeps its own tokenizer: it is never rewritten.
         if rt.is_main:
-            _write_run_files(resolved, run_dir, data.tokenizer_path)
+            write_toml(resolved, run_dir / "run.toml")
         if changes:
             _announce_changes(changes, progress.step, plan, emit)
 
@@ -154,7 +169,7 @@ def build_state(cfg: RunConfig, rt: Runtime, emit: Relay, progress: Progress, re
         model = ddp = DDP(raw_model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
                           gradient_as_bucket_view=True)
     state = RunState(rt, plan, resolved, data, run_dir, raw_model, model, ddp, optimizer, scaler, loader, progress,
-                     resumed_from, 0.0)
+                     resumed_from, 0.0, bad_checkpoints)
     if plan.compile:
         # Compile the DDP wrapper, not the other way round: dynamo then splits
         # the graph at bucket boundaries so all-reduce overlaps the backward.
@@ -162,11 +177,6 @@ def build_state(cfg: RunConfig, rt: Runtime, emit: Relay, progress: Progress, re
         state.model = torch.compile(model, dynamic=False)
         state.compile_s = _compile_warmup(state)
     return state
-
-
-def _write_run_files(cfg: RunConfig, run_dir: Path, tokenizer_path: Path) -> None:
-    write_toml(cfg, run_dir / "run.toml")
-    shutil.copyfile(tokenizer_path, run_dir / "tokenizer.json")
 
 
 def _announce_changes(changes: dict[str, tuple[Any, Any]], step: int, plan: RunPlan, emit: ev.EventSink) -> None:
@@ -179,10 +189,11 @@ def _announce_changes(changes: dict[str, tuple[Any, Any]], step: int, plan: RunP
     emit(ev.SettingsChanged(step=step, changes={k: [old, new] for k, (old, new) in changes.items()}))
 
 
-def _restore(run_dir: Path, rt: Runtime, seed: int, model: GPT, optimizer: torch.optim.Optimizer,
-             scaler: torch.amp.GradScaler, loader: TrainLoader, progress: Progress, emit: ev.EventSink) -> str:
-    """Load the newest good checkpoint into everything; returns its path."""
-    path, state = load_latest_checkpoint(run_dir, map_location="cpu", warn=lambda m: emit(ev.Log(m, "warning")))
+def _restore(run_dir: Path, rt: Runtime, seed: int, model: GPT, optimizer: Any, scaler: torch.amp.GradScaler,
+             loader: TrainLoader, progress: Progress, emit: ev.EventSink, bad: list[Path]) -> str:
+    """Load the newest good checkpoint into everything (the corrupt ones it skips go to `bad`); returns its path."""
+    path, state = load_latest_checkpoint(run_dir, map_location="cpu", warn=lambda m: emit(ev.Log(m, "warning")),
+                                         skipped=bad)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:

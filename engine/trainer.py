@@ -22,15 +22,17 @@ from typing import Any
 import torch
 
 from engine import events as ev
-from engine.checkpoint import checkpoint_path, prune_checkpoints, save_checkpoint, save_final_model
+from engine.checkpoint import save_checkpoint
 from engine.config import RunConfig
 from engine.control import TrainingControl
-from engine.errors import DataError, UserError
-from engine.evaluate import eval_metrics, score_tokens
+from engine.errors import DataError, FileError, UserError
+from engine.evaluate import EvalInterrupted, eval_metrics, score_tokens
+from engine.final_model import save_final_model
 from engine.optim import set_lr
 from engine.requests import take_request
 from engine.run_state import Progress, Relay, RunState, build_state, preset_params
 from engine.runtime import Runtime, all_gather, all_reduce_sum, resolve_runtime, rng_state
+from engine.snapshots import checkpoint_path, prune_checkpoints
 
 
 PAUSE_POLL_S = 0.5  # while paused: how often rank 0 looks for a request and the ranks vote
@@ -61,13 +63,19 @@ class Trainer:
         run_dir: Path | None = None,
         resume: bool = False,
         changes: dict[str, tuple[Any, Any]] | None = None,
+        accept_data_change: bool = False,
     ) -> None:
-        """`run_dir` + `resume`: continue that run; `changes`: the settings the resume changed (engine.launch)."""
+        """`run_dir` + `resume`: continue that run; `changes`: the settings the resume changed (engine.launch).
+
+        A resume refuses data that changed since the run was trained unless
+        `accept_data_change`; either way it keeps the run's own tokenizer.
+        """
         self.cfg = cfg
         self.control = control or TrainingControl()
         self.emit = Relay(emit)  # points at the run folder's recorder once there is one
         self.run_dir = run_dir if resume else None
         self.changes = changes or {}
+        self.accept_data_change = accept_data_change
         self.progress = Progress()
         self.rt: Runtime | None = None  # for failure messages only; the loop reads self.s.rt
         self.s: RunState  # set by run(), fully built, before the loop starts
@@ -82,13 +90,16 @@ class Trainer:
                 if self.rt.distributed:
                     resources.callback(torch.distributed.destroy_process_group)
                 self.s = build_state(self.cfg, self.rt, self.emit, self.progress, resources,
-                                     run_dir=self.run_dir, changes=self.changes)
+                                     run_dir=self.run_dir, changes=self.changes,
+                                     accept_data_change=self.accept_data_change)
                 self._announce()
                 return self._loop()
             except NonFiniteLoss as e:
                 return self._fail(str(e), "nan")
             except DataError as e:
                 return self._fail(str(e), "data")
+            except FileError as e:  # full disk, file-size limit, a file where a folder belongs
+                return self._fail(str(e), "io")
             except UserError as e:
                 return self._fail(str(e), "config")
             except Exception as e:
@@ -184,7 +195,10 @@ class Trainer:
                 # "Best" is decided by these periodic validations (the first
                 # eval_batches batches, the same tokens every time), and a new best
                 # writes a checkpoint that pruning keeps.
-                best = self._evaluate("valid", t.eval_batches).best if evaluate else False
+                try:
+                    best = self._evaluate("valid", t.eval_batches).best if evaluate else False
+                except EvalInterrupted:  # a stop request does not wait for the evaluation
+                    return self._finish(stopped=True)
                 if save or best:
                     self._save("interval" if not best else "best", best=best)
                 window_start += time.perf_counter() - paused_at
@@ -253,6 +267,8 @@ class Trainer:
         nll, count = score_tokens(
             s.raw_model, split.ids, seq_len=s.plan.seq_len, batch_size=s.plan.micro_batch, device=rt.device,
             max_batches=max_batches, autocast=s.autocast(), rank=rt.rank, world_size=rt.world_size,
+            # Under DDP every rank must reach the all-reduce below, so a stop waits for the evaluation's end.
+            should_stop=None if rt.distributed else (lambda: self.control.should_stop),
         )
         nll, count = all_reduce_sum([nll, float(count)], rt)
         m = eval_metrics(nll, int(count), len(split.ids) - 1, split.n_words, split.n_bytes)
@@ -294,9 +310,9 @@ class Trainer:
             }
             meta = {"step": p.step, "total_steps": s.plan.total_steps, "epoch": s.loader.state.epoch,
                     "reason": reason, "best": best, "best_val_loss": p.best_val_loss,
-                    "world_size": s.rt.world_size}
+                    "world_size": s.rt.world_size, "tokenizer_xxh3_128": s.data.tokenizer_hash}
             save_checkpoint(path, state, meta)
-            prune_checkpoints(s.run_dir, s.cfg.train.keep_checkpoints)
+            prune_checkpoints(s.run_dir, s.cfg.train.keep_checkpoints, bad=s.bad_checkpoints)
             self.emit(ev.CheckpointSaved(step=p.step, path=str(path), reason=reason))
         p.last_checkpoint = str(path)
         return str(path)
@@ -326,14 +342,23 @@ class Trainer:
             event = ev.Finished(step=p.step, run_dir=str(s.run_dir), stopped=True, best_val_loss=p.best_val_loss)
             self.emit(event)
             return event
-        # The final evaluations score the whole splits; they may lower
-        # best_val_loss, and the final checkpoint below is kept regardless.
-        self._evaluate("valid", 0)
-        test = self._evaluate("test", 0) if s.data.test is not None else None
-        self._save("final")
+        # The trained weights are on disk before the (long, interruptible) final
+        # evaluation, which scores the whole splits; it may lower best_val_loss.
+        if not p.last_checkpoint.endswith(checkpoint_path(s.run_dir, p.step).name):
+            self._save("final")
         model_dir = ""
         if s.rt.is_main:
-            model_dir = str(save_final_model(s.run_dir, s.raw_model, s.cfg, s.data.tokenizer_path))
+            model_dir = str(save_final_model(s.run_dir, s.raw_model, s.cfg, s.run_dir / "tokenizer.json"))
+        try:
+            self._evaluate("valid", 0)
+            test = self._evaluate("test", 0) if s.data.test is not None else None
+        except EvalInterrupted:
+            self.emit(ev.Log(f"final evaluation interrupted; the trained model is saved in {model_dir}, and "
+                             "resuming the run runs the evaluation again", "warning"))
+            event = ev.Finished(step=p.step, run_dir=str(s.run_dir), stopped=True, model_dir=model_dir,
+                                best_val_loss=p.best_val_loss)
+            self.emit(event)
+            return event
         event = ev.Finished(step=p.step, run_dir=str(s.run_dir), stopped=False, model_dir=model_dir,
                             best_val_loss=p.best_val_loss, test=test)
         self.emit(event)

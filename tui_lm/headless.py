@@ -139,8 +139,9 @@ def run_headless(args: argparse.Namespace, overrides: dict[str, dict[str, Any]])
     if request is None:
         trainer = Trainer(cfg, printer, control)
     else:
-        trainer = Trainer(cfg, printer, control, run_dir=request.run_dir, resume=True, changes=request.changes)
+        trainer = Trainer(cfg, printer, control, run_dir=request.run_dir, resume=True, changes=request.changes,
+                          accept_data_change=bool(getattr(args, "accept_data_change", False)))
     result = trainer.run()
     if isinstance(result, ev.Failed):
-        return 2 if result.kind in ("config", "data") else 1
+        return 2 if result.kind in ("config", "data", "io") else 1
     return 0
