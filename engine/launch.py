@@ -18,6 +18,7 @@ No torch: the CLI answers a bad flag without importing it.
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,12 @@ class ResumeRequest:
 def new_run_config(file: str | Path | None, overrides: dict[str, dict[str, Any]]) -> RunConfig:
     """The config of a new run from a run file and flags (the preset comes from either), checked."""
     cfg = build_config(None, file, overrides)
+    # Under torchrun the ranks are known now: a batch that does not split over them fails here,
+    # before any data is prepared. (The device's own checks come once it is resolved.)
+    ranks = int(os.environ.get("WORLD_SIZE", "1") or "1")
+    plan = plan_run(cfg, world_size=ranks, device=DeviceInfo.gpu())
+    if plan.errors:
+        raise ConfigError(plan.errors[0])
     check_memory_is_sane(cfg)
     return cfg
 

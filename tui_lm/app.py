@@ -18,6 +18,7 @@ from engine.config import RunConfig, build_config
 from engine.errors import ConfigError
 from engine.launch import resume_request
 from engine.runs import default_roots
+from tui_lm.messages import OpenResumePicker, ResumeRun, StartTraining
 from tui_lm.profiles import profiles_dir
 from tui_lm.screens.dashboard import DashboardScreen
 from tui_lm.screens.help import HelpScreen
@@ -77,6 +78,17 @@ class TuiLmApp(App[int]):
             self.switch_screen(dashboard)  # the picker is done; stop/escape then lands on setup
         else:
             self.push_screen(dashboard)
+
+    # Screens ask for navigation with messages (tui_lm.messages); the app owns the screen stack.
+
+    def on_start_training(self, message: StartTraining) -> None:
+        self.start_training(message.config)
+
+    def on_open_resume_picker(self, message: OpenResumePicker) -> None:
+        self.open_resume_picker(message.out_dir)
+
+    def on_resume_run(self, message: ResumeRun) -> None:
+        self.resume_run(message.run_dir, screen=message.picker)
 
     @property
     def dashboard(self) -> DashboardScreen | None:

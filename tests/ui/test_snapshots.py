@@ -111,7 +111,8 @@ def scripted_dashboard(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], Await
 
     async def start(pilot) -> None:
         await pilot.press("ctrl+t")
-        while not (isinstance(pilot.app.screen, dashboard_module.DashboardScreen)
+        # Start is a message to the app: wait for the dashboard to be mounted before reading its state.
+        while not (isinstance(pilot.app.screen, dashboard_module.DashboardScreen) and pilot.app.screen.is_mounted
                    and pilot.app.screen.state == "paused"):
             await asyncio.sleep(0.05)
         for _ in range(3):

@@ -15,6 +15,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from tui_lm.messages import ResumeRun
 from tui_lm.widgets.resume.run_table import RunTable
 
 
@@ -110,7 +111,7 @@ class ResumeScreen(Screen):
             reason = info.problem or f"the run is {info.status}"
             self.notify(reason, title=f"cannot resume {info.name}", severity="warning")
             return
-        self.app.resume_run(info.path, screen=self)  # type: ignore[attr-defined]
+        self.post_message(ResumeRun(info.path, self))
 
     def action_back(self) -> None:
         self.app.pop_screen()
