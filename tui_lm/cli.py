@@ -39,6 +39,8 @@ def build_parser() -> Parser:
     p.add_argument(*spellings("--config"), dest="config", metavar="PATH", help="TOML run file (flags override it)")
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
                    help="resume a run folder, or the most recent run for the dataset")
+    p.add_argument(*spellings("--accept_data_change"), dest="accept_data_change", action="store_true",
+                   help="with --resume: continue on data that changed since the run started (same tokenizer)")
     for section, title in SECTION_TITLES.items():
         add_setting_flags(p, [s for s in user_settings() if s.section == section], title)
     return p
