@@ -55,3 +55,11 @@ class ResumeRun(Message):
         super().__init__()
         self.run_dir = run_dir
         self.picker = picker
+
+
+class WatchRun(Message):
+    """Open the dashboard attached to the run in `run_dir`, which another process trains."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__()
+        self.run_dir = run_dir

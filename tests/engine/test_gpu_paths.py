@@ -109,6 +109,7 @@ class FakeCuda:
         self.name, self.capability = name, capability
 
     def patch(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(runtime, "_set_allocator_settings", lambda conf: None)  # no real allocator here
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
         monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
         monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
@@ -183,3 +184,17 @@ def test_common_cards_have_a_peak_for_mfu(name: str, memory: int | None, expecte
 def test_catalogue_bf16_flags_follow_the_compute_capability_rule() -> None:
     pre_ampere = {"T4 16GB", "V100 16GB", "V100 32GB"}
     assert {g.name for g in GPU_CATALOGUE if not g.bf16} == pre_ampere
+
+
+def test_cuda_runs_use_expandable_segments_unless_the_user_configured_the_allocator(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    FakeCuda("NVIDIA H100 80GB HBM3", (9, 0)).patch(monkeypatch)
+    settings: list[str] = []
+    monkeypatch.setattr(runtime, "_set_allocator_settings", settings.append)
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    monkeypatch.delenv("PYTORCH_ALLOC_CONF", raising=False)
+    runtime.resolve_runtime(TrainConfig(device="cuda"))
+    assert settings == ["expandable_segments:True"]
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:512")
+    runtime.resolve_runtime(TrainConfig(device="cuda"))
+    assert settings == ["expandable_segments:True"]  # the user's own setting is left alone
