@@ -8,6 +8,7 @@ imported inside the training worker, run folders are scanned in a worker).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from textual.app import App
 from textual.binding import Binding
@@ -15,8 +16,10 @@ from textual.screen import Screen
 
 from engine.config import RunConfig, build_config
 from engine.errors import ConfigError
+from engine.launch import picker_roots, resume_request
 from engine.runs import default_roots
-from tui_lm.profiles import load_profile, profiles_dir
+from tui_lm.messages import OpenResumePicker, ResumeRun, StartTraining, WatchRun
+from tui_lm.profiles import profiles_dir
 from tui_lm.screens.dashboard import DashboardScreen
 from tui_lm.screens.help import HelpScreen
 from tui_lm.screens.quit_confirm import QuitConfirm
@@ -45,8 +48,10 @@ class TuiLmApp(App[int]):
     ]
 
     def __init__(self, cfg: RunConfig, *, source: str | None, resume_picker: bool, roots: list[Path],
-                 startup_error: str = "", subtitle: str = "", named_run: Path | None = None) -> None:
+                 startup_error: str = "", subtitle: str = "", named_run: Path | None = None,
+                 watch: Path | None = None) -> None:
         super().__init__()
+        self.watch_dir = watch
         self.initial_config = cfg
         self.source = source
         self.resume_picker = resume_picker
@@ -64,6 +69,8 @@ class TuiLmApp(App[int]):
             self.notify(self.startup_error, title="cannot load profile", severity="error", timeout=10)
         if self.resume_picker:
             self.open_resume_picker()
+        if self.watch_dir is not None:
+            self.watch_run(self.watch_dir)
 
     # ------------------------------------------------------------------ navigation
 
@@ -92,7 +99,7 @@ class TuiLmApp(App[int]):
 
     def resume_run(self, run_dir: Path, screen: Screen | None = None) -> None:
         try:
-            cfg = build_config(None, run_dir / "run.toml")
+            cfg = resume_request(run_dir).config
         except ConfigError as e:
             self.notify(str(e), title="cannot resume", severity="error")
             return
@@ -102,9 +109,36 @@ class TuiLmApp(App[int]):
         else:
             self.push_screen(dashboard)
 
+    def watch_run(self, run_dir: Path) -> None:
+        """The dashboard attached to a run another process trains (or trained)."""
+        from tui_lm.screens.watch import WatchScreen
+
+        try:
+            cfg = build_config(None, run_dir / "run.toml")
+        except ConfigError as e:
+            self.notify(str(e), title="cannot watch", severity="error")
+            return
+        self.push_screen(WatchScreen(cfg, run_dir))
+
+    # Screens ask for navigation with messages (tui_lm.messages); the app owns the screen stack.
+
+    def on_start_training(self, message: StartTraining) -> None:
+        self.start_training(message.config)
+
+    def on_open_resume_picker(self, message: OpenResumePicker) -> None:
+        self.open_resume_picker(message.out_dir)
+
+    def on_resume_run(self, message: ResumeRun) -> None:
+        self.resume_run(message.run_dir, screen=message.picker)
+
+    def on_watch_run(self, message: WatchRun) -> None:
+        self.watch_run(message.run_dir)
+
     @property
     def dashboard(self) -> DashboardScreen | None:
-        return next((s for s in self.screen_stack if isinstance(s, DashboardScreen)), None)
+        """The dashboard training in this process (an attached one owns no trainer)."""
+        return next((s for s in self.screen_stack
+                     if isinstance(s, DashboardScreen) and not getattr(s, "attached", False)), None)
 
     # ------------------------------------------------------------------ app keys
 
@@ -138,22 +172,28 @@ class TuiLmApp(App[int]):
 
 
 def make_app(profile: Path | None = None, resume_picker: bool = False, roots: list[Path] | None = None,
-             out_dir: str | None = None, resume: Path | None = None) -> TuiLmApp:
+             out_dir: str | None = None, overrides: dict[str, dict[str, Any]] | None = None,
+             watch: Path | None = None, resume: Path | None = None) -> TuiLmApp:
     """The app for the CLI and the tests.
 
     profile: a run.toml / profile to open on the setup screen (else the tiny preset);
+    overrides: settings from flags, on top of it (the same merge as headless);
     resume_picker: open the resume picker on top of setup; roots: more folders
     the picker lists runs from (besides `out_dir` and ./lm_*, rescanned at
-    each open); out_dir: parent folder for new runs; resume: the folder given
-    with `--resume`: a run folder (listed with its siblings and preselected)
-    or a folder of runs.
+    each open); out_dir: parent folder for new runs; watch: a run folder to
+    open attached (`tui-lm watch`); resume: the folder given with `--resume`:
+    a run folder (listed with its siblings and preselected) or a folder of runs.
     """
     error, source, subtitle = "", None, ""
-    cfg = build_config("tiny")
+    overrides = {k: dict(v) for k, v in (overrides or {}).items()}
+    if out_dir:
+        overrides.setdefault("run", {})["out_dir"] = out_dir
+    out_dir = overrides.get("run", {}).get("out_dir") or None
+    cfg = build_config(None, None, overrides, check=False)
     if profile is not None:
         profile = Path(profile)
         try:
-            cfg = load_profile(profile)
+            cfg = build_config(None, profile, overrides, check=False)
             subtitle = profile.name
             in_folder = profile.resolve().parent == profiles_dir().resolve()
             source = f"profile:{profiles_dir() / profile.name}" if in_folder else None
@@ -161,18 +201,11 @@ def make_app(profile: Path | None = None, resume_picker: bool = False, roots: li
             error = str(e)
     if source is None and not subtitle:
         source = f"preset:{cfg.run.preset or 'tiny'}"
-    if out_dir:
-        cfg.run.out_dir = out_dir
     roots = list(roots or [])
     named_run = None
     if resume is not None:
-        resume = Path(resume)
-        if resume.name == "run.toml":
-            resume = resume.parent
-        if (resume / "run.toml").is_file():
-            named_run = resume
-            roots.insert(0, resume.parent)
-        else:
-            roots.insert(0, resume)
+        resume = resume.parent if resume.name == "run.toml" else resume
+        roots = picker_roots(str(resume)) + roots
+        named_run = resume if (resume / "run.toml").is_file() else None
     return TuiLmApp(cfg, source=source, resume_picker=resume_picker or resume is not None, roots=roots,
-                    startup_error=error, subtitle=subtitle, named_run=named_run)
+                    startup_error=error, subtitle=subtitle, named_run=named_run, watch=watch)

@@ -46,6 +46,8 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cache_dir: Path) -
     # The picker scans ./lm_*: a working folder of the test's own, not the checkout's.
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TUI_LM_CACHE", str(cache_dir))
+    # The home cache is a token cache too (prepare_data falls back to it): keep the machine's out.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_dir / "xdg"))
     monkeypatch.setenv("TUI_LM_PROFILES", str(tmp_path / "profiles"))
     import engine.gpus
 

@@ -18,6 +18,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from tui_lm.messages import ResumeRun, WatchRun
 from tui_lm.widgets.common.format import display_path
 from tui_lm.widgets.resume.run_table import RunTable
 
@@ -41,6 +42,7 @@ class ResumeScreen(Screen):
         Binding("escape", "back", "Back to setup"),
         Binding("enter", "choose", "Resume", show=True),
         Binding("f5", "reload", "Reload"),
+        Binding("a", "attach", "Attach"),
     ]
 
     def __init__(self, roots: Callable[[], list[Path]] | list[Path], named: Path | None = None) -> None:
@@ -132,7 +134,21 @@ class ResumeScreen(Screen):
             reason = info.problem or f"the run is {info.status}"
             self.notify(reason, title=f"cannot resume {info.name}", severity="warning")
             return
-        self.app.resume_run(info.path, screen=self)  # type: ignore[attr-defined]
+        self.post_message(ResumeRun(info.path, self))
+
+    def action_attach(self) -> None:
+        """Watch the highlighted run live, when another process is training it."""
+        from engine.liveness import ACTIVE, read_state, trainer_gone
+
+        info = self.query_one(RunTable).highlighted
+        if info is None:
+            return
+        state = read_state(info.path)
+        if state.get("status") not in ACTIVE or trainer_gone(state):
+            why = trainer_gone(state) or f"the run is {state.get('status', info.status)}"
+            self.notify(f"{why}; nothing to attach to", title=f"cannot attach to {info.name}", severity="warning")
+            return
+        self.post_message(WatchRun(info.path))
 
     def action_back(self) -> None:
         self.app.pop_screen()
