@@ -50,8 +50,11 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cache_dir: Path) -
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache_dir / "xdg"))
     monkeypatch.setenv("TUI_LM_PROFILES", str(tmp_path / "profiles"))
     import engine.gpus
+    import tui_lm.widgets.setup.memory_panel as memory_panel
 
     monkeypatch.setattr(engine.gpus, "detect_gpus", lambda: [])
+    # The CPU target's capacity: the same on every machine, for the pictures.
+    monkeypatch.setattr(memory_panel, "machine_ram", lambda: 16 * 2**30)
 
 
 def tiny_config(corpus: Path, out_dir: Path, **train: Any) -> RunConfig:

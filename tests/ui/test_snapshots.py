@@ -32,6 +32,8 @@ def fixed_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TUI_LM_PROFILES", "profiles")
     monkeypatch.setenv("TZ", "UTC")
+    # Whether wikitext-2 is on this machine shows on the setup screen: not here, on every machine.
+    monkeypatch.delenv("TUI_LM_DATA", raising=False)
     time.tzset()
     yield tmp_path
     monkeypatch.undo()
@@ -40,6 +42,16 @@ def fixed_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_setup_screen(snap_compare, fixed_cwd: Path) -> None:
     assert snap_compare(make_app(out_dir="runs"), terminal_size=SIZE)
+
+
+def test_setup_screen_80x24(snap_compare, fixed_cwd: Path) -> None:
+    """The smallest terminal: messages under their fields, the side column narrow."""
+    async def edit(pilot) -> None:
+        await pilot.pause()
+        pilot.app.screen.query_one("#f-model-num_heads").value = "3"
+        await pilot.pause()
+
+    assert snap_compare(make_app(out_dir="runs"), terminal_size=(80, 24), run_before=edit)
 
 
 def test_setup_screen_invalid(snap_compare, fixed_cwd: Path) -> None:

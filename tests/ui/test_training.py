@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from engine.config import read_toml
 from textual.widgets import Static
 
 from tests.ui.conftest import run, text, wait_for
@@ -129,8 +131,14 @@ def test_train_pause_resume_stop_reopen_and_finish(tiny_profile, tmp_path: Path,
 
 
 def test_failed_run_shows_error_and_app_stays_usable(tiny_profile, tmp_path: Path) -> None:
+    # A dataset that passes the setup screen's check (the files exist) but has no text to train on.
+    empty = tmp_path / "empty-data"
+    empty.mkdir()
+    for split in ("train", "valid"):
+        (empty / f"{split}.txt").write_text("")
     profile = tiny_profile()
-    profile.write_text(profile.read_text().replace(str(tmp_path.parent), "/nonexistent"))
+    cfg = read_toml(profile)
+    profile.write_text(profile.read_text().replace(repr(cfg["data"]["dataset"]).replace("'", '"'), f'"{empty}"'))
 
     async def flow() -> None:
         app = make_app(profile=profile)
@@ -143,7 +151,7 @@ def test_failed_run_shows_error_and_app_stays_usable(tiny_profile, tmp_path: Pat
             panel = dash.query_one("#error-panel", Static)
             assert panel.display
             assert "Training failed (data)" in text(panel)
-            assert "/nonexistent" in text(panel)
+            assert "has no training lines" in " ".join(text(panel).split())
             assert "FAILED" in log_text(dash)
             await pilot.press("escape")
             await wait_for(pilot, lambda: isinstance(app.screen, SetupScreen), 5, "setup after failure")

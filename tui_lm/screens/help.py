@@ -16,6 +16,7 @@ KEYS = [
     ("setup", "ctrl+t", "start training with the settings shown"),
     ("", "ctrl+r", "resume picker: the runs you can continue"),
     ("", "ctrl+s", "save the settings as a named profile"),
+    ("", "F6-F9", "apply a fix the memory panel offers when the run does not fit"),
     ("dashboard", "p", "pause: the step finishes and a checkpoint is written"),
     ("", "r", "resume a paused run"),
     ("", "s", "stop: checkpoint, then back to setup"),
@@ -28,8 +29,14 @@ KEYS = [
 
 NOTES = """\
 Fields are checked as you type: a red message beside a field says what is wrong, and \
-Start stays disabled until every message is gone. The memory panel follows every change; \
-choose any GPU from its list to see whether the run would fit.
+Start stays disabled until every message is gone (the dataset is checked too). The memory \
+panel follows every change and estimates nothing while a field is wrong; it checks this \
+machine (its GPU, or its RAM without one) or any GPU chosen from its list. Its rows are the \
+memory live at the step's peak moment: gradients show 0 B when that moment comes before \
+backward has made them.
+
+A * after a perplexity means partial: only the split's first batches were scored (periodic \
+evaluations, or a bounded final one), and word perplexity is extrapolated from them.
 
 Profiles are saved in $TUI_LM_PROFILES, or ~/.config/tui-lm/profiles/, in the same format \
 as a run folder's run.toml; open one with `tui-lm path/to/file.toml`.

@@ -1,6 +1,8 @@
 """Setup screen: choose a preset or profile, edit every hyperparameter, watch the memory estimate.
 
-Start stays disabled while any field is invalid; the form's messages say why.
+Start stays disabled while any field is invalid (the dataset included); the
+form's messages say why, beside each field. When the run does not fit the
+memory panel offers fixes, F6-F9, which this screen applies to the form.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -20,8 +23,12 @@ from engine.errors import ConfigError
 from tui_lm.messages import OpenResumePicker, StartTraining
 from tui_lm.profiles import load_profile, name_problem, save_profile
 from tui_lm.widgets.setup.config_form import ConfigForm
-from tui_lm.widgets.setup.memory_panel import MemoryPanel
+from tui_lm.widgets.setup.memory_panel import FIX_KEYS, MemoryPanel
+from tui_lm.widgets.setup.messages import label
 from tui_lm.widgets.setup.profile_picker import ProfilePicker
+
+
+COMPACT_WIDTH = 140
 
 
 class SetupScreen(Screen):
@@ -29,6 +36,7 @@ class SetupScreen(Screen):
         Binding("ctrl+t", "start", "Start training"),
         Binding("ctrl+r", "open_resume", "Resume a run"),
         Binding("ctrl+s", "save_profile", "Save profile"),
+        *[Binding(key, f"fix({i})", f"fix {i + 1}", show=False) for i, key in enumerate(FIX_KEYS)],
     ]
 
     def __init__(self, cfg: RunConfig, source: str | None) -> None:
@@ -50,6 +58,11 @@ class SetupScreen(Screen):
                     yield Button("Resume a run…", id="open-resume")
         yield Footer()
 
+    def on_resize(self, event) -> None:  # type: ignore[no-untyped-def]
+        # Under COMPACT_WIDTH the messages go under their fields (beside them they would be squeezed
+        # into a few columns) and the side column narrows (app.tcss).
+        self.set_class(event.size.width < COMPACT_WIDTH, "-compact")
+
     @property
     def form(self) -> ConfigForm:
         return self.query_one(ConfigForm)
@@ -58,12 +71,26 @@ class SetupScreen(Screen):
 
     @on(ConfigForm.Changed)
     def _config_changed(self, event: ConfigForm.Changed) -> None:
-        self.query_one(MemoryPanel).show(event.config)
+        self.query_one(MemoryPanel).show(event.config, event.errors)
         self.query_one("#start", Button).disabled = bool(event.errors)
         status = self.query_one("#setup-status", Static)
         n = len(event.errors)
-        status.update(f"[b red]{n} setting{'s' if n != 1 else ''} to fix before starting[/]" if n
-                      else "[green]ready to start[/]")
+        note = self.form.dataset_note
+        if n:
+            fields = ", ".join(label(k) for k in event.errors)
+            status.update(Text(f"{n} setting{'s' if n != 1 else ''} to fix before starting: {fields}", style="bold red"))
+        else:
+            status.update(Text("ready to start" + (f" · {note}" if note else ""), style="green"))
+
+    def action_fix(self, index: int) -> None:
+        """Apply the memory panel's fix number `index` (F6-F9) to the form."""
+        fixes = self.query_one(MemoryPanel).fixes
+        if index >= len(fixes):
+            return
+        fix = fixes[index]
+        for key, value in fix.changes.items():
+            self.form.set_value(key, value)
+        self.notify(f"{fix.what}: {fix.verdict}", title="memory fix applied", timeout=3)
 
     @on(ProfilePicker.PresetChosen)
     def _preset_chosen(self, event: ProfilePicker.PresetChosen) -> None:

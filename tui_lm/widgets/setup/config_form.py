@@ -2,9 +2,10 @@
 
 Each row is label · input · message. On any change the form rebuilds a
 `RunConfig` from every input (unparsable text becomes a message of its own),
-runs `engine.config.validation_errors` on it, writes each message next to its
-field and posts `ConfigForm.Changed`, which the setup screen uses to refresh
-the memory panel and enable or disable Start.
+runs `engine.config.validation_errors` on it and checks that the dataset can
+be read, writes each message in the user's words next to the field to change
+(tui_lm.widgets.setup.messages) and posts `ConfigForm.Changed`, which the
+setup screen uses to refresh the memory panel and enable or disable Start.
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ from textual.widgets import Checkbox, Collapsible, Input, Label, Select, Static
 
 from engine.config import RunConfig, validation_errors
 from tui_lm.widgets.setup.fields import COLLAPSED, FIELDS, GROUPS, FieldSpec, parse, to_text, widget_id
+from tui_lm.widgets.setup.messages import dataset_problem, user_messages
 
 
 class FieldRow(Horizontal):
     """label · input · error message, one setting."""
 
     def __init__(self, spec: FieldSpec, value: Any) -> None:
-        super().__init__(classes="field-row")
+        # Text settings (paths, names, prompts) get a wide input.
+        super().__init__(classes="field-row -wide" if spec.kind == "str" else "field-row")
         self.spec = spec
         self.value = value
 
@@ -46,7 +49,7 @@ class FieldRow(Horizontal):
 
 class ConfigForm(VerticalScroll):
     class Changed(Message):
-        """The settings changed; `errors` is empty when they are valid."""
+        """The settings changed; `errors` ({field key: message in the user's words}) is empty when valid."""
 
         def __init__(self, form: "ConfigForm", config: RunConfig, errors: dict[str, str]) -> None:
             super().__init__()
@@ -63,16 +66,14 @@ class ConfigForm(VerticalScroll):
         # Settings the form does not show (attention, seed, ...) come from here.
         self._base = copy.deepcopy(cfg)
         self.config = copy.deepcopy(cfg)
-        self.errors: dict[str, str] = {}
+        self.errors: dict[str, str] = {}  # {field key: message in the user's words}
+        self.dataset_note = ""  # e.g. "will be downloaded from the hub": not an error
+        self._dataset_checked: tuple[str, tuple[str, str]] | None = None
 
     def compose(self) -> ComposeResult:
         for title, specs in GROUPS:
             rows = [FieldRow(spec, self._base.get(spec.key)) for spec in specs]
-            if title in COLLAPSED:
-                yield Collapsible(*rows, title=title, collapsed=True, classes="form-group")
-                continue
-            yield Static(title, classes="form-section")
-            yield from rows
+            yield Collapsible(*rows, title=title, collapsed=title in COLLAPSED, classes="form-group")
         yield Static("", id="other-errors")
 
     def on_mount(self) -> None:
@@ -125,9 +126,19 @@ class ConfigForm(VerticalScroll):
         # on the rest; a parse message wins over a range message for the same field.
         for key, message in validation_errors(cfg).items():
             errors.setdefault(key, message)
+        problem, self.dataset_note = self._dataset(cfg.data.dataset)
+        if problem:
+            errors.setdefault("data.dataset", problem)  # checked before Start is enabled
+        errors = user_messages(errors, cfg)
         self.config, self.errors = cfg, errors
         self._show_errors(errors)
         self.post_message(self.Changed(self, copy.deepcopy(cfg), dict(errors)))
+
+    def _dataset(self, dataset: str) -> tuple[str, str]:
+        """dataset_problem, looked up again only when the dataset text changes."""
+        if self._dataset_checked is None or self._dataset_checked[0] != dataset:
+            self._dataset_checked = (dataset, dataset_problem(dataset))
+        return self._dataset_checked[1]
 
     def _show_errors(self, errors: dict[str, str]) -> None:
         for spec in FIELDS.values():

@@ -1,14 +1,22 @@
-"""Live memory estimate of the current settings against a chosen GPU.
+"""Live memory estimate of the current settings against a chosen target, with fixes when it does not fit.
 
 Recomputed on every form change: `engine.memory` is pure arithmetic (no torch),
 so an estimate costs microseconds and the panel can follow each keystroke.
-The GPU defaults to the first detected card; any catalogue GPU can be chosen
-to ask "would this fit on an H100?".
+
+The target is honest about the machine: a detected GPU is the default; with
+none, the panel says "no GPU detected" and defaults to this machine's RAM
+(where training would then run); any catalogue GPU can be chosen to ask
+"would this fit on an H100?". While a field is invalid the panel estimates
+nothing and says which field it waits for. When the run does not fit it
+offers the fixes the estimator can check (largest batch, gradient
+accumulation, checkpointing, bf16), one key each (the setup screen's F6-F9).
+Above the breakdown, the three presets side by side on the same target.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Group
@@ -16,12 +24,13 @@ from rich.table import Table
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Vertical
+from textual.containers import VerticalScroll
 from textual.widgets import Select, Static
 
-from engine.config import DataConfig, RunConfig, tokenizer_vocab
-from engine.plan import DeviceInfo, RunPlan, plan_run
+from engine.config import DataConfig, RunConfig, preset_names, tokenizer_vocab, with_preset
+from engine.plan import DeviceInfo, RunPlan, plan_run, with_train
 from tui_lm.widgets.common.format import bar, human_bytes, human_count
+from tui_lm.widgets.setup.messages import label, waiting_for
 
 try:  # engine.memory / engine.gpus are optional until they land; the panel then says so
     from engine import gpus as _gpus
@@ -30,8 +39,43 @@ except ImportError:  # pragma: no cover - depends on the engine version
     _gpus = _memory = None  # type: ignore[assignment]
 
 _VERDICT_STYLE = {"fits": "bold green", "tight": "bold yellow", "does not fit": "bold red"}
-# Preferred catalogue card when no GPU is detected: a common training GPU.
-_DEFAULT_CARD_HINTS = ("A100 80", "A100", "H100")
+SHORT_VERDICT = {"does not fit": "too big"}  # a narrow column
+CPU = "cpu"  # the Select value of "this machine (CPU RAM)"
+FIX_KEYS = ("f6", "f7", "f8", "f9")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the estimate is checked against."""
+
+    name: str  # shown: "NVIDIA H100 80GB HBM3", "this machine (CPU RAM)"
+    capacity: int  # bytes
+    device: DeviceInfo
+
+
+@dataclass(frozen=True)
+class Fix:
+    """One change the estimator says makes the run fit (or fit better), for one key."""
+
+    key: str  # "f6"
+    what: str  # "batch size 64 → 24"
+    changes: dict[str, Any]  # {"train.batch_size": 24}
+    total_bytes: int
+    verdict: str
+
+
+def short_bytes(n: int) -> str:
+    """'17.7G', '512M': a size in a narrow column."""
+    value = human_bytes(n)
+    number, unit = value.split()
+    return number + unit[0].replace("B", "") if unit != "B" else value
+
+
+def machine_ram() -> int:
+    """This machine's RAM: the capacity of the CPU target (a function, so tests can fix it)."""
+    import psutil
+
+    return int(psutil.virtual_memory().total)
 
 
 def _bf16(name: str) -> bool:
@@ -42,31 +86,29 @@ def _bf16(name: str) -> bool:
         return True
 
 
-def gpu_choices() -> tuple[list[tuple[str, str]], str | None, dict[str, tuple[str, int, bool]]]:
-    """Select options, the default value and {value: (name, bytes, bf16)}."""
-    if _gpus is None:
-        return [], None, {}
+def targets() -> tuple[list[tuple[str, str]], str, dict[str, Target], bool]:
+    """Select options, the default value, {value: Target}, and whether a GPU was detected."""
     options: list[tuple[str, str]] = []
-    cards: dict[str, tuple[str, int, bool]] = {}
-    try:
-        detected = _gpus.detect_gpus()
-    except Exception:  # a broken driver must not break the setup screen
-        detected = []
+    found: dict[str, Target] = {}
+    detected = []
+    if _gpus is not None:
+        try:
+            detected = _gpus.detect_gpus()
+        except Exception:  # a broken driver must not break the setup screen
+            detected = []
     for d in detected:
         value = f"detected:{d.index}"
         options.append((f"GPU {d.index}: {d.name} ({human_bytes(d.total_bytes)}, this machine)", value))
-        cards[value] = (d.name, d.total_bytes, _bf16(d.name))
-    for g in _gpus.GPU_CATALOGUE:
+        found[value] = Target(d.name, d.total_bytes, DeviceInfo.gpu(d.name, _bf16(d.name)))
+    ram = machine_ram()
+    options.append((f"this machine: {human_bytes(ram)} RAM", CPU))
+    found[CPU] = Target("this machine (CPU RAM)", ram, DeviceInfo("cpu"))
+    for g in _gpus.GPU_CATALOGUE if _gpus is not None else []:
         value = f"catalogue:{g.name}"
         options.append((f"{g.name} ({human_bytes(g.memory_bytes)})", value))
-        cards[value] = (g.name, g.memory_bytes, g.bf16)
-    default = options[0][1] if detected else None
-    if default is None:
-        for hint in _DEFAULT_CARD_HINTS:
-            default = next((v for _, v in options if hint in v), None)
-            if default:
-                break
-    return options, default or (options[0][1] if options else None), cards
+        found[value] = Target(g.name, g.memory_bytes, DeviceInfo.gpu(g.name, g.bf16))
+    default = options[0][1] if detected else CPU
+    return options, default, found, bool(detected)
 
 
 def planned_vocab(data: DataConfig) -> tuple[int, str]:
@@ -83,17 +125,56 @@ def planned_vocab(data: DataConfig) -> tuple[int, str]:
     return tokenizer_vocab(data), "GPT-2" if data.tokenizer == "gpt2" else "typed"
 
 
-class MemoryPanel(Vertical):
+def estimate(cfg: RunConfig, device: DeviceInfo, vocab: int) -> tuple[RunPlan, Any]:
+    plan = plan_run(cfg, device=device, vocab_size=vocab)
+    return plan, _memory.estimate_memory(cfg, plan=plan)
+
+
+def fixes(cfg: RunConfig, target: Target, vocab: int, plan: RunPlan) -> list[Fix]:
+    """Changes that bring the estimate under the target's capacity, as the estimator computes them."""
+    t = cfg.train
+    found: list[tuple[str, dict[str, Any]]] = []
+    largest = _memory.max_batch_size(cfg, target.capacity, plan=plan)
+    if 0 < largest < t.batch_size:
+        found.append((f"{label('train.batch_size')} {t.batch_size} → {largest}", {"train.batch_size": largest}))
+    # Accumulation keeps the batch (and so the training recipe) and shrinks what one forward holds.
+    for k in range(max(1, t.grad_accum_steps) + 1, t.batch_size + 1):
+        if t.batch_size % k == 0:
+            trial = with_train(cfg, grad_accum_steps=k)
+            if estimate(trial, target.device, vocab)[1].total_bytes <= target.capacity:
+                found.append((f"{label('train.grad_accum_steps')} {t.grad_accum_steps} → {k} "
+                              f"(same {t.batch_size} sequences a step)", {"train.grad_accum_steps": k}))
+                break
+    if not t.grad_checkpointing:
+        found.append((f"{label('train.grad_checkpointing')} on", {"train.grad_checkpointing": True}))
+    if plan.precision == "fp32" and target.device.bf16_native:
+        found.append(("precision bf16", {"train.precision": "bf16"}))
+    out = []
+    for key, (what, changes) in zip(FIX_KEYS, found):
+        trial = copy.deepcopy(cfg)
+        for k, v in changes.items():
+            section, name = k.split(".")
+            setattr(getattr(trial, section), name, v)
+        total = estimate(trial, target.device, vocab)[1].total_bytes
+        out.append(Fix(key, what, changes, total, _memory.verdict(total, target.capacity)))
+    return out
+
+
+class MemoryPanel(VerticalScroll):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self._options, self._default, self._sizes = gpu_choices()
+        self._options, self._default, self._targets, self.gpu_detected = targets()
         self.config: RunConfig | None = None
-        self.estimate: Any = None  # the last MemoryEstimate, for the dashboard's gauge
+        self.waiting: dict[str, str] = {}  # invalid fields: no estimate until they are fixed
+        self.estimate: Any = None  # the last MemoryEstimate
+        self.fixes: list[Fix] = []
         self._vocab: tuple[DataConfig, tuple[int, str]] | None = None  # the last lookup, per data section
 
     def compose(self) -> ComposeResult:
-        if self._options:
-            yield Select(self._options, value=self._default, allow_blank=False, id="gpu-select", compact=True)
+        if not self.gpu_detected:
+            yield Static(Text("no GPU detected: training would run on this machine's CPU", style="yellow"),
+                         id="gpu-note")
+        yield Select(self._options, value=self._default, allow_blank=False, id="gpu-select", compact=True)
         yield Static(id="memory-body")
 
     def on_mount(self) -> None:
@@ -107,15 +188,21 @@ class MemoryPanel(Vertical):
         event.stop()
         self._redraw()
 
-    def show(self, cfg: RunConfig) -> None:
+    def show(self, cfg: RunConfig, errors: dict[str, str] | None = None) -> None:
+        """The settings to estimate; while `errors` ({field key: message}) is not empty, no estimate."""
         self.config = cfg
+        self.waiting = dict(errors or {})
         self._redraw()
 
     @property
+    def target(self) -> Target:
+        return self._targets[str(self.query_one("#gpu-select", Select).value)]
+
+    @property
     def gpu(self) -> tuple[str, int, bool] | None:
-        if not self._options:
-            return None
-        return self._sizes.get(str(self.query_one("#gpu-select", Select).value))
+        """(name, bytes, bf16) of a GPU target; None for the CPU."""
+        t = self.target
+        return None if t.device.type == "cpu" else (t.name, t.capacity, t.device.bf16_native)
 
     def _redraw(self) -> None:
         body = self.query_one("#memory-body", Static)
@@ -125,18 +212,24 @@ class MemoryPanel(Vertical):
         cfg = self.config
         if cfg is None:
             return
-        gpu = self.gpu
+        self.estimate, self.fixes = None, []
+        if self.waiting:
+            # Never an estimate from a value that is not the one typed (batch -3, seq 0, "abc").
+            body.update(Text(f"no estimate until these are fixed: {waiting_for(self.waiting)}", style="yellow"))
+            return
+        target = self.target
         try:
             vocab, origin = self._vocabulary(cfg.data)
-            device = DeviceInfo.gpu(gpu[0], gpu[2]) if gpu else DeviceInfo.gpu()
-            plan = plan_run(cfg, device=device, vocab_size=vocab)
-            est = _memory.estimate_memory(cfg, plan=plan)
-        except Exception as e:  # invalid settings (e.g. heads not dividing d_model) cannot be estimated
-            self.estimate = None
-            body.update(Text(f"no estimate: fix the settings marked in red\n({e})", style="dim"))
+            plan, est = estimate(cfg, target.device, vocab)
+            if plan.errors:
+                raise ValueError(plan.errors[0])
+            found = fixes(cfg, target, vocab, plan) if est.total_bytes > target.capacity else []
+            presets = self._presets(cfg, target, vocab)
+        except Exception as e:  # a combination the planner refuses: say so instead of a wrong number
+            body.update(Text(f"no estimate: {e}", style="yellow"))
             return
-        self.estimate = est
-        body.update(self._describe(cfg, plan, est, gpu, origin))
+        self.estimate, self.fixes = est, found
+        body.update(self._describe(plan, est, target, origin, found, presets))
 
     def _vocabulary(self, data: DataConfig) -> tuple[int, str]:
         """planned_vocab, looked up again only when the data section changes (it reads the cache)."""
@@ -144,32 +237,67 @@ class MemoryPanel(Vertical):
             self._vocab = (copy.deepcopy(data), planned_vocab(data))
         return self._vocab[1]
 
-    def _describe(self, cfg: RunConfig, plan: RunPlan, est: Any, gpu: tuple[str, int, bool] | None,
-                  origin: str) -> Group:
+    @staticmethod
+    def _presets(cfg: RunConfig, target: Target, vocab: int) -> list[tuple[str, Any, str]]:
+        """(name, estimate, verdict) of each preset's model with these training settings, on `target`."""
+        out = []
+        for name in preset_names():
+            plan, est = estimate(with_preset(cfg, name), target.device, vocab)
+            out.append((name, est, _memory.verdict(est.total_bytes, target.capacity)))
+        return sorted(out, key=lambda p: p[1].num_params)  # small to large
+
+    def _describe(self, plan: RunPlan, est: Any, target: Target, origin: str, found: list[Fix],
+                  presets: list[tuple[str, Any, str]]) -> Group:
+        parts: list[Any] = []
+        # The verdict first: what the user came for.
+        verdict = _memory.verdict(est.total_bytes, target.capacity)
+        style = _VERDICT_STYLE.get(verdict, "bold")
+        share = est.total_bytes / max(1, target.capacity)
+        width = max(10, self.content_size.width - 1)
+        parts.append(Text(bar(share, width), style=style.split()[-1]))
+        line = Text(f"{human_bytes(est.total_bytes)} of {human_bytes(target.capacity)} ({100 * share:.0f}%)  ")
+        line.append(verdict, style=style)
+        parts.append(line)
+        largest = _memory.max_batch_size(plan.config, target.capacity, plan=plan)
+        parts.append(Text.assemble(("largest batch that fits: ", "dim"), (f"{largest:,}" if largest else "none", "bold")))
+        for fix in found:
+            fix_line = Text.assemble((f" {fix.key.upper()} ", "reverse bold"), f" {fix.what} → ",
+                                     (f"{human_bytes(fix.total_bytes)} {fix.verdict}",
+                                      _VERDICT_STYLE.get(fix.verdict, "")))
+            parts.append(fix_line)
+        parts.append(Text(""))
+        parts.append(self._preset_table(presets, plan))
+        parts.append(Text(""))
         table = Table.grid(padding=(0, 1), expand=True)
-        table.add_column(style="dim", ratio=1, no_wrap=True, overflow="ellipsis")
+        table.add_column(style="dim", ratio=1, no_wrap=True, overflow="fold")
         table.add_column(justify="right", no_wrap=True)
         table.add_row("parameters", Text(f"{est.num_params:,} ({human_count(est.num_params)})", style="bold"))
         table.add_row("vocabulary", f"{plan.vocab_size:,} ({origin})")
         table.add_row("tokens per step", f"{plan.tokens_per_step:,}")
         table.add_row("micro-batch × seq", f"{plan.micro_batch} × {plan.seq_len} ({plan.precision})")
+        table.add_row(Text(f"at the peak ({est.peak_phase})" if est.peak_phase else "at the peak", style="bold"), "")
         for name, size in est.rows.items():
-            table.add_row(f"  {name}", human_bytes(size))
+            if size or name == "gradients":  # CUDA context, slack, copies: none on the CPU
+                table.add_row(f"  {name}", human_bytes(size))
         table.add_row(Text("total at peak", style="bold"), Text(human_bytes(est.total_bytes), style="bold"))
-        parts: list[Any] = [table]
-        if gpu is not None:
-            _, capacity, _ = gpu
-            verdict = _memory.verdict(est.total_bytes, capacity)
-            style = _VERDICT_STYLE.get(verdict, "bold")
-            share = est.total_bytes / max(1, capacity)
-            width = max(10, self.content_size.width - 2)
-            parts.append(Text(bar(share, width), style=style.split()[-1]))
-            line = Text(f"{human_bytes(est.total_bytes)} of {human_bytes(capacity)} ({100 * share:.0f}%)  ")
-            line.append(verdict, style=style)
-            parts.append(line)
-            try:
-                largest = _memory.max_batch_size(cfg, capacity, plan=plan)
-                parts.append(Text.assemble(("largest batch that fits: ", "dim"), (f"{largest:,}", "bold")))
-            except Exception:  # the search is a nicety; the verdict above is what matters
-                pass
+        parts.append(table)
+        if est.rows.get("gradients", 1) == 0:
+            parts.append(Text("gradients 0 B: at this moment of the step they do not exist yet "
+                              "(backward makes them, and they are dropped after each optimizer step)",
+                              style="dim italic"))
         return Group(*parts)
+
+    @staticmethod
+    def _preset_table(presets: list[tuple[str, Any, str]], plan: RunPlan) -> Table:
+        """The presets side by side, at these training settings, on this target."""
+        # Short units and labels: the three columns fit the narrow side column of an 80-column terminal.
+        table = Table(box=None, padding=(0, 1), pad_edge=False, collapse_padding=True, expand=True,
+                      show_edge=False, header_style="bold")
+        table.add_column("presets", style="dim", no_wrap=True)
+        for name, _, _ in presets:
+            table.add_column(name, justify="right", no_wrap=True)
+        table.add_row("params", *[human_count(e.num_params) for _, e, _ in presets])
+        table.add_row("tok/step", *[human_count(e.tokens_per_step) for _, e, _ in presets])
+        table.add_row("peak", *[short_bytes(e.total_bytes) for _, e, _ in presets])
+        table.add_row("here", *[Text(SHORT_VERDICT.get(v, v), style=_VERDICT_STYLE.get(v, "")) for _, _, v in presets])
+        return table
