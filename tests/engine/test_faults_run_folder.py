@@ -193,3 +193,14 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_listing_runs_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, engine.runs, engine.run_folder, engine.snapshots, engine.files; "
+            "print(','.join(m for m in ('torch', 'safetensors', 'engine.checkpoint') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == ""
