@@ -108,12 +108,12 @@ class Trainer:
             # any other crash still reports and keeps the checkpoints
             return self._fail(f"{type(e).__name__}: {e}", "error", traceback.format_exc())
         finally:
+            if self.lock is not None:  # first: the folder is free as soon as the run has ended
+                self.lock.release()
             if self.monitor is not None:
                 self.monitor.stop()
             if self.rt is not None and self.rt.distributed:
                 torch.distributed.destroy_process_group()
-            if self.lock is not None:
-                self.lock.release()
 
     def _fail(self, message: str, kind: str, tb: str = "") -> ev.Failed:
         if self.rt is not None and self.rt.distributed:
