@@ -6,8 +6,9 @@ in nanoGPT and GPT-2 reproductions. The fused CUDA kernel is used when the
 parameters live on a GPU.
 
 `train.optimizer = "muon"` hands the 2-D weights inside the transformer blocks
-to `torch.optim.Muon` (momentum, then Newton-Schulz orthogonalisation of the
-update; it accepts 2-D tensors only) at `train.muon_lr`, and keeps AdamW at
+to Muon (momentum, then Newton-Schulz orthogonalisation of the update; 2-D
+tensors only; engine/muon.py: torch.optim.Muon's math, batched over
+equal shapes) at `train.muon_lr`, and keeps AdamW at
 `train.lr` for embeddings, the head, norms and biases, which Muon is not meant
 for. Muon's decoupled weight decay is lr · wd per step, so its wd is set to
 give the same per-step shrinkage as AdamW's (weight_decay · lr / muon_lr).
@@ -23,6 +24,7 @@ from typing import Any
 import torch
 
 from engine.config import TrainConfig
+from engine.muon import Muon
 
 
 class MuonAdamW:
@@ -32,7 +34,7 @@ class MuonAdamW:
     setting an LR there reaches the real optimizer); the state dict holds both.
     """
 
-    def __init__(self, muon: torch.optim.Muon, adamw: torch.optim.AdamW) -> None:
+    def __init__(self, muon: Muon, adamw: torch.optim.AdamW) -> None:
         self.muon, self.adamw = muon, adamw
 
     @property
@@ -81,8 +83,8 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
         return _adamw(params, cfg)
     hidden = muon_params(model)
     ids = {id(p) for p in hidden}
-    muon = torch.optim.Muon(hidden, lr=cfg.muon_lr, momentum=cfg.muon_momentum, nesterov=True,
-                            weight_decay=cfg.weight_decay * cfg.lr / cfg.muon_lr)
+    muon = Muon(hidden, lr=cfg.muon_lr, momentum=cfg.muon_momentum, nesterov=True,
+                weight_decay=cfg.weight_decay * cfg.lr / cfg.muon_lr)
     return MuonAdamW(muon, _adamw([p for p in params if id(p) not in ids], cfg))
 
 
