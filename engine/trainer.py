@@ -32,9 +32,13 @@ from engine.model import GPT
 from engine.monitor import MemoryMonitor
 from engine.optim import make_optimizer, set_lr
 from engine.recorder import RunRecorder
+from engine.requests import clear_request, take_request
 from engine.runs import new_run_dir
 from engine.runtime import Runtime, all_gather, all_reduce_sum, resolve_runtime, rng_state, set_rng_state
 from engine.schedule import lr_at
+
+
+PAUSE_POLL_S = 0.5  # while paused: how often rank 0 looks for a request and the ranks vote
 
 
 class NonFiniteLoss(Exception):
@@ -139,6 +143,7 @@ class Trainer:
             if rt.distributed:
                 self.run_dir = Path(all_gather(str(self.run_dir), rt)[0])
         if rt.is_main:
+            clear_request(self.run_dir)  # a request left in the folder was meant for an earlier process
             write_toml(cfg, self.run_dir / "run.toml")
             shutil.copyfile(self.data.tokenizer_path, self.run_dir / "tokenizer.json")
             self.emit = RunRecorder(self.run_dir, self._emit_ui)
@@ -257,9 +262,10 @@ class Trainer:
         window_steps, window_start = 0, time.perf_counter()
         grad_norm = torch.zeros((), device=rt.device)
         while self.step < self.total_steps:
-            if self.control.should_pause and not self.control.should_stop and not rt.distributed:
-                self._pause()
-            if self._stop_requested():
+            request = self._agreed_request()
+            if request == "pause":
+                request = self._pause()
+            if request == "stop":
                 return self._finish(stopped=True)
             lr = lr_at(self.step, lr=t.lr, warmup_steps=t.warmup_steps, total_steps=self.total_steps,
                        min_lr_ratio=t.min_lr_ratio)
@@ -302,19 +308,40 @@ class Trainer:
                 window_start += time.perf_counter() - paused_at
         return self._finish(stopped=False)
 
-    def _stop_requested(self) -> bool:
-        """Ranks must agree to stop at the same step, or the others would hang in all-reduce.
+    def _agreed_request(self) -> str | None:
+        """"stop", "pause" or None, the same on every rank.
 
-        The vote is a collective, so under DDP it runs on logging steps only
-        (one small sync per log interval, not per step).
+        Requests come from this process's control (dashboard keys, signals) and,
+        at logging steps, from the run folder's request file (`tui-lm pause RUN`
+        from another shell), which rank 0 reads. Ranks must agree, or the others
+        would hang in the next all-reduce: under DDP the vote is a collective, so
+        it runs on logging steps only (one small sync per log interval).
         """
         rt = self.rt
         assert rt is not None
-        if not rt.distributed:
-            return self.control.should_stop
-        if self.step % self.cfg.train.log_interval:
-            return False
-        return all_reduce_sum([float(self.control.should_stop)], rt)[0] > 0
+        at_log_step = self.step % self.cfg.train.log_interval == 0
+        if rt.distributed and not at_log_step:
+            return None
+        if at_log_step:
+            self._take_request()
+        return self._vote()
+
+    def _take_request(self) -> None:
+        """Rank 0 applies a request file from another process to its control."""
+        if self.rt is None or not self.rt.is_main or self.run_dir is None:
+            return
+        action = take_request(self.run_dir)
+        if action is not None:
+            self.emit(ev.Log(f"{action} requested from outside at step {self.step}"))
+            {"pause": self.control.pause, "resume": self.control.resume, "stop": self.control.stop}[action]()
+
+    def _vote(self) -> str | None:
+        rt = self.rt
+        assert rt is not None
+        stop, pause = float(self.control.should_stop), float(self.control.should_pause)
+        if rt.distributed:
+            stop, pause = all_reduce_sum([stop, pause], rt)
+        return "stop" if stop else "pause" if pause else None
 
     def _train_step(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
         rt, t = self.rt, self.cfg.train
@@ -397,12 +424,22 @@ class Trainer:
         self.last_checkpoint = str(path)
         return str(path)
 
-    def _pause(self) -> None:
+    def _pause(self) -> str | None:
+        """Checkpoint, then wait for resume (returns None) or stop (returns "stop"), on every rank."""
         path = self._save("pause")
         self.emit(ev.Paused(step=self.step, checkpoint=path))
-        self.control.wait_while_paused()
-        if not self.control.should_stop:
+        while True:
+            self._take_request()
+            request = self._vote()
+            if request != "pause":
+                break
+            if self.rt is not None and self.rt.distributed:
+                time.sleep(PAUSE_POLL_S)  # every rank, so they meet in the vote rather than spin in it
+            else:
+                self.control.wait_for_change(PAUSE_POLL_S)  # a dashboard key wakes it at once
+        if request is None:
             self.emit(ev.Resumed(step=self.step))
+        return request
 
     def _finish(self, stopped: bool) -> ev.Finished:
         rt = self.rt
