@@ -41,6 +41,10 @@ class MuonAdamW:
     def param_groups(self) -> list[dict[str, Any]]:
         return self.adamw.param_groups + self.muon.param_groups
 
+    @property
+    def state(self) -> dict:
+        return {**self.adamw.state, **self.muon.state}
+
     def step(self) -> None:
         self.adamw.step()
         self.muon.step()
@@ -66,26 +70,29 @@ def muon_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
             if p.requires_grad and p.dim() == 2 and name.startswith("h.")]
 
 
-def _adamw(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.AdamW:
+def _adamw(params: list[torch.nn.Parameter], cfg: TrainConfig, fused: bool | None) -> torch.optim.AdamW:
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    fused = all(p.is_cuda for p in params)
+    if fused is None:
+        fused = all(p.is_cuda for p in params)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8, fused=fused)
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW | MuonAdamW:
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig,
+                   fused: bool | None = None) -> torch.optim.AdamW | MuonAdamW:
+    """The run's optimizer; AdamW's fused kernel when every parameter is on a GPU, unless `fused` says."""
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer != "muon":
-        return _adamw(params, cfg)
+        return _adamw(params, cfg, fused)
     hidden = muon_params(model)
     ids = {id(p) for p in hidden}
     muon = Muon(hidden, lr=cfg.muon_lr, momentum=cfg.muon_momentum, nesterov=True,
                 weight_decay=cfg.weight_decay * cfg.lr / cfg.muon_lr)
-    return MuonAdamW(muon, _adamw([p for p in params if id(p) not in ids], cfg))
+    return MuonAdamW(muon, _adamw([p for p in params if id(p) not in ids], cfg, fused))
 
 
 def set_lr(optimizer: torch.optim.Optimizer | MuonAdamW, cfg: TrainConfig, scale: float) -> None:
