@@ -271,8 +271,16 @@ def read_toml(path: str | Path) -> dict[str, Any]:
             return tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder, not a TOML file") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:  # binary, Latin-1...: TOML is UTF-8
+        raise ConfigError(f"config file {path} is not UTF-8 text (invalid byte at offset {e.start})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    except ValueError as e:  # an embedded NUL byte in the path
+        raise ConfigError(f"config file {str(path)!r} cannot be opened: {e}") from None
 
 
 def apply_overrides(cfg: RunConfig, overrides: dict[str, Any], source: str) -> None:
@@ -334,7 +342,9 @@ def build_config(
 
 
 def write_toml(cfg: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(cfg.to_toml())
+    from engine.files import write_text  # atomic: a full disk never leaves a truncated run.toml
+
+    write_text(Path(path), cfg.to_toml())
 
 
 # ----------------------------------------------------------------------------- validation

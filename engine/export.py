@@ -25,14 +25,13 @@ Decisions:
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from engine.errors import UserError
+from engine.files import copy_file, ensure_folder, write_bytes, write_json
 from engine.model import GPT
 from engine.model_modern import swiglu_hidden
 
@@ -143,15 +142,15 @@ def export_hf(model: GPT, tokenizer_path: Path, out_dir: Path) -> Path:
             f"tokenizer {tokenizer_path} has {tok.get_vocab_size(with_added_tokens=True)} tokens "
             f"but the model was built for {model.cfg.vocab_size}"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_folder(out_dir)
 
     # "format": "pt" is what transformers checks to accept a safetensors file as PyTorch weights.
-    save_file(hf_state_dict(model), str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    write_bytes(out_dir / "model.safetensors", save(hf_state_dict(model), metadata={"format": "pt"}))
     _write_json(out_dir / "config.json", hf_config(model, eot_id))
     _write_json(out_dir / "generation_config.json",
                 {"bos_token_id": eot_id, "eos_token_id": eot_id})
 
-    shutil.copyfile(tokenizer_path, out_dir / "tokenizer.json")
+    copy_file(tokenizer_path, out_dir / "tokenizer.json")
     special = {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT}
     # PreTrainedTokenizerFast runs tokenizer.json exactly as written; GPT2TokenizerFast
     # may rebuild the pipeline from vocab + merges in newer transformers releases.
@@ -167,4 +166,4 @@ def export_hf(model: GPT, tokenizer_path: Path, out_dir: Path) -> Path:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    write_json(path, data)  # atomic, never through a symlink (engine.files)

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.files import write_json
+
 REQUEST_FILE = "request.json"
 ACTIONS = ("pause", "resume", "stop")
 
@@ -28,13 +30,9 @@ def write_request(run_dir: Path, action: str) -> dict[str, Any]:
     if action not in ACTIONS:
         raise ValueError(f"request must be one of {', '.join(ACTIONS)}, got {action!r}")
     request = {"action": action, "time": time.time(), "pid": os.getpid()}
-    path = Path(run_dir) / REQUEST_FILE
-    tmp = path.with_name(f".{REQUEST_FILE}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(request, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)  # the trainer never sees half a request
+    # Atomic, through an exclusive temp file: the trainer never sees half a request,
+    # and a symlink planted in the run folder is never written through.
+    write_json(Path(run_dir) / REQUEST_FILE, request)
     return request
 
 

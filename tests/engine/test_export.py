@@ -134,7 +134,8 @@ def test_auto_tokenizer_matches(tmp_path, tokenizer, tokenizer_path):
 def make_run(tmp_path: Path, tokenizer, final: bool = True) -> tuple[Path, GPT]:
     """A run folder by hand: run.toml, models/{model.safetensors, config.toml, tokenizer.json},
     or with final=False a snapshots/step_0000300.pt checkpoint instead of the model files."""
-    from engine.checkpoint import checkpoint_path, save_checkpoint
+    from engine.checkpoint import save_checkpoint
+    from engine.snapshots import checkpoint_path
 
     run = tmp_path / "run"
     (run / "models").mkdir(parents=True)
