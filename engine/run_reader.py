@@ -103,14 +103,17 @@ def _map(path: Path) -> tuple[Any, mmap.mmap | None]:
     return f, (mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ) if size else None)
 
 
-def open_history(reader: MetricsReader, *, full_read_bytes: int = FULL_READ_BYTES, tail_bytes: int = TAIL_BYTES,
-                 samples: int = OVERVIEW_SAMPLES) -> RunHistory:
+def open_history(reader: MetricsReader, *, full_read_bytes: int | None = None, tail_bytes: int | None = None,
+                 samples: int | None = None) -> RunHistory:
     """The run's history as far as the file goes now; `reader` continues from there.
 
     A file larger than `full_read_bytes` is read exactly only in its last
     `tail_bytes`; before that the train curve is sampled and `pending` names
-    the range `backfill()` still has to read.
+    the range `backfill()` still has to read. (Defaults: the module's constants.)
     """
+    full_read_bytes = FULL_READ_BYTES if full_read_bytes is None else full_read_bytes
+    tail_bytes = TAIL_BYTES if tail_bytes is None else tail_bytes
+    samples = OVERVIEW_SAMPLES if samples is None else samples
     history = RunHistory(reader.path)
     size = reader.size()
     if size <= full_read_bytes:

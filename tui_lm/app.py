@@ -34,9 +34,11 @@ class TuiLmApp(App[int]):
     ]
 
     def __init__(self, cfg: RunConfig, *, source: str | None, resume_picker: bool, roots: list[Path],
-                 startup_error: str = "", subtitle: str = "", watch: Path | None = None) -> None:
+                 startup_error: str = "", subtitle: str = "", watch: Path | None = None,
+                 browse: list[Path] | None = None) -> None:
         super().__init__()
         self.watch_dir = watch
+        self.browse_dirs = list(browse or [])
         self.initial_config = cfg
         self.source = source
         self.resume_picker = resume_picker
@@ -54,6 +56,10 @@ class TuiLmApp(App[int]):
             self.open_resume_picker()
         if self.watch_dir is not None:
             self.watch_run(self.watch_dir)
+        if len(self.browse_dirs) == 1:
+            self.browse_run(self.browse_dirs[0])
+        elif self.browse_dirs:
+            self.compare_runs(self.browse_dirs)
 
     # ------------------------------------------------------------------ navigation
 
@@ -89,6 +95,16 @@ class TuiLmApp(App[int]):
             self.notify(str(e), title="cannot watch", severity="error")
             return
         self.push_screen(WatchScreen(cfg, run_dir))
+
+    def browse_run(self, run_dir: Path) -> None:
+        from tui_lm.screens.browse import BrowseScreen
+
+        self.push_screen(BrowseScreen(run_dir))
+
+    def compare_runs(self, run_dirs: list[Path]) -> None:
+        from tui_lm.screens.compare import CompareScreen
+
+        self.push_screen(CompareScreen(run_dirs))
 
     @property
     def dashboard(self) -> DashboardScreen | None:
@@ -127,13 +143,14 @@ class TuiLmApp(App[int]):
 
 
 def make_app(profile: Path | None = None, resume_picker: bool = False, roots: list[Path] | None = None,
-             out_dir: str | None = None, watch: Path | None = None) -> TuiLmApp:
+             out_dir: str | None = None, watch: Path | None = None, browse: list[Path] | None = None) -> TuiLmApp:
     """The app for the CLI and the tests.
 
     profile: a run.toml / profile to open on the setup screen (else the tiny preset);
     resume_picker: open the resume picker on top of setup; roots: folders the
     picker lists runs from (default: `out_dir` and ./lm_*); out_dir: parent
-    folder for new runs; watch: a run folder to open attached (`tui-lm watch`).
+    folder for new runs; watch: a run folder to open attached (`tui-lm watch`); browse: run
+    folders to open read-only, one browsed or several compared (`tui-lm browse`).
     """
     error, source, subtitle = "", None, ""
     cfg = build_config("tiny")
@@ -153,4 +170,4 @@ def make_app(profile: Path | None = None, resume_picker: bool = False, roots: li
     if roots is None:
         roots = ([Path(out_dir)] if out_dir else []) + default_roots()
     return TuiLmApp(cfg, source=source, resume_picker=resume_picker, roots=list(roots),
-                    startup_error=error, subtitle=subtitle, watch=watch)
+                    startup_error=error, subtitle=subtitle, watch=watch, browse=browse)
