@@ -146,6 +146,8 @@ class FolderRunner:
         return self.result
 
     def _watch(self) -> None:
+        import numpy  # noqa: F401  (for downsampling: imported here, off the UI thread)
+
         reader = MetricsReader(self.run_dir / METRICS)
         self.history = history = open_history(reader)
         self.state = state = read_state(self.run_dir)

@@ -111,6 +111,8 @@ class BrowseScreen(Screen):
 
     @work(thread=True, group="browse", exclusive=True, exit_on_error=False)
     def _load(self) -> None:
+        import numpy  # noqa: F401  (for downsampling; importing it takes a while: not on the UI thread)
+
         history = open_history(MetricsReader(self.run_dir / METRICS))
         summary = summarize(self.run_dir, history)
         checkpoints = load_checkpoints(self.run_dir)

@@ -81,6 +81,8 @@ class CompareScreen(Screen):
 
     @work(thread=True, group="compare", exclusive=True, exit_on_error=False)
     def _load(self) -> None:
+        import numpy  # noqa: F401  (for downsampling; importing it takes a while: not on the UI thread)
+
         opened = []
         for i, run_dir in enumerate(self.run_dirs):
             history = open_history(MetricsReader(run_dir / METRICS))
