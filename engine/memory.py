@@ -38,6 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from engine.config import RunConfig
+from engine.plan import DeviceInfo, RunPlan, plan_run, replan, resolve_precision
 
 MiB = 1024**2
 GiB = 1024**3
@@ -83,14 +84,6 @@ def flops_per_token(m, seq_len: int | None = None) -> int:
     """Equal to GPT.flops_per_token: 6N (positions excluded) + 12·L·d·T."""
     T = seq_len or m.max_seq_len
     return 6 * (count_params(m) - m.max_seq_len * m.d_model) + 12 * m.num_layers * m.d_model * T
-
-
-def resolve_precision(precision: str, device: str, bf16_supported: bool = True) -> str:
-    if precision != "auto":
-        return precision
-    if device.startswith("cuda"):
-        return "bf16" if bf16_supported else "fp16"
-    return "fp32"
 
 
 def saved_activations(m, batch: int, seq: int, precision: str, device: str) -> dict[str, int]:
@@ -140,15 +133,21 @@ def saved_activations(m, batch: int, seq: int, precision: str, device: str) -> d
 
 
 def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1,
-                    bf16_supported: bool = True) -> MemoryEstimate:
-    """Peak memory of one training step of `cfg` on one device (see the module docstring)."""
-    m, t = cfg.model, cfg.train
-    device = "cuda" if device == "auto" else device  # an estimate is for the GPU unless told otherwise
-    world = max(1, world_size)
-    accum = max(1, t.grad_accum_steps)
-    micro = max(1, -(-t.batch_size // (accum * world)))
+                    bf16_supported: bool = True, plan: RunPlan | None = None) -> MemoryEstimate:
+    """Peak memory of one training step of `cfg` on one device (see the module docstring).
+
+    Micro-batch, accumulation, precision, ranks and vocabulary come from the
+    run plan (engine.plan); without one, a plan for a generic `device` ("cuda"
+    unless told otherwise) with cfg.model.vocab_size is made here.
+    """
+    if plan is None:
+        plan = plan_run(cfg, world_size=world_size, device=DeviceInfo.kind(device, bf16_supported),
+                        vocab_size=cfg.model.vocab_size)
+    m, t = plan.model, cfg.train
+    device = plan.device.type
+    world, accum, micro = plan.world_size, plan.grad_accum_steps, plan.micro_batch
     T, V, C, L = m.max_seq_len, m.padded_vocab_size, m.d_model, m.num_layers
-    precision = resolve_precision(t.precision, device, bf16_supported)
+    precision = plan.precision
     half = precision != "fp32"
     cuda = device.startswith("cuda")
     s = micro * T
@@ -212,7 +211,7 @@ def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1
         del rows["DDP gradient buckets"]
     return MemoryEstimate(
         num_params=n, micro_batch=micro, seq_len=T, precision=precision,
-        tokens_per_step=t.batch_size * T, flops_per_token=flops_per_token(m, T),
+        tokens_per_step=plan.tokens_per_step, flops_per_token=flops_per_token(m, T),
         rows=rows, total_bytes=sum(rows.values()), peak_phase=peak,
         allocated_bytes=allocated, saved_bytes=saved, gradient_bytes=G, phases=totals,
     )
@@ -230,17 +229,18 @@ def _with(cfg: RunConfig, **train) -> RunConfig:
 
 
 def max_batch_size(cfg: RunConfig, gpu_bytes: int, *, device: str = "cuda", world_size: int = 1,
-                   bf16_supported: bool = True) -> int:
+                   bf16_supported: bool = True, plan: RunPlan | None = None) -> int:
     """Largest `train.batch_size` (at the current grad_accum_steps) whose estimate fits; 0 if none.
 
     Batch sizes step by grad_accum_steps * world_size, the multiples that keep
     every micro-batch whole. The estimate grows with the batch, so bisect.
     """
-    unit = max(1, cfg.train.grad_accum_steps) * max(1, world_size)
+    unit = max(1, cfg.train.grad_accum_steps) * max(1, plan.world_size if plan else world_size)
 
     def fits(micro: int) -> bool:
-        est = estimate_memory(_with(cfg, batch_size=micro * unit), device=device, world_size=world_size,
-                              bf16_supported=bf16_supported)
+        trial = _with(cfg, batch_size=micro * unit)
+        est = (estimate_memory(trial, plan=replan(plan, trial)) if plan is not None else
+               estimate_memory(trial, device=device, world_size=world_size, bf16_supported=bf16_supported))
         return est.total_bytes <= gpu_bytes
 
     if not fits(1):
@@ -292,7 +292,7 @@ def oom_advice(cfg: RunConfig, gpu_name: str, gpu_bytes: int) -> str:
         if ck_best > best:
             tips.append(f"turn on grad checkpointing (train.grad_checkpointing = true; "
                         f"up to batch_size {ck_best} then fits)")
-    if resolve_precision(t.precision, "cuda") == "fp32":
+    if resolve_precision(t.precision, DeviceInfo.gpu())[0] == "fp32":
         bf = _with(cfg, precision="bf16")
         if max_batch_size(bf, gpu_bytes) > best:
             tips.append("use bf16 (train.precision = \"bf16\", or fp16 on GPUs without bf16)")

@@ -16,6 +16,7 @@ from textual.screen import Screen
 from rich.text import Text
 from textual.widgets import DataTable, Footer, Header, Static
 
+from tui_lm.messages import BrowseRuns, ResumeRun, WatchRun
 from tui_lm.widgets.resume.run_table import RunTable
 
 
@@ -117,7 +118,7 @@ class ResumeScreen(Screen):
             reason = info.problem or f"the run is {info.status}"
             self.notify(reason, title=f"cannot resume {info.name}", severity="warning")
             return
-        self.app.resume_run(info.path, screen=self)  # type: ignore[attr-defined]
+        self.post_message(ResumeRun(info.path, self))
 
     def action_attach(self) -> None:
         """Watch the highlighted run live, when another process is training it."""
@@ -131,12 +132,12 @@ class ResumeScreen(Screen):
             why = trainer_gone(state) or f"the run is {state.get('status', info.status)}"
             self.notify(f"{why}; nothing to attach to", title=f"cannot attach to {info.name}", severity="warning")
             return
-        self.app.watch_run(info.path)  # type: ignore[attr-defined]
+        self.post_message(WatchRun(info.path))
 
     def action_browse(self) -> None:
         info = self.query_one(RunTable).highlighted
         if info is not None:
-            self.app.browse_run(info.path)  # type: ignore[attr-defined]
+            self.post_message(BrowseRuns([info.path]))
 
     def action_mark(self) -> None:
         """Mark or unmark the highlighted run for comparison (✓ before its name)."""
@@ -166,7 +167,7 @@ class ResumeScreen(Screen):
         if len(runs) < 2:
             self.notify("mark two runs or more with space, then press c", title="compare", severity="warning")
             return
-        self.app.compare_runs(runs)  # type: ignore[attr-defined]
+        self.post_message(BrowseRuns(runs))
 
     def action_back(self) -> None:
         self.app.pop_screen()
