@@ -24,33 +24,26 @@ SIZE = (140, 45)
 @pytest.fixture(scope="module")
 def runs(corpus: Path, tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
     """Three run folders: finished (lr 3e-3), stopped at step 20 (lr 1e-3), crashed at step 7."""
-    import os
+    from engine.trainer import Trainer
 
-    import engine.trainer as trainer
-
-    os.environ["TUI_LM_CACHE"] = str(cache_dir)
     root = tmp_path_factory.mktemp("runs")
 
     def train(name: str, control: TrainingControl | None = None, sink=lambda e: None, **settings) -> None:
         cfg = tiny_config(corpus, root, **settings)
         cfg.run.run_name = name
-        trainer.Trainer(cfg, sink, control).run()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("TUI_LM_CACHE", str(cache_dir))
+            Trainer(cfg, sink, control).run()
 
     train("finished", lr=3e-3)
     control = TrainingControl()
     train("stopped", control, lambda e: isinstance(e, ev.StepMetrics) and e.step == 20 and control.stop(), lr=1e-3)
-    real = trainer.Trainer._train_step
 
-    def failing(self, batches):
-        if self.step == 7:
+    def failing(e: ev.Event) -> None:  # a crash in the middle of step 7's logging
+        if isinstance(e, ev.StepMetrics) and e.step == 7:
             raise RuntimeError("injected failure")
-        return real(self, batches)
 
-    trainer.Trainer._train_step = failing
-    try:
-        train("crashed", save_interval=5)
-    finally:
-        trainer.Trainer._train_step = real
+    train("crashed", sink=failing, save_interval=5)
     return root
 
 
