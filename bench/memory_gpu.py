@@ -38,6 +38,7 @@ from torch.utils._pytree import tree_flatten  # noqa: E402
 from engine.config import RunConfig, build_config  # noqa: E402
 from engine.memory import estimate_memory, format_bytes  # noqa: E402
 from engine.model import GPT  # noqa: E402
+from engine.optim import make_optimizer  # noqa: E402
 
 PRESETS = ("tiny", "small", "medium")
 GPU_BATCHES = {"tiny": (16, 128), "small": (8, 64), "medium": (4, 32)}  # all fit 80 GB in fp32
@@ -171,7 +172,8 @@ def measure_peak(cfg: RunConfig, precision: str, model: GPT | None = None) -> in
     torch.manual_seed(0)
     model = model if model is not None else GPT(m)
     set_variant(model.train(), m.attention, t.grad_checkpointing)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    opt = make_optimizer(model, t, fused=True) if t.optimizer == "muon" else \
+        torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     micro = t.batch_size // t.grad_accum_steps
     batches = [(torch.randint(0, m.vocab_size, (micro, m.max_seq_len)),

@@ -1,4 +1,4 @@
-"""Peak training memory of the GPT in engine/model.py, from the config alone.
+"""Peak training memory of the GPT in engine/model.py (either arch), from the config alone.
 
 Pure arithmetic (no torch), so the dashboard can re-estimate on every
 keystroke. It models one eager training step as engine.trainer runs it
@@ -72,18 +72,49 @@ class MemoryEstimate:
     phases: dict[str, int] = field(default_factory=dict)  # allocated bytes at each moment
 
 
+def swiglu_hidden(d_ff: int) -> int:
+    """Equal to engine.model_modern.swiglu_hidden (repeated here: this module must not import torch)."""
+    return max(64, round(2 * d_ff / 3 / 64) * 64)
+
+
+def block_matrix_params(m) -> int:
+    """Weights of one block's matrices: what Muon optimises and autocast copies to half precision."""
+    C = m.d_model
+    if m.arch == "modern":
+        return 4 * C * C + 3 * C * swiglu_hidden(m.d_ff)  # q, k, v, o + gate, up, down
+    return 4 * C * C + 2 * C * m.d_ff  # qkv, attn proj, fc, mlp proj
+
+
 def count_params(m) -> int:
-    """Equal to GPT(m).num_params(): tied embeddings, positions, blocks, final LayerNorm."""
+    """Equal to GPT(m).num_params(): embeddings (tied or not), positions (gpt2), blocks, final norm."""
     C, F = m.d_model, m.d_ff
-    # per block: qkv 3C·C+3C, attn proj C·C+C, fc F·C+F, mlp proj C·F+C, two LayerNorms 4C
-    block = 4 * C * C + 2 * C * F + 9 * C + F
-    return m.padded_vocab_size * C + m.max_seq_len * C + m.num_layers * block + 2 * C
+    embeddings = m.padded_vocab_size * C * (1 if m.tie_embeddings else 2)
+    if m.arch == "modern":
+        # per block: matrices, two RMSNorm gains 2C, the q/k norm gains 2·head_dim; no biases, no positions
+        return embeddings + m.num_layers * (block_matrix_params(m) + 2 * C + 2 * m.head_dim) + C
+    # per block: matrices, biases 3C + C + F + C, two LayerNorms 4C
+    block = block_matrix_params(m) + 9 * C + F
+    return embeddings + m.max_seq_len * C + m.num_layers * block + 2 * C
 
 
 def flops_per_token(m, seq_len: int | None = None) -> int:
-    """Equal to GPT.flops_per_token: 6N (positions excluded) + 12·L·d·T."""
+    """Equal to GPT.flops_per_token: 6N (lookups excluded: positions, an untied input embedding) + 12·L·d·T."""
     T = seq_len or m.max_seq_len
-    return 6 * (count_params(m) - m.max_seq_len * m.d_model) + 12 * m.num_layers * m.d_model * T
+    n = count_params(m)
+    if m.arch != "modern":
+        n -= m.max_seq_len * m.d_model
+    if not m.tie_embeddings:
+        n -= m.padded_vocab_size * m.d_model
+    return 6 * n + 12 * m.num_layers * m.d_model * T
+
+
+def optimizer_state_bytes(m, t) -> int:
+    """AdamW keeps two fp32 moments per weight; Muon one momentum buffer for the blocks' matrices."""
+    n = count_params(m)
+    if t.optimizer == "muon":
+        muon = m.num_layers * block_matrix_params(m)
+        return 8 * (n - muon) + 4 * muon
+    return 8 * n
 
 
 def saved_activations(m, batch: int, seq: int, precision: str, device: str) -> dict[str, int]:
@@ -104,6 +135,24 @@ def saved_activations(m, batch: int, seq: int, precision: str, device: str) -> d
     def mask(elt: int) -> int:  # bytes per element a dropout keeps for backward
         return (1 if cuda else elt) if drop else 0
 
+    attn = _attention_core(m, batch, seq, e, cuda, mask)
+    if m.arch == "modern":
+        return _modern_saved(m, batch, seq, e, mask, attn)
+    ln = 4 * s * C + 8 * s  # fp32 input + mean + rstd
+    block = (ln + e * s * C + attn + mask(e) * s * C  # attention half
+             + ln + e * s * C + 2 * e * s * F + mask(e) * s * C)  # MLP half
+    return {
+        "embed": 8 * s + 8 * T + mask(4) * s * C,  # token ids, positions, embedding dropout
+        "block": block,
+        "block_input": 4 * s * C,  # fp32 residual stream
+        "head": ln + e * s * C + 8 * s,  # ln_f, lm_head input, targets
+        "logprobs": 4 * s * m.padded_vocab_size,
+    }
+
+
+def _attention_core(m, batch: int, T: int, e: int, cuda: bool, mask) -> int:
+    """What attention saves from q, k, v to the output projection's input (both blocks alike)."""
+    C, H, s, drop = m.d_model, m.num_heads, batch * T, m.dropout > 0
     probs = batch * H * T * T  # elements of one layer's attention matrix
     if m.attention == "fused" and (cuda or not drop):
         # flash / memory-efficient (CUDA) or CPU flash: q, k, v stay views of
@@ -120,14 +169,34 @@ def saved_activations(m, batch: int, seq: int, precision: str, device: str) -> d
         sm = 4 if cuda else e
         after = e if sm != e else (sm if drop else 0)
         attn = 3 * e * s * C + T * T + probs * (sm + mask(sm) + after) + e * s * C
-    ln = 4 * s * C + 8 * s  # fp32 input + mean + rstd
-    block = (ln + e * s * C + attn + mask(e) * s * C  # attention half
-             + ln + e * s * C + 2 * e * s * F + mask(e) * s * C)  # MLP half
+    return attn
+
+
+def _modern_saved(m, batch: int, T: int, e: int, mask, attn: int) -> dict[str, int]:
+    """saved_activations for arch "modern" (RoPE, RMSNorm, SwiGLU, QK-norm), op by op as on the CPU.
+
+    RMSNorm (eager, composite) keeps its fp32 input, rstd and the normalised
+    input; the per-head q/k norms do the same on the projections' outputs.
+    Under autocast every Linear casts its input separately, so q, k and v
+    keep three half copies (gate and up two); in fp32 they share one tensor.
+    RoPE keeps its cos/sin: under autocast four half casts per layer; in fp32
+    the model's own tables (buffers of 2 x max_seq_len x head_dim floats, left
+    out like the parameters: under 1 MiB at head_dim 64 and 1024 positions). SwiGLU keeps gate's and up's outputs, silu's output and their
+    product. On CUDA a fused RMSNorm may keep less: this errs on the safe side.
+    """
+    C, H, hd, F = m.d_model, m.num_heads, m.head_dim, swiglu_hidden(m.d_ff)
+    s = batch * T
+    half = e == 2
+    norm = 8 * s * C + 4 * s  # fp32 input, normalised input, rstd
+    qk_norms = 2 * (8 * s * C + 4 * s * H)
+    rope = 4 * T * hd * e if half else 0
+    block = (norm + (3 if half else 1) * e * s * C + qk_norms + rope + attn + mask(e) * s * C  # attention half
+             + norm + (2 if half else 1) * e * s * C + 4 * e * s * F + mask(e) * s * C)  # SwiGLU half
     return {
-        "embed": 8 * s + 8 * T + mask(4) * s * C,  # token ids, positions, embedding dropout
+        "embed": 8 * s + mask(4) * s * C,  # token ids, embedding dropout
         "block": block,
         "block_input": 4 * s * C,  # fp32 residual stream
-        "head": ln + e * s * C + 8 * s,  # ln_f, lm_head input, targets
+        "head": norm + e * s * C + 8 * s,  # final norm, lm_head input, targets
         "logprobs": 4 * s * m.padded_vocab_size,
     }
 
@@ -155,9 +224,9 @@ def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1
 
     P = 4 * n  # fp32 master weights
     G = 4 * n
-    O = 8 * n  # AdamW exp_avg + exp_avg_sq
+    block_w = block_matrix_params(m)
+    O = optimizer_state_bytes(m, t)
     ddp = G if world > 1 else 0  # DDP's buckets mirror the gradients (gradient_as_bucket_view off)
-    block_w = 4 * C * C + 2 * C * m.d_ff
     W_head = 2 * V * C if half else 0  # lm_head's copy of the tied embedding
     W_blk = 2 * block_w if half else 0
     W_all = W_head + L * W_blk
@@ -175,11 +244,12 @@ def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1
     # lm_head backward: the logits' grad (cast to half), then the weight's grad
     # (half, then its fp32 copy).
     head_grad = max(6 * sV if half else 0, (2 if half else 4) * sV + (6 if half else 4) * V * C)
-    wte_grad = 4 * V * C  # the tied weight's lm_head gradient waits in autograd's buffer
+    wte_grad = 4 * V * C  # the tied weight's lm_head gradient waits in autograd's buffer (untied: in .grad)
     # At the end the embedding's dense gradient joins the buffered one; autograd
     # sums them out of place (the buffered grad is a transposed layout), and with
-    # accumulation that sum is then added into the existing .grad.
-    emb_extra = wte_grad * (2 + (accum > 1))
+    # accumulation that sum is then added into the existing .grad. An untied
+    # embedding's gradient goes straight to its .grad.
+    emb_extra = wte_grad * (2 + (accum > 1)) if m.tie_embeddings else 0
 
     def phase(grads: int, copies: int, acts: int, logits: int) -> dict[str, int]:
         return {"parameters": P, "gradients": grads, "optimizer state": O,
