@@ -13,9 +13,10 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
+from rich.text import Text
 from textual.widgets import DataTable, Footer, Header, Static
 
-from tui_lm.messages import ResumeRun, WatchRun
+from tui_lm.messages import BrowseRuns, ResumeRun, WatchRun
 from tui_lm.widgets.resume.run_table import RunTable
 
 
@@ -40,12 +41,16 @@ class ResumeScreen(Screen):
         Binding("enter", "choose", "Resume", show=True),
         Binding("f5", "reload", "Reload"),
         Binding("a", "attach", "Attach"),
+        Binding("b", "browse", "Browse"),
+        Binding("space", "mark", "Mark"),
+        Binding("c", "compare", "Compare marked"),
     ]
 
     def __init__(self, roots: list[Path]) -> None:
         super().__init__()
         self.roots = roots
         self.loaded = False  # tests and snapshots wait for the scan
+        self.marked: list[Path] = []  # runs picked for comparison, in the order picked
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -78,6 +83,7 @@ class ResumeScreen(Screen):
     def _show(self, runs: list[Any]) -> None:
         table = self.query_one(RunTable)
         table.show_runs(runs)
+        self._show_marks()
         table.focus()
         if not runs:
             self.query_one("#run-detail", Static).update("no runs found")
@@ -127,6 +133,41 @@ class ResumeScreen(Screen):
             self.notify(f"{why}; nothing to attach to", title=f"cannot attach to {info.name}", severity="warning")
             return
         self.post_message(WatchRun(info.path))
+
+    def action_browse(self) -> None:
+        info = self.query_one(RunTable).highlighted
+        if info is not None:
+            self.post_message(BrowseRuns([info.path]))
+
+    def action_mark(self) -> None:
+        """Mark or unmark the highlighted run for comparison (✓ before its name)."""
+        table = self.query_one(RunTable)
+        info = table.highlighted
+        if info is None:
+            return
+        if info.path in self.marked:
+            self.marked.remove(info.path)
+        else:
+            self.marked.append(info.path)
+        self._show_marks()
+
+    def _show_marks(self) -> None:
+        from textual.coordinate import Coordinate
+
+        table = self.query_one(RunTable)
+        for row, info in enumerate(table.runs):
+            cell = table.get_cell_at(Coordinate(row, 0))
+            name = cell.plain.removeprefix("✓ ") if hasattr(cell, "plain") else str(cell).removeprefix("✓ ")
+            mark = "✓ " if info.path in self.marked else ""
+            style = cell.style if hasattr(cell, "style") else ""
+            table.update_cell_at(Coordinate(row, 0), Text(mark + name, style=style))
+
+    def action_compare(self) -> None:
+        runs = [p for p in self.marked if any(r.path == p for r in self.query_one(RunTable).runs)]
+        if len(runs) < 2:
+            self.notify("mark two runs or more with space, then press c", title="compare", severity="warning")
+            return
+        self.post_message(BrowseRuns(runs))
 
     def action_back(self) -> None:
         self.app.pop_screen()
