@@ -112,10 +112,13 @@ class Trainer:
         rt = self.rt
         if rt is not None and rt.device.type == "cuda":
             props = torch.cuda.get_device_properties(rt.device)
-            return "CUDA out of memory. " + oom_advice(self.cfg, props.name, props.total_memory)
+            return "CUDA out of memory. " + oom_advice(self.cfg, props.name, props.total_memory,
+                                                       compiled=rt.compile, world_size=rt.world_size)
         import psutil
 
-        return f"out of memory ({e}). " + oom_advice(self.cfg, "this machine's RAM", psutil.virtual_memory().total)
+        compiled = rt.compile if rt is not None else None  # the path that ran, not the setting
+        return f"out of memory ({e}). " + oom_advice(self.cfg, "this machine's RAM", psutil.virtual_memory().total,
+                                                     device="cpu", compiled=compiled)
 
     # ------------------------------------------------------------------ setup
 
