@@ -137,8 +137,12 @@ def measure_reference(
     tokens: np.ndarray | None = None,
     seed: int = 0,
     lr: float = 3e-4,
+    window: int = 1,
 ) -> RefResult:
     """Train `steps` timed steps (after `warmup` untimed ones); tokens/s is the median step's.
+
+    The host syncs once per `window` steps (the engine's log interval) and the
+    clock is read after each sync, so per-step times are window means.
 
     `tokens` is a 1-D token stream (e.g. the engine's memmap) to cut random
     windows from, nanoGPT's get_batch; None trains on random tokens (same
@@ -171,18 +175,29 @@ def measure_reference(
     model.train()
     times: list[float] = []
     loss_value = float("nan")
+    window_loss = torch.zeros((), device=dev)
+    done = 0  # timed steps since the last sync
     try:
+        t0 = time.perf_counter()
         for i in range(warmup + steps):
-            t0 = time.perf_counter()
+            timed = i >= warmup
             x, y = get_batch()
             loss = model(x, y)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             opt.zero_grad(set_to_none=True)
-            loss_value = loss.item()  # the host sync nanoGPT does every step
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
+            window_loss += loss.detach()
+            done += timed
+            # One host sync per `window` timed steps, as the engine syncs once per log
+            # interval; the clock is read after it, so queued device work counts alike.
+            if not timed or done == window or i == warmup + steps - 1:
+                loss_value = window_loss.item() / max(done, 1)
+                window_loss.zero_()
+                if timed:
+                    times.extend([(time.perf_counter() - t0) / done] * done)
+                    done = 0
+                t0 = time.perf_counter()
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else 0

@@ -86,11 +86,11 @@ class EngineRun:
 
 def engine_config(preset: str, *, device: str, precision: str, compile: str, batch: int, seq_len: int | None,
                   steps: int, log_interval: int, dataset: Path, vocab_size: int, out_dir: Path,
-                  run_name: str) -> RunConfig:
+                  run_name: str, model_overrides: dict | None = None) -> RunConfig:
     """The run config of one engine measurement: one warm-up window plus `steps` timed steps."""
     windows = max(1, math.ceil(steps / log_interval))
     total = (1 + windows) * log_interval
-    model = {"max_seq_len": seq_len} if seq_len else {}
+    model = {**({"max_seq_len": seq_len} if seq_len else {}), **(model_overrides or {})}
     return build_config(preset, None, {
         "model": model,
         "data": {"dataset": str(dataset), "vocab_size": vocab_size},
@@ -162,6 +162,7 @@ def run_bench(
     log_interval: int | None = None,
     threads: int | None = None,
     log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
+    model_overrides: dict | None = None,
 ) -> list[Row]:
     """Measure each preset with the engine (and the reference loop for the presets in `reference`).
 
@@ -169,7 +170,8 @@ def run_bench(
     None means ["tiny"] on the CPU and none on a GPU. Engine and reference
     runs alternate, `repeats` times each (None: 1 on a GPU, CPU_REPEATS on
     the CPU). `threads` sets torch's intra-op threads for the bench
-    (restored afterwards); None keeps torch's default.
+    (restored afterwards); None keeps torch's default. `model_overrides`
+    changes the presets' model settings (e.g. {"dropout": 0.0}).
     """
     from engine.config import DataConfig
     from engine.tokenizer import prepare_data
@@ -193,7 +195,8 @@ def run_bench(
     try:
         _measure(rows, presets, modes, reference, data, device=device, on_gpu=on_gpu, steps=steps,
                  batch_size=batch_size, precision=precision, seq_len=seq_len, dataset=dataset,
-                 vocab_size=vocab_size, repeats=repeats, log_interval=log_interval, log=log)
+                 vocab_size=vocab_size, repeats=repeats, log_interval=log_interval, log=log,
+                 model_overrides=model_overrides)
     finally:
         torch.set_num_threads(saved_threads)
     return rows
@@ -202,7 +205,7 @@ def run_bench(
 def _measure(rows: list[Row], presets: list[str], modes: list[str], reference: list[str], data, *, device: str,
              on_gpu: bool, steps: int | None, batch_size: int | None, precision: str, seq_len: int | None,
              dataset: Path | str, vocab_size: int, repeats: int | None, log_interval: int,
-             log: Callable[[str], None]) -> None:
+             log: Callable[[str], None], model_overrides: dict | None) -> None:
     with tempfile.TemporaryDirectory(prefix="tui-lm-bench-") as tmp:
         for preset in presets:
             batch = batch_size or (GPU_BATCH if on_gpu else CPU_BATCH)[preset]
@@ -216,7 +219,8 @@ def _measure(rows: list[Row], presets: list[str], modes: list[str], reference: l
                 for r in range(runs):
                     cfg = engine_config(preset, device=device, precision=precision, compile=mode, batch=batch,
                                         seq_len=seq_len, steps=n, log_interval=log_interval, dataset=dataset,
-                                        vocab_size=vocab_size, out_dir=Path(tmp), run_name=f"{preset}-{mode}-{r}")
+                                        vocab_size=vocab_size, out_dir=Path(tmp), run_name=f"{preset}-{mode}-{r}",
+                                        model_overrides=model_overrides)
                     # ABBA order (engine first on even repeats, reference first on odd ones), so a
                     # drift in the machine's load does not favour either side.
                     if with_ref and r % 2:
@@ -244,6 +248,7 @@ def _run_reference(preset: str, cfg: RunConfig, data, batch: int, steps: int, de
     log(f"reference {preset} run {r + 1}/{repeats}: batch {batch} x seq {m.max_seq_len}, {steps} timed steps")
     reset_peak(torch.device(device))
     ref = measure_reference(rc, batch_size=batch, steps=steps, warmup=3 if on_gpu else 1, device=device,
+                            window=cfg.train.log_interval,
                             tokens=data.train.ids)
     if not ref.peak_bytes:
         ref.peak_bytes = peak_rss()

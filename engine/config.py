@@ -37,6 +37,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ATTENTION = ("fused", "math")
 TOKENIZERS = ("bpe", "gpt2")
 COMPILE = ("auto", "on", "off")
+ARCHS = ("gpt2", "modern")
+OPTIMIZERS = ("adamw", "muon")
 VOCAB_MULTIPLE = 64  # embedding rows are padded to this for fast matmuls
 GPT2_VOCAB = 50257
 MAX_SEED = 2**63 - 1  # torch.manual_seed and numpy's generator take any non-negative 64-bit int
@@ -79,8 +81,17 @@ class ModelConfig:
                               resume="ignore")
     attention: str = setting("fused", "fused: scaled_dot_product_attention; math: the explicit matrix",
                              choices=ATTENTION, group=ADVANCED, estimate=True)
-    layer_norm_eps: float = setting(1e-5, "LayerNorm epsilon (GPT-2's value, so exports match exactly)",
+    layer_norm_eps: float = setting(1e-5, "LayerNorm (RMSNorm in arch modern) epsilon; 1e-5 is GPT-2's, so "
+                                          "exports match exactly",
                                     label="layer norm eps", gt=0, group=ADVANCED)
+    arch: str = setting("gpt2", "block: gpt2 (GPT-2's, exports to GPT2LMHeadModel) or modern (RoPE, RMSNorm, "
+                                "SwiGLU, QK-norm, no biases: lower perplexity; exports to Qwen3ForCausalLM)",
+                        label="architecture", choices=ARCHS, group=MODEL, estimate=True)
+    tie_embeddings: bool = setting(True, "share the input embedding with the output head (false: a separate "
+                                         "head, more parameters, same FLOPs)", label="tie embeddings",
+                                   group=MODEL, estimate=True)
+    rope_theta: float = setting(10000.0, "rotary position base wavelength (arch modern only)", label="rope theta",
+                                gt=0, group=ADVANCED)
 
     @property
     def padded_vocab_size(self) -> int:
@@ -112,6 +123,13 @@ class TrainConfig:
                                   group=TRAINING)
     weight_decay: float = setting(0.1, "AdamW weight decay, applied to matrices only", label="weight decay", ge=0,
                                   group=TRAINING)
+    optimizer: str = setting("adamw", "adamw for every weight, or muon: Muon for the blocks' matrices (faster "
+                                      "learning per step) and AdamW at lr for embeddings, head, norms and biases",
+                             choices=OPTIMIZERS, group=TRAINING, estimate=True)
+    muon_lr: float = setting(0.02, "Muon's peak learning rate (optimizer muon); the schedule scales it like lr",
+                             label="Muon lr", gt=0, group=TRAINING)
+    muon_momentum: float = setting(0.95, "Muon's Nesterov momentum (optimizer muon)", label="Muon momentum", ge=0,
+                                   lt=1, group=ADVANCED)
     beta1: float = setting(0.9, "AdamW beta1", label="beta1", ge=0, lt=1, group=ADVANCED)
     beta2: float = setting(0.95, "AdamW beta2", label="beta2", ge=0, lt=1, group=ADVANCED)
     grad_clip: float = setting(1.0, "max global gradient norm", label="grad clip", ge=0, zero="off",
@@ -253,8 +271,16 @@ def read_toml(path: str | Path) -> dict[str, Any]:
             return tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder, not a TOML file") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:  # binary, Latin-1...: TOML is UTF-8
+        raise ConfigError(f"config file {path} is not UTF-8 text (invalid byte at offset {e.start})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    except ValueError as e:  # an embedded NUL byte in the path
+        raise ConfigError(f"config file {str(path)!r} cannot be opened: {e}") from None
 
 
 def apply_overrides(cfg: RunConfig, overrides: dict[str, Any], source: str) -> None:
@@ -316,7 +342,9 @@ def build_config(
 
 
 def write_toml(cfg: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(cfg.to_toml())
+    from engine.files import write_text  # atomic: a full disk never leaves a truncated run.toml
+
+    write_text(Path(path), cfg.to_toml())
 
 
 # ----------------------------------------------------------------------------- validation
@@ -337,6 +365,9 @@ def validation_errors(cfg: RunConfig) -> dict[str, str]:
     between = [
         ("model.d_model", m.num_heads <= 0 or m.d_model % m.num_heads == 0,
          f"model.d_model ({m.d_model}) must be divisible by model.num_heads ({m.num_heads})"),
+        ("model.num_heads", m.arch != "modern" or m.num_heads <= 0 or m.d_model % m.num_heads
+         or (m.d_model // m.num_heads) % 2 == 0,
+         f"model.arch modern needs an even head size (d_model / num_heads), got {m.d_model} / {m.num_heads}"),
         ("train.batch_size", t.grad_accum_steps <= 0 or t.batch_size % t.grad_accum_steps == 0,
          f"train.batch_size ({t.batch_size}) must be divisible by train.grad_accum_steps ({t.grad_accum_steps})"),
         ("train.epochs", t.epochs > 0 or t.max_steps > 0,

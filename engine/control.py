@@ -1,8 +1,10 @@
 """The small control object a UI uses to pause, resume and stop a running trainer.
 
 Thread-safe: the UI thread (or a signal handler) calls the methods, the
-training thread polls `should_pause` / `should_stop` at step boundaries and
-blocks in `wait_while_paused`.
+training thread polls `should_pause` / `should_stop` at step boundaries and,
+while paused, waits in `wait_for_change`. Requests from other processes
+(engine.requests) are applied to this object by the trainer, so they take
+the same path as the dashboard's keys.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ class TrainingControl:
     @property
     def should_pause(self) -> bool:
         return self._pause.is_set()
+
+    def wait_for_change(self, timeout: float) -> None:
+        """Block up to `timeout` seconds, returning early on resume() or stop()."""
+        with self._wake:
+            self._wake.wait_for(lambda: not self._pause.is_set() or self._stop.is_set(), timeout)
 
     def wait_while_paused(self) -> None:
         with self._wake:

@@ -2,9 +2,9 @@
 
 `load_text_splits` turns the `--dataset` value into train/valid/test lists of
 lines (one paragraph a line, empty lines kept, no trailing newline). It is
-split in two steps so the token cache can be checked without reading any text:
-`resolve_dataset` decides *what* the dataset is and how to fingerprint it
-(cheap: a few `stat` calls, no network), `read_splits` reads the lines.
+split in two steps so the token cache can be checked without decoding any text:
+`resolve_dataset` decides *what* the dataset is and fingerprints it (a fast
+content hash of the files, no network), `read_splits` reads the lines.
 
 Local copies always win over the hub: a known name such as `wikitext-2` is
 first looked up in `$TUI_LM_DATA/wikitext-2/`, so machines without internet
@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from engine.errors import DataError
+from engine.errors import DataError, UserError
+from engine.files import check_path_text, hash_file
 
 # canonical name -> Hugging Face config of the "wikitext" dataset
 HUB_CONFIGS = {
@@ -101,13 +102,13 @@ def data_home() -> Path | None:
 
 
 def _fingerprint(files: list[Path]) -> str:
-    # Sizes and mtimes change whenever the text does and cost one stat each;
-    # hashing WikiText-103's half gigabyte on every start would not.
-    parts = []
-    for f in files:
-        st = f.stat()
-        parts.append(f"{f.name}:{st.st_size}:{st.st_mtime_ns}")
-    return ";".join(parts)
+    # The content, not size + mtime: an edit that keeps both (or restores the
+    # mtime) must not reuse stale tokens. xxHash3 reads WikiText-103's half
+    # gigabyte in a fraction of a second once it is in the page cache.
+    try:
+        return ";".join(f"{f.name}:{hash_file(f)}" for f in files)
+    except UserError as e:
+        raise DataError(str(e)) from None
 
 
 def _folder_ref(folder: Path, name: str) -> DatasetRef:
@@ -124,6 +125,7 @@ def _folder_ref(folder: Path, name: str) -> DatasetRef:
 
 def resolve_dataset(dataset: str) -> DatasetRef:
     """Decide what `dataset` names: an existing folder, an existing file, or a known hub dataset."""
+    check_path_text("data.dataset", dataset)
     path = Path(dataset).expanduser()
     if path.is_dir():
         return _folder_ref(path, _safe_name(path.resolve().name))

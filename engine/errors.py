@@ -20,3 +20,11 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint file is missing, truncated or corrupt."""
+
+
+class FileError(UserError):
+    """A file cannot be read or written: full disk, size limit, a file where a folder belongs, damage."""
+
+
+class RunLocked(UserError):
+    """Another process is training in this run folder."""

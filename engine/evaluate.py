@@ -6,6 +6,8 @@ Word-level perplexity is exp(total NLL / words), words being whitespace tokens
 plus one end-of-line per line: the figure WikiText papers report, comparable
 across tokenizers. When only the first `max_batches` batches are scored the
 totals are extrapolated from the mean NLL, and the result says `partial`.
+A `should_stop` callback is polled between batches, so a stop request ends an
+evaluation of a large split at once (`EvalInterrupted`) instead of at its end.
 """
 
 from __future__ import annotations
@@ -13,10 +15,15 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+
+class EvalInterrupted(Exception):
+    """`should_stop` returned True during an evaluation; its partial sums are meaningless."""
 
 
 @dataclass
@@ -55,6 +62,7 @@ def score_tokens(
     autocast: contextlib.AbstractContextManager | None = None,
     rank: int = 0,
     world_size: int = 1,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[float, int]:
     """Summed NLL (nats) and number of scored targets over this rank's share of the windows."""
     n_targets = len(ids) - 1
@@ -67,6 +75,8 @@ def score_tokens(
     nll, count = 0.0, 0
     try:
         for b in batches[rank::world_size]:
+            if should_stop is not None and should_stop():
+                raise EvalInterrupted()
             # The last window can be short; it goes in a batch of its own length.
             groups: dict[int, list[int]] = {}
             for s in b:

@@ -120,7 +120,7 @@ class Finished(Event):
 class Failed(Event):
     message: str
     step: int
-    kind: str  # "oom" | "nan" | "data" | "config" | "error"
+    kind: str  # "oom" | "nan" | "data" | "config" | "io" (disk full, size limit...) | "error"
     checkpoint: str = ""  # last good checkpoint, kept on disk
     traceback: str = ""
 

@@ -1,10 +1,13 @@
-"""The decoder-only GPT: GPT-2's layout, so trained models export to Hugging Face exactly.
+"""The decoder-only GPT, in two architectures that share embeddings, loop and costs.
 
-Pre-LayerNorm blocks, learned positions, tanh-GELU MLP (GPT-2's "gelu_new"),
-fused qkv projection, tied input/output embeddings and GPT-2's initialisation.
-Attention goes through `scaled_dot_product_attention` (flash / memory-efficient
-kernels) unless `attention = "math"` asks for the explicit matrix. The model
-reports its own costs: parameter count and training FLOPs per token.
+`arch = "gpt2"`: GPT-2's layout, so trained models export to GPT2LMHeadModel
+exactly: pre-LayerNorm blocks, learned positions, tanh-GELU MLP ("gelu_new"),
+fused qkv projection, biases and GPT-2's initialisation.
+`arch = "modern"`: the block in engine/model_modern.py (RoPE, RMSNorm, SwiGLU,
+QK-norm, no biases), Qwen3's layout. Both use the attention core in
+engine/attention.py and, unless `tie_embeddings` is off, share the input
+embedding with the output head. The model reports its own costs: parameter
+count and training FLOPs per token.
 """
 
 from __future__ import annotations
@@ -16,17 +19,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from engine.attention import KVCache, attend
 from engine.config import ModelConfig
+from engine.model_modern import ModernBlock, rope_tables
 
-
-class KVCache:
-    """Keys and values of past positions, one preallocated buffer per layer, for generation."""
-
-    def __init__(self, cfg: ModelConfig, batch: int, device, dtype) -> None:
-        shape = (batch, cfg.num_heads, cfg.max_seq_len, cfg.head_dim)
-        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.num_layers)]
-        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.num_layers)]
-        self.length = 0  # positions filled so far
+__all__ = ["GPT", "KVCache"]
+# Projections that write into the residual stream: GPT-2 scales their init by 1/sqrt(2 * layers).
+RESIDUAL_PROJECTIONS = ("attn.c_proj.weight", "mlp.c_proj.weight", "attn.o_proj.weight", "mlp.down_proj.weight")
 
 
 class CausalSelfAttention(nn.Module):
@@ -43,27 +42,7 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.num_heads, C // self.num_heads).transpose(1, 2) for t in (q, k, v))
-        causal = True
-        if cache is not None:
-            start = cache.length
-            cache.k[layer][:, :, start:start + T] = k
-            cache.v[layer][:, :, start:start + T] = v
-            k, v = cache.k[layer][:, :, :start + T], cache.v[layer][:, :, :start + T]
-            # A single new token attends to every cached position; a longer
-            # prompt chunk needs the causal mask offset by the cache length.
-            causal = T > 1
-            if causal and start > 0:
-                raise ValueError("a multi-token chunk must start an empty cache")
-        p = self.dropout if self.training else 0.0
-        if self.fused:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=causal)
-        else:
-            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
-            if causal:
-                mask = torch.ones(T, k.size(2), dtype=torch.bool, device=x.device).tril()
-                att = att.masked_fill(~mask, float("-inf"))
-            att = F.dropout(F.softmax(att, dim=-1), p=p, training=self.training)
-            y = att @ v
+        y = attend(q, k, v, cache, layer, self.dropout if self.training else 0.0, self.fused)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -88,7 +67,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope=None, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        # `rope` is unused: GPT-2 adds learned positions to the embedding instead.
         x = x + self.attn(self.ln_1(x), cache, layer)
         return x + self.mlp(self.ln_2(x))
 
@@ -99,18 +79,27 @@ class GPT(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.grad_checkpointing = grad_checkpointing
+        modern = cfg.arch == "modern"
         self.wte = nn.Embedding(cfg.padded_vocab_size, cfg.d_model)
-        self.wpe = nn.Embedding(cfg.max_seq_len, cfg.d_model)
+        if modern:
+            # Rotary tables are derived from the config, so they stay out of the state dict.
+            cos, sin = rope_tables(cfg)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        else:
+            self.wpe = nn.Embedding(cfg.max_seq_len, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
-        self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
-        self.ln_f = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+        self.h = nn.ModuleList((ModernBlock if modern else Block)(cfg) for _ in range(cfg.num_layers))
+        self.ln_f = nn.RMSNorm(cfg.d_model, eps=cfg.layer_norm_eps) if modern else \
+            nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
         self.lm_head = nn.Linear(cfg.d_model, cfg.padded_vocab_size, bias=False)
-        self.lm_head.weight = self.wte.weight  # tied, as in GPT-2
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
         self.apply(self._init_weights)
-        # GPT-2 scales the residual projections by 1/sqrt(2 * layers) so the
-        # residual stream's variance does not grow with depth.
+        # Residual projections are scaled by 1/sqrt(2 * layers) so the
+        # residual stream's variance does not grow with depth (GPT-2).
         for name, p in self.named_parameters():
-            if name.endswith("c_proj.weight"):
+            if name.endswith(RESIDUAL_PROJECTIONS):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.num_layers))
 
     @staticmethod
@@ -133,13 +122,19 @@ class GPT(nn.Module):
         start = cache.length if cache is not None else 0
         if start + T > self.cfg.max_seq_len:
             raise ValueError(f"sequence of {start + T} tokens exceeds max_seq_len {self.cfg.max_seq_len}")
-        pos = torch.arange(start, start + T, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(pos))
+        x = self.wte(idx)
+        rope = None
+        if self.cfg.arch == "modern":
+            # Positions continue from the cache, so a cached token is rotated by its true position.
+            rope = (self.rope_cos[start:start + T], self.rope_sin[start:start + T])
+        else:
+            x = x + self.wpe(torch.arange(start, start + T, device=idx.device))
+        x = self.drop(x)
         for i, block in enumerate(self.h):
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False)
+                x = checkpoint(block, x, rope, use_reentrant=False)
             else:
-                x = block(x, cache, i)
+                x = block(x, rope, cache, i)
         if cache is not None:
             cache.length += T
         logits = self.lm_head(self.ln_f(x))
@@ -157,11 +152,19 @@ class GPT(nn.Module):
             return GPT(cfg).num_params()
 
     def num_params(self) -> int:
-        """Unique parameters (the tied embedding counted once)."""
+        """Unique parameters (a tied embedding counted once)."""
         return sum(p.numel() for p in self.parameters())
 
     def flops_per_token(self, seq_len: int | None = None) -> int:
-        """Training FLOPs per token: 6N for the weights plus attention's 12·L·d·T (PaLM appendix B)."""
+        """Training FLOPs per token: 6N for the weights plus attention's 12·L·d·T (PaLM appendix B).
+
+        N counts only weights that multiply: the learned positions and an
+        untied input embedding are lookups (a tied one is the head's matmul).
+        """
         T = seq_len or self.cfg.max_seq_len
-        n = self.num_params() - self.wpe.weight.numel()
+        n = self.num_params()
+        if self.cfg.arch == "gpt2":
+            n -= self.wpe.weight.numel()
+        if not self.cfg.tie_embeddings:
+            n -= self.wte.weight.numel()
         return 6 * n + 12 * self.cfg.num_layers * self.cfg.d_model * T

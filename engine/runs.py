@@ -1,50 +1,28 @@
-"""Run folders: creating them, their `state.json`, and finding runs to resume.
+"""Finding runs to resume: each run folder described from its small files, without torch.
 
 A run folder holds `run.toml` (the resolved config), `state.json` (status,
-step, last metrics, last checkpoint: small and rewritten atomically, so the
-resume picker lists runs without loading a tensor), `snapshots/`, `models/`,
-`tensorboard/`, `metrics.jsonl` and the tokenizer.
+step, last metrics, last checkpoint: small and rewritten atomically),
+`data.json`, `tokenizer.json`, `snapshots/`, `models/`, `tensorboard/` and
+`metrics.jsonl` (see engine.run_folder). The resume picker and `--resume`
+read only the TOML and JSON files, so listing runs never loads a tensor or
+imports torch, and a damaged run is listed with its problem, never raised.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.checkpoint import list_checkpoints, read_json, write_json
-from engine.config import RunConfig, read_toml
-from engine.errors import CheckpointError, ConfigError
+from engine.config import read_toml
+from engine.errors import ConfigError, FileError
+from engine.files import read_json_object
+from engine.run_folder import default_out_dir  # noqa: F401  (where --resume looks by default)
+from engine.snapshots import good_checkpoints, list_checkpoints
 
 STATUSES = ("running", "paused", "stopped", "finished", "crashed")
-
-
-def default_out_dir(dataset_name: str) -> Path:
-    return Path(f"lm_{dataset_name}")
-
-
-def new_run_dir(cfg: RunConfig, dataset_name: str) -> Path:
-    """A fresh folder for a new run; refuses to reuse an existing run's folder."""
-    parent = Path(cfg.run.out_dir) if cfg.run.out_dir else default_out_dir(dataset_name)
-    name = cfg.run.run_name or f"{cfg.run.preset or 'custom'}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = parent / name
-    if (run_dir / "run.toml").exists():
-        raise ConfigError(
-            f"run folder {run_dir} already holds a run; choose another --run-name or resume it with --resume {run_dir}"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
-
-
-def update_state(run_dir: Path, **values: Any) -> dict[str, Any]:
-    path = run_dir / "state.json"
-    state = read_json(path) if path.is_file() else {}
-    state.update(values, updated=time.time(), pid=os.getpid(), host=socket.gethostname())
-    write_json(path, state)
-    return state
 
 
 @dataclass
@@ -70,14 +48,23 @@ class RunInfo:
         return not self.problem and self.status != "finished"
 
 
-def _process_alive(pid: int) -> bool:
+def _process_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except (PermissionError, OverflowError):
         return True
     return True
+
+
+def _number(value: Any, kind: type, default: Any) -> Any:
+    """A field of a JSON file that may have been edited or damaged: the value when it has the right type."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return default
+    return kind(value)
 
 
 def read_run(run_dir: Path) -> RunInfo:
@@ -87,39 +74,36 @@ def read_run(run_dir: Path) -> RunInfo:
         cfg = read_toml(run_dir / "run.toml")
     except ConfigError as e:
         cfg, problem = {}, f"run.toml unreadable: {e}"
-    try:
-        state = read_json(run_dir / "state.json") if (run_dir / "state.json").is_file() else {}
-    except CheckpointError as e:
-        state, problem = {}, problem or str(e)
-    status = state.get("status", "crashed")
-    # A "running" run whose process is gone on this host died without saying so.
-    if status == "running" and (state.get("host") != socket.gethostname() or not _process_alive(state.get("pid", -1))):
-        status = "crashed"
-    ckpts = list_checkpoints(run_dir)
-    last = ckpts[-1] if ckpts else None
-    meta: dict[str, Any] = {}
-    if last is not None:
+    state: dict[str, Any] = {}
+    if (run_dir / "state.json").is_file():
         try:
-            meta = read_json(last.with_suffix(".json"))
-            if last.stat().st_size != meta.get("bytes", last.stat().st_size):
-                problem = problem or f"{last.name} is truncated"
-        except CheckpointError as e:
+            state = read_json_object(run_dir / "state.json")
+        except FileError as e:
             problem = problem or str(e)
-    elif status != "finished" and not problem:
+    status = state.get("status") if state.get("status") in STATUSES else "crashed"
+    # A "running" run whose process is gone on this host died without saying so.
+    if status == "running" and (state.get("host") != socket.gethostname() or not _process_alive(state.get("pid"))):
+        status = "crashed"
+    good = good_checkpoints(run_dir)
+    last, meta = good[-1] if good else (None, {})
+    if last is None and list_checkpoints(run_dir) and not problem:
+        problem = "no readable checkpoint (every checkpoint's metadata is damaged or its file truncated)"
+    elif last is None and status != "finished" and not problem:
         problem = "no checkpoint to resume from"
+    section = (lambda name: cfg.get(name) if isinstance(cfg.get(name), dict) else {})
     return RunInfo(
         path=run_dir,
         name=run_dir.name,
-        preset=cfg.get("run", {}).get("preset", "?"),
-        dataset=cfg.get("data", {}).get("dataset", "?"),
-        step=int(meta.get("step", state.get("step", 0))),
-        total_steps=int(state.get("total_steps", 0)),
+        preset=str(section("run").get("preset", "?")),
+        dataset=str(section("data").get("dataset", "?")),
+        step=_number(meta.get("step", state.get("step")), int, 0),
+        total_steps=_number(state.get("total_steps"), int, 0),
         status=status,
-        last_val_ppl=state.get("last_val_ppl"),
-        last_word_ppl=state.get("last_word_ppl"),
+        last_val_ppl=_number(state.get("last_val_ppl"), float, None),
+        last_word_ppl=_number(state.get("last_word_ppl"), float, None),
         last_checkpoint=last.name if last else "",
-        last_checkpoint_time=meta.get("time"),
-        world_size=int(meta.get("world_size", state.get("world_size", 1))),
+        last_checkpoint_time=_number(meta.get("time"), float, None),
+        world_size=_number(meta.get("world_size", state.get("world_size")), int, 1),
         problem=problem,
     )
 
@@ -133,7 +117,14 @@ def find_runs(roots: list[Path]) -> list[RunInfo]:
         for child in root.iterdir():
             if (child / "run.toml").is_file():
                 runs.append(read_run(child))
-    runs.sort(key=lambda r: r.last_checkpoint_time or (r.path / "run.toml").stat().st_mtime, reverse=True)
+
+    def newest(r: RunInfo) -> float:
+        try:
+            return r.last_checkpoint_time or (r.path / "run.toml").stat().st_mtime
+        except OSError:
+            return 0.0
+
+    runs.sort(key=newest, reverse=True)
     return runs
 
 

@@ -7,6 +7,16 @@ takes minutes, so the result is cached in a folder keyed by everything that
 affects it; a second run with the same inputs only reads `meta.json` and maps
 the `.bin` files. Every cache file is written atomically and `meta.json`
 last, so an interrupted run leaves a cache that is rebuilt, never half-used.
+The key hashes the data's content (not sizes and times), so any edit rebuilds.
+
+A resumed run passes its own `tokenizer.json`: the data is then tokenized
+with exactly that tokenizer (never a retrained one), in a cache keyed by the
+tokenizer's checksum unless the run's usual cache already holds it.
+
+Hostile text cannot make tokenizer training quadratic: a run of more than
+`MAX_PRETOKEN` letters, digits, symbols or spaces is cut into pieces of that
+length before byte-level BPE (training and encoding alike, since the split is
+part of the saved tokenizer), so the work grows linearly with the input.
 """
 
 from __future__ import annotations
@@ -15,14 +25,14 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import time
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from engine.config import DataConfig
 from engine.data import (
@@ -34,10 +44,13 @@ from engine.data import (
     resolve_dataset,
     short_reason,
 )
-from engine.errors import DataError
+from engine.errors import DataError, FileError
+from engine.files import atomic_write, hash_bytes, hash_file, remove_stale_temps
 
 EOT = "<|endoftext|>"
-FORMAT_VERSION = 1  # bump when the layout of the cache files changes
+FORMAT_VERSION = 2  # bump when the layout of the cache files changes (2: content-hash keys)
+MAX_PRETOKEN = 100  # longest run of one character class that stays one pre-token
+PROGRESS_S = 5.0  # seconds between progress lines while a large corpus is prepared
 CACHE_ENV = "TUI_LM_CACHE"
 ENCODE_CHUNK = 4096  # lines per encode_batch call: big enough to use every core
 SPLITS = ("train", "valid", "test")
@@ -57,6 +70,8 @@ class TokenSplit:
 class PreparedData:
     tokenizer: Tokenizer
     tokenizer_path: Path  # tokenizer.json in the cache folder
+    tokenizer_hash: str  # xxh3-128 of tokenizer.json: which tokenizer made these ids
+    fingerprint: str  # content hash of the text (engine.data.DatasetRef.fingerprint)
     vocab_size: int  # the real size, which can be below the BPE target on small data
     eot_id: int
     train: TokenSplit
@@ -73,10 +88,33 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 # ----------------------------------------------------------------------------- tokenizers
 
-def train_bpe(lines: list[str], vocab_size: int) -> Tokenizer:
+def bounded_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
+    """GPT-2's byte-level pre-tokenizer behind a split of over-long runs into MAX_PRETOKEN pieces.
+
+    Only a run of one class (letters, digits, other symbols, spaces) can make
+    a long GPT-2 pre-token, and only such runs match, so ordinary text is
+    pre-tokenized exactly as by ByteLevel alone.
+    """
+    n = MAX_PRETOKEN
+    long_run = Regex(rf"\p{{L}}{{{n}}}|\p{{N}}{{{n}}}|[^\s\p{{L}}\p{{N}}]{{{n}}}|\s{{{n}}}")
+    return pre_tokenizers.Sequence([pre_tokenizers.Split(long_run, behavior="isolated"),
+                                    pre_tokenizers.ByteLevel(add_prefix_space=False)])
+
+
+def _counted(lines: list[str], log: Callable[[str], None]) -> Iterator[str]:
+    """line + "\\n" for each line, logging how far the BPE trainer has read every PROGRESS_S seconds."""
+    last = time.monotonic()
+    for i, line in enumerate(lines):
+        if time.monotonic() - last > PROGRESS_S:
+            last = time.monotonic()
+            log(f"training BPE tokenizer: read {i:,} of {len(lines):,} lines")
+        yield line + "\n"
+
+
+def train_bpe(lines: list[str], vocab_size: int, log: Callable[[str], None] = lambda _: None) -> Tokenizer:
     """A GPT-2 style byte-level BPE trained on `lines` (each as line + "\\n")."""
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = bounded_pre_tokenizer()
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -85,7 +123,7 @@ def train_bpe(lines: list[str], vocab_size: int) -> Tokenizer:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator((line + "\n" for line in lines), trainer=trainer, length=len(lines))
+    tok.train_from_iterator(_counted(lines, log), trainer=trainer, length=len(lines))
     return tok
 
 
@@ -154,36 +192,30 @@ def _writable(folder: Path) -> bool:
     return bool(mode & 0o222) and os.access(folder, os.W_OK | os.X_OK)
 
 
-def cache_key(ref: DatasetRef, cfg: DataConfig) -> str:
-    """Short hash of everything that changes the tokens."""
-    parts = {
+def cache_key(ref: DatasetRef, cfg: DataConfig, tokenizer_hash: str | None = None) -> str:
+    """Short hash of everything that changes the tokens.
+
+    `tokenizer_hash` (a given tokenizer.json's checksum) replaces the
+    settings that would otherwise decide which tokenizer is trained.
+    """
+    parts: dict[str, object] = {
         "format": FORMAT_VERSION,
         "fingerprint": ref.fingerprint,
-        "tokenizer": cfg.tokenizer,
-        # GPT-2's vocabulary is fixed, so the target must not force a rebuild.
-        "vocab_size": cfg.vocab_size if cfg.tokenizer == "bpe" else None,
         "max_samples": cfg.max_samples,
         "valid_fraction": cfg.valid_fraction if ref.kind == "file" else None,
     }
+    if tokenizer_hash is not None:
+        parts["tokenizer_file"] = tokenizer_hash
+    else:
+        parts["tokenizer"] = cfg.tokenizer
+        # GPT-2's vocabulary is fixed, so the target must not force a rebuild.
+        parts["vocab_size"] = cfg.vocab_size if cfg.tokenizer == "bpe" else None
     blob = json.dumps(parts, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _write_split(path: Path, tokenizer: Tokenizer, lines: list[str], eot_id: int, dtype: np.dtype) -> int:
+def _write_split(path: Path, tokenizer: Tokenizer, lines: list[str], eot_id: int, dtype: np.dtype,
+                 log: Callable[[str], None]) -> int:
     """Stream the tokens of `lines` to `path` (EOT first); return how many were written."""
     count = 0
 
@@ -191,11 +223,16 @@ def _write_split(path: Path, tokenizer: Tokenizer, lines: list[str], eot_id: int
         nonlocal count
         f.write(np.array([eot_id], dtype=dtype).tobytes())
         count = 1
-        for ids in encode_lines(tokenizer, lines):
+        last = time.monotonic()
+        for i, ids in enumerate(encode_lines(tokenizer, lines)):
             f.write(ids.astype(dtype).tobytes())
             count += len(ids)
+            if time.monotonic() - last > PROGRESS_S:
+                last = time.monotonic()
+                done = min(len(lines), (i + 1) * ENCODE_CHUNK)
+                log(f"tokenizing {path.stem}: {done / len(lines):.0%} ({done:,} of {len(lines):,} lines)")
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
     return count
 
 
@@ -213,6 +250,8 @@ def _read_meta(folder: Path, key: str) -> dict | None:
         meta = json.loads((folder / "meta.json").read_text())
         if meta.get("format") != FORMAT_VERSION or meta.get("key") != key:
             return None
+        if not isinstance(meta.get("tokenizer_hash"), str):
+            return None
         itemsize = np.dtype(meta["dtype"]).itemsize
         if not (folder / "tokenizer.json").is_file():
             return None
@@ -220,20 +259,32 @@ def _read_meta(folder: Path, key: str) -> dict | None:
             if (folder / f"{split}.bin").stat().st_size != info["tokens"] * itemsize:
                 return None
         return meta
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
-def _build(folder: Path, key: str, ref: DatasetRef, cfg: DataConfig, log: Callable[[str], None]) -> dict:
-    texts: TextSplits = read_splits(ref, cfg.max_samples, cfg.valid_fraction, log)
-    if not texts.train:
-        raise DataError(f"dataset {ref.source} has no training lines")
+def _tokenizer_for(texts: TextSplits, cfg: DataConfig, tokenizer_file: Path | None,
+                   log: Callable[[str], None]) -> tuple[Tokenizer, bytes]:
+    """The tokenizer to encode with and the exact bytes of its tokenizer.json."""
+    if tokenizer_file is not None:
+        log(f"tokenizing with the run's own tokenizer {tokenizer_file}")
+        try:
+            blob = Path(tokenizer_file).read_bytes()
+            return Tokenizer.from_str(blob.decode("utf-8")), blob
+        except Exception as e:  # OSError, UnicodeDecodeError, or the tokenizers parser's own error
+            raise DataError(f"tokenizer {tokenizer_file} is damaged or unreadable ({short_reason(e)})") from None
     if cfg.tokenizer == "gpt2":
         log("loading the GPT-2 tokenizer")
         tokenizer = load_gpt2()
     else:
         log(f"training BPE tokenizer (target vocab {cfg.vocab_size}) on {len(texts.train):,} lines")
-        tokenizer = train_bpe(texts.train, cfg.vocab_size)
+        tokenizer = train_bpe(texts.train, cfg.vocab_size, log)
+    return tokenizer, tokenizer.to_str().encode("utf-8")
+
+
+def _build(folder: Path, key: str, texts: TextSplits, cfg: DataConfig, tokenizer_file: Path | None,
+           log: Callable[[str], None]) -> dict:
+    tokenizer, tok_json = _tokenizer_for(texts, cfg, tokenizer_file, log)
     vocab_size = tokenizer.get_vocab_size()
     eot_id = tokenizer.token_to_id(EOT)
     if eot_id is None:
@@ -244,13 +295,13 @@ def _build(folder: Path, key: str, ref: DatasetRef, cfg: DataConfig, log: Callab
     # A stale meta.json must not vouch for files that are about to change.
     with contextlib.suppress(FileNotFoundError):
         (folder / "meta.json").unlink()
-    tok_json = tokenizer.to_str().encode("utf-8")
-    _atomic_write(folder / "tokenizer.json", lambda f: f.write(tok_json))
+    remove_stale_temps(folder)  # writers that were killed mid-write
+    atomic_write(folder / "tokenizer.json", lambda f: f.write(tok_json))
     splits = {}
     for split, lines in (("train", texts.train), ("valid", texts.valid), ("test", texts.test)):
         if split == "test" and not lines:
             continue
-        n = _write_split(folder / f"{split}.bin", tokenizer, lines, eot_id, dtype)
+        n = _write_split(folder / f"{split}.bin", tokenizer, lines, eot_id, dtype, log)
         log(f"tokenizing {split}: {n:,} tokens")
         splits[split] = {"tokens": n, **_split_stats(lines)}
     meta = {
@@ -259,7 +310,8 @@ def _build(folder: Path, key: str, ref: DatasetRef, cfg: DataConfig, log: Callab
         "name": texts.name,
         "source": texts.source,
         "fingerprint": texts.fingerprint,
-        "tokenizer": cfg.tokenizer,
+        "tokenizer": cfg.tokenizer if tokenizer_file is None else f"file:{tokenizer_file}",
+        "tokenizer_hash": hash_bytes(tok_json),
         "vocab_target": cfg.vocab_size,
         "vocab_size": vocab_size,
         "eot_id": eot_id,
@@ -268,36 +320,85 @@ def _build(folder: Path, key: str, ref: DatasetRef, cfg: DataConfig, log: Callab
         "splits": splits,
     }
     blob = json.dumps(meta, indent=2).encode("utf-8")
-    _atomic_write(folder / "meta.json", lambda f: f.write(blob))
+    atomic_write(folder / "meta.json", lambda f: f.write(blob))
     log(f"saved tokens to {folder}")
     return meta
 
 
-def _cache_folder(ref: DatasetRef, key: str) -> Path:
-    """Create and return the cache folder, falling back to the home cache if needed."""
+def _cache_candidates(ref: DatasetRef, key: str) -> list[Path]:
     leaf = f"{ref.name}-{key}"
-    preferred = cache_root(ref.path) / leaf
-    for folder in dict.fromkeys([preferred, _home_cache() / leaf]):
+    return list(dict.fromkeys([cache_root(ref.path) / leaf, _home_cache() / leaf]))
+
+
+def _find_cache(ref: DatasetRef, key: str) -> tuple[Path, dict] | None:
+    """A complete cache for `key`, looked up without creating anything."""
+    for folder in _cache_candidates(ref, key):
+        meta = _read_meta(folder, key) if folder.is_dir() else None
+        if meta is not None:
+            return folder, meta
+    return None
+
+
+def _cache_folder(ref: DatasetRef, key: str) -> tuple[Path, list[Path]]:
+    """Create the cache folder (falling back to the home cache); also returns the folders it created."""
+    candidates = _cache_candidates(ref, key)
+    for folder in candidates:
+        created = [p for p in [folder, *folder.parents] if not p.exists()]
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            return folder
+            return folder, created
         except OSError:
             continue
-    raise DataError(f"cannot create a token cache folder at {preferred}; set {CACHE_ENV} to a writable folder")
+    raise DataError(f"cannot create a token cache folder at {candidates[0]}; set {CACHE_ENV} to a writable folder")
+
+
+def _remove_partial(folder: Path, created: list[Path]) -> None:
+    """After a failed build: drop meta-less files, and the folders this build created if now empty."""
+    if (folder / "meta.json").exists():
+        return
+    for name in ("tokenizer.json", *(f"{s}.bin" for s in SPLITS)):
+        with contextlib.suppress(OSError):
+            (folder / name).unlink()
+    for p in created:  # deepest first
+        with contextlib.suppress(OSError):
+            p.rmdir()
 
 
 # ----------------------------------------------------------------------------- entry point
 
-def prepare_data(cfg: DataConfig, log: Callable[[str], None] = lambda _: None) -> PreparedData:
-    """Tokenized splits for `cfg`, from the cache when the same inputs were prepared before."""
+def prepare_data(cfg: DataConfig, log: Callable[[str], None] = lambda _: None,
+                 tokenizer_file: Path | None = None) -> PreparedData:
+    """Tokenized splits for `cfg`, from the cache when the same inputs were prepared before.
+
+    With `tokenizer_file` (a resumed run's own tokenizer.json) the text is
+    encoded with that tokenizer, never a newly trained one.
+    """
     ref = resolve_dataset(cfg.dataset)
     key = cache_key(ref, cfg)
-    folder = _cache_folder(ref, key)
-    meta = _read_meta(folder, key)
-    if meta is not None:
+    found = _find_cache(ref, key)
+    if tokenizer_file is not None:
+        try:
+            want = hash_file(Path(tokenizer_file))
+        except FileError as e:
+            raise DataError(str(e)) from None
+        # On unchanged data the usual cache holds this very tokenizer: no re-tokenizing.
+        if found is None or found[1]["tokenizer_hash"] != want:
+            key = cache_key(ref, cfg, want)
+            found = _find_cache(ref, key)
+    if found is not None:
+        folder, meta = found
         log(f"using cached tokens from {folder}")
     else:
-        meta = _build(folder, key, ref, cfg, log)
+        texts = read_splits(ref, cfg.max_samples, cfg.valid_fraction, log)  # before any folder exists
+        if not texts.train:
+            raise DataError(f"dataset {ref.source} has no training lines")
+        log(f"read {sum(len(s) for s in (texts.train, texts.valid, texts.test)):,} lines from {ref.source}")
+        folder, created = _cache_folder(ref, key)
+        try:
+            meta = _build(folder, key, texts, cfg, tokenizer_file, log)
+        except BaseException:
+            _remove_partial(folder, created)
+            raise
     dtype = np.dtype(meta["dtype"])
 
     def split(name: str) -> TokenSplit | None:
@@ -313,6 +414,8 @@ def prepare_data(cfg: DataConfig, log: Callable[[str], None] = lambda _: None) -
     return PreparedData(
         tokenizer=Tokenizer.from_file(str(tokenizer_path)),
         tokenizer_path=tokenizer_path,
+        tokenizer_hash=meta["tokenizer_hash"],
+        fingerprint=ref.fingerprint,
         vocab_size=meta["vocab_size"],
         eot_id=meta["eot_id"],
         train=train,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import shutil
 import time
 import traceback
 from pathlib import Path
@@ -21,20 +20,25 @@ from typing import Any
 import torch
 
 from engine import events as ev
-from engine.checkpoint import (checkpoint_path, load_latest_checkpoint, prune_checkpoints,
-                               save_checkpoint, save_final_model)
+from engine.checkpoint import load_latest_checkpoint, save_checkpoint
 from engine.config import RunConfig, load_preset, write_toml
 from engine.control import TrainingControl
-from engine.errors import ConfigError, DataError, UserError
-from engine.evaluate import eval_metrics, score_tokens
+from engine.errors import ConfigError, DataError, FileError, UserError
+from engine.evaluate import EvalInterrupted, eval_metrics, score_tokens
+from engine.final_model import save_final_model
 from engine.loader import TrainLoader
 from engine.model import GPT
 from engine.monitor import MemoryMonitor
-from engine.optim import make_optimizer
+from engine.optim import make_optimizer, set_lr
 from engine.recorder import RunRecorder
-from engine.runs import new_run_dir
+from engine.requests import clear_request, take_request
+from engine.run_folder import RunLock, check_data, claim_run, create_run, run_tokenizer
 from engine.runtime import Runtime, all_gather, all_reduce_sum, resolve_runtime, rng_state, set_rng_state
 from engine.schedule import lr_at
+from engine.snapshots import checkpoint_path, prune_checkpoints
+
+
+PAUSE_POLL_S = 0.5  # while paused: how often rank 0 looks for a request and the ranks vote
 
 
 class NonFiniteLoss(Exception):
@@ -61,16 +65,24 @@ class Trainer:
         *,
         run_dir: Path | None = None,
         resume: bool = False,
+        accept_data_change: bool = False,
     ) -> None:
-        """`run_dir` is where a resumed run lives; a new run gets a fresh folder."""
+        """`run_dir` is where a resumed run lives; a new run gets a fresh folder.
+
+        A resume refuses data that changed since the run was trained unless
+        `accept_data_change`; either way it keeps the run's own tokenizer.
+        """
         self.cfg = cfg
         self.control = control or TrainingControl()
         self._emit_ui = emit
         self.emit: ev.EventSink = emit
         self.run_dir = run_dir
         self.resume = resume
+        self.accept_data_change = accept_data_change
         self.step = 0
         self.last_checkpoint = ""
+        self.lock: RunLock | None = None  # held by rank 0 while it writes the run folder
+        self.bad_checkpoints: list[Path] = []  # found corrupt on resume: never counted as kept
 
     # ------------------------------------------------------------------ entry point
 
@@ -85,6 +97,8 @@ class Trainer:
             return self._fail(str(e), "nan")
         except DataError as e:
             return self._fail(str(e), "data")
+        except FileError as e:  # full disk, file-size limit, a file where a folder belongs
+            return self._fail(str(e), "io")
         except UserError as e:
             return self._fail(str(e), "config")
         except Exception as e:
@@ -98,6 +112,8 @@ class Trainer:
                 self.monitor.stop()
             if self.rt is not None and self.rt.distributed:
                 torch.distributed.destroy_process_group()
+            if self.lock is not None:
+                self.lock.release()
 
     def _fail(self, message: str, kind: str, tb: str = "") -> ev.Failed:
         if self.rt is not None and self.rt.distributed:
@@ -128,9 +144,16 @@ class Trainer:
         cfg = self.cfg
         self.rt = rt = resolve_runtime(cfg.train)
         log = (lambda m: self.emit(ev.Log(m))) if rt.is_main else (lambda m: None)
+        # Run-folder integrity: a resume locks the folder before touching it, and
+        # tokenizes with the run's own tokenizer, on data it checks is unchanged.
+        if self.resume and rt.is_main:
+            self.lock = claim_run(self.run_dir, log)
+        run_tok = run_tokenizer(self.run_dir) if self.resume else None
         if not rt.is_main:
             rt.wait_for_main()  # rank 0 trains the tokenizer and writes the token cache first
-        self.data = prepare_data(cfg.data, log=log)
+        self.data = prepare_data(cfg.data, log=log, tokenizer_file=run_tok)
+        if self.resume and rt.is_main:
+            check_data(self.run_dir, self.data.fingerprint, self.data.source, self.accept_data_change, log)
         if rt.is_main:
             rt.wait_for_main()
         cfg.model.vocab_size = self.data.vocab_size
@@ -138,12 +161,17 @@ class Trainer:
             raise DataError(f"the training split has only {len(self.data.train.ids)} tokens, fewer than "
                             f"one window of model.max_seq_len + 1 = {cfg.model.max_seq_len + 1}")
         if self.run_dir is None:
-            self.run_dir = new_run_dir(cfg, self.data.name) if rt.is_main else Path()
+            self.run_dir = Path()
+            if rt.is_main:  # created exclusively and locked, with run.toml, tokenizer and data.json
+                self.run_dir, self.lock = create_run(cfg, self.data.name, self.data.tokenizer_path,
+                                                     self.data.fingerprint, self.data.source)
             if rt.distributed:
                 self.run_dir = Path(all_gather(str(self.run_dir), rt)[0])
         if rt.is_main:
+            clear_request(self.run_dir)  # a request left in the folder was meant for an earlier process
+        if self.resume and rt.is_main:
             write_toml(cfg, self.run_dir / "run.toml")
-            shutil.copyfile(self.data.tokenizer_path, self.run_dir / "tokenizer.json")
+        if rt.is_main:
             self.emit = RunRecorder(self.run_dir, self._emit_ui)
             self.monitor = MemoryMonitor(self.emit, device=str(rt.device))
             self.monitor.start()
@@ -229,7 +257,8 @@ class Trainer:
     def _restore(self) -> str:
         assert self.run_dir is not None and self.rt is not None
         path, state = load_latest_checkpoint(self.run_dir, map_location="cpu",
-                                             warn=lambda m: self.emit(ev.Log(m, "warning")))
+                                             warn=lambda m: self.emit(ev.Log(m, "warning")),
+                                             skipped=self.bad_checkpoints)
         try:
             self.raw_model.load_state_dict(state["model"])
         except RuntimeError as e:
@@ -260,14 +289,14 @@ class Trainer:
         window_steps, window_start = 0, time.perf_counter()
         grad_norm = torch.zeros((), device=rt.device)
         while self.step < self.total_steps:
-            if self.control.should_pause and not self.control.should_stop and not rt.distributed:
-                self._pause()
-            if self._stop_requested():
+            request = self._agreed_request()
+            if request == "pause":
+                request = self._pause()
+            if request == "stop":
                 return self._finish(stopped=True)
             lr = lr_at(self.step, lr=t.lr, warmup_steps=t.warmup_steps, total_steps=self.total_steps,
                        min_lr_ratio=t.min_lr_ratio)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+            set_lr(self.optimizer, t, lr / t.lr)
             epoch = self.loader.epoch
             loss, grad_norm = self._train_step(self.loader.next_step())
             window_loss += loss
@@ -300,25 +329,49 @@ class Trainer:
                 # clock once the queued training work is done, restart it after.
                 rt.synchronize()
                 paused_at = time.perf_counter()
-                best = self._evaluate("valid", t.eval_batches).best if evaluate else False
+                try:
+                    best = self._evaluate("valid", t.eval_batches).best if evaluate else False
+                except EvalInterrupted:  # a stop request does not wait for the evaluation
+                    return self._finish(stopped=True)
                 if save or best:
                     self._save("interval" if not best else "best", best=best)
                 window_start += time.perf_counter() - paused_at
         return self._finish(stopped=False)
 
-    def _stop_requested(self) -> bool:
-        """Ranks must agree to stop at the same step, or the others would hang in all-reduce.
+    def _agreed_request(self) -> str | None:
+        """"stop", "pause" or None, the same on every rank.
 
-        The vote is a collective, so under DDP it runs on logging steps only
-        (one small sync per log interval, not per step).
+        Requests come from this process's control (dashboard keys, signals) and,
+        at logging steps, from the run folder's request file (`tui-lm pause RUN`
+        from another shell), which rank 0 reads. Ranks must agree, or the others
+        would hang in the next all-reduce: under DDP the vote is a collective, so
+        it runs on logging steps only (one small sync per log interval).
         """
         rt = self.rt
         assert rt is not None
-        if not rt.distributed:
-            return self.control.should_stop
-        if self.step % self.cfg.train.log_interval:
-            return False
-        return all_reduce_sum([float(self.control.should_stop)], rt)[0] > 0
+        at_log_step = self.step % self.cfg.train.log_interval == 0
+        if rt.distributed and not at_log_step:
+            return None
+        if at_log_step:
+            self._take_request()
+        return self._vote()
+
+    def _take_request(self) -> None:
+        """Rank 0 applies a request file from another process to its control."""
+        if self.rt is None or not self.rt.is_main or self.run_dir is None:
+            return
+        action = take_request(self.run_dir)
+        if action is not None:
+            self.emit(ev.Log(f"{action} requested from outside at step {self.step}"))
+            {"pause": self.control.pause, "resume": self.control.resume, "stop": self.control.stop}[action]()
+
+    def _vote(self) -> str | None:
+        rt = self.rt
+        assert rt is not None
+        stop, pause = float(self.control.should_stop), float(self.control.should_pause)
+        if rt.distributed:
+            stop, pause = all_reduce_sum([stop, pause], rt)
+        return "stop" if stop else "pause" if pause else None
 
     def _train_step(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
         rt, t = self.rt, self.cfg.train
@@ -354,6 +407,8 @@ class Trainer:
             self.raw_model, split.ids, seq_len=self.cfg.model.max_seq_len,
             batch_size=max(1, self.cfg.train.batch_size // self.cfg.train.grad_accum_steps // rt.world_size),
             device=rt.device, max_batches=max_batches, autocast=rt.autocast(), rank=rt.rank, world_size=rt.world_size,
+            # Under DDP every rank must reach the all-reduce below, so a stop waits for the evaluation's end.
+            should_stop=None if rt.distributed else (lambda: self.control.should_stop),
         )
         nll, count = all_reduce_sum([nll, float(count)], rt)
         m = eval_metrics(nll, int(count), len(split.ids) - 1, split.n_words, split.n_bytes)
@@ -394,19 +449,29 @@ class Trainer:
             }
             meta = {"step": self.step, "total_steps": self.total_steps, "epoch": self.loader.state.epoch,
                     "reason": reason, "best": best, "best_val_loss": self.best_val_loss,
-                    "world_size": rt.world_size}
+                    "world_size": rt.world_size, "tokenizer_xxh3_128": self.data.tokenizer_hash}
             save_checkpoint(path, state, meta)
-            prune_checkpoints(self.run_dir, self.cfg.train.keep_checkpoints)
+            prune_checkpoints(self.run_dir, self.cfg.train.keep_checkpoints, bad=self.bad_checkpoints)
             self.emit(ev.CheckpointSaved(step=self.step, path=str(path), reason=reason))
         self.last_checkpoint = str(path)
         return str(path)
 
-    def _pause(self) -> None:
+    def _pause(self) -> str | None:
+        """Checkpoint, then wait for resume (returns None) or stop (returns "stop"), on every rank."""
         path = self._save("pause")
         self.emit(ev.Paused(step=self.step, checkpoint=path))
-        self.control.wait_while_paused()
-        if not self.control.should_stop:
+        while True:
+            self._take_request()
+            request = self._vote()
+            if request != "pause":
+                break
+            if self.rt is not None and self.rt.distributed:
+                time.sleep(PAUSE_POLL_S)  # every rank, so they meet in the vote rather than spin in it
+            else:
+                self.control.wait_for_change(PAUSE_POLL_S)  # a dashboard key wakes it at once
+        if request is None:
             self.emit(ev.Resumed(step=self.step))
+        return request
 
     def _finish(self, stopped: bool) -> ev.Finished:
         rt = self.rt
@@ -418,12 +483,22 @@ class Trainer:
                                 best_val_loss=self.best_val_loss)
             self.emit(event)
             return event
-        self._evaluate("valid", 0)
-        test = self._evaluate("test", 0) if self.data.test is not None else None
-        self._save("final")
+        # The trained weights are on disk before the (long, interruptible) final evaluation.
+        if not self.last_checkpoint.endswith(checkpoint_path(self.run_dir, self.step).name):
+            self._save("final")
         model_dir = ""
         if rt.is_main:
-            model_dir = str(save_final_model(self.run_dir, self.raw_model, self.cfg, self.data.tokenizer_path))
+            model_dir = str(save_final_model(self.run_dir, self.raw_model, self.cfg, self.run_dir / "tokenizer.json"))
+        try:
+            self._evaluate("valid", 0)
+            test = self._evaluate("test", 0) if self.data.test is not None else None
+        except EvalInterrupted:
+            self.emit(ev.Log(f"final evaluation interrupted; the trained model is saved in {model_dir}, and "
+                             "resuming the run runs the evaluation again", "warning"))
+            event = ev.Finished(step=self.step, run_dir=str(self.run_dir), stopped=True, model_dir=model_dir,
+                                best_val_loss=self.best_val_loss)
+            self.emit(event)
+            return event
         event = ev.Finished(step=self.step, run_dir=str(self.run_dir), stopped=False, model_dir=model_dir,
                             best_val_loss=self.best_val_loss, test=test)
         self.emit(event)

@@ -15,18 +15,13 @@ from textual.screen import Screen
 
 from engine.config import RunConfig, build_config
 from engine.errors import ConfigError
+from engine.runs import default_roots
 from tui_lm.profiles import load_profile, profiles_dir
 from tui_lm.screens.dashboard import DashboardScreen
 from tui_lm.screens.help import HelpScreen
 from tui_lm.screens.quit_confirm import QuitConfirm
 from tui_lm.screens.resume import ResumeScreen
 from tui_lm.screens.setup import SetupScreen
-
-
-def default_roots(cwd: Path | None = None) -> list[Path]:
-    """./lm_* folders, like engine.runs.default_roots (which would import torch)."""
-    cwd = cwd or Path.cwd()
-    return sorted(p for p in cwd.glob("lm_*") if p.is_dir())
 
 
 class TuiLmApp(App[int]):

@@ -5,6 +5,7 @@
     tui-lm --resume [PATH]              the dashboard's resume picker (headless with --no-ui)
     tui-lm --no-ui [flags]              train without a UI (servers, scripts, torchrun)
     tui-lm estimate|sample|export ...   memory estimate, text generation, Hugging Face export
+    tui-lm pause|resume|stop RUN        steer a run another process is training
 
 Every multi-word flag is accepted with underscores and with hyphens
 (`--max_seq_len` == `--max-seq-len`). User errors print one line and exit 2.
@@ -23,6 +24,7 @@ from tui_lm.flags import Parser, add_setting_flags, spellings
 from tui_lm.flags import overrides_from as flag_overrides
 
 SUBCOMMANDS = ("estimate", "sample", "export")
+STEER = ("pause", "resume", "stop")  # one module, told which action
 
 
 SECTION_TITLES = {"model": "model shape", "train": "training", "data": "data", "run": "run folder"}
@@ -30,12 +32,14 @@ SECTION_TITLES = {"model": "model shape", "train": "training", "data": "data", "
 
 def build_parser() -> Parser:
     p = Parser(prog="tui-lm", description="Train GPT-style language models from the terminal.",
-               epilog="Sub-commands: tui-lm estimate|sample|export --help")
+               epilog="Sub-commands: tui-lm estimate|sample|export|pause|resume|stop --help")
     p.add_argument("profile", nargs="?", help="a run.toml to open in the dashboard")
     p.add_argument("--no-ui", "--no_ui", dest="no_ui", action="store_true", help="train headless")
     p.add_argument(*spellings("--config"), dest="config", metavar="PATH", help="TOML run file (flags override it)")
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
                    help="resume a run folder, or the most recent run for the dataset")
+    p.add_argument(*spellings("--accept_data_change"), dest="accept_data_change", action="store_true",
+                   help="with --resume: continue on data that changed since the run started (same tokenizer)")
     for section, title in SECTION_TITLES.items():
         add_setting_flags(p, [s for s in user_settings() if s.section == section], title)
     return p
@@ -52,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
             import importlib
 
             return importlib.import_module(f"tui_lm.commands.{argv[0]}").main(argv[1:])
+        if argv and argv[0] in STEER:
+            from tui_lm.commands.steer import main as steer
+
+            return steer(argv)
         args = build_parser().parse_args(argv)
         if args.no_ui:
             from tui_lm.headless import run_headless

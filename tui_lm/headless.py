@@ -157,7 +157,8 @@ def run_headless(args: argparse.Namespace, overrides: dict[str, dict[str, Any]])
     control = TrainingControl()
     printer = Printer()
     install_signal_handlers(control, lambda m: printer.console.print(m, markup=False))
-    result = Trainer(cfg, printer, control, run_dir=run_dir, resume=run_dir is not None).run()
+    result = Trainer(cfg, printer, control, run_dir=run_dir, resume=run_dir is not None,
+                     accept_data_change=bool(getattr(args, "accept_data_change", False))).run()
     if isinstance(result, ev.Failed):
-        return 2 if result.kind in ("config", "data") else 1
+        return 2 if result.kind in ("config", "data", "io") else 1
     return 0

@@ -11,15 +11,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.checkpoint import (checkpoint_path, list_checkpoints, load_checkpoint, load_latest_checkpoint,
-                               prune_checkpoints, save_checkpoint)
+from engine.checkpoint import load_checkpoint, load_latest_checkpoint, save_checkpoint
+from engine.snapshots import checkpoint_path, list_checkpoints, prune_checkpoints
 from engine.errors import CheckpointError
+
+
+def resume_state(step: int) -> dict:
+    """Every entry a resume needs, with tiny contents."""
+    return {"model": {"w": torch.full((4,), float(step))}, "optimizer": {}, "scaler": {}, "rng": [],
+            "loader": {"epoch": 0, "step_in_epoch": step}, "config": {},
+            "trainer": {"step": step, "tokens_seen": 0, "best_val_loss": 1.0, "elapsed_s": 0.0}}
 
 
 def _save(run: Path, step: int, best: bool = False) -> Path:
     path = checkpoint_path(run, step)
-    save_checkpoint(path, {"model": {"w": torch.full((4,), float(step))}, "trainer": {"step": step}},
-                    {"step": step, "best": best})
+    save_checkpoint(path, resume_state(step), {"step": step, "best": best})
     return path
 
 
@@ -31,6 +37,7 @@ def test_kill_during_save_leaves_previous_checkpoint_loadable(tmp_path: Path) ->
         import time, torch
         from pathlib import Path
         import engine.checkpoint as c
+        import engine.snapshots as s
         real_save = torch.save
         def slow_save(obj, f):
             f.write(b"PK" + b"x" * 100000)
@@ -38,7 +45,7 @@ def test_kill_during_save_leaves_previous_checkpoint_loadable(tmp_path: Path) ->
             print("writing", flush=True)
             time.sleep(60)
         torch.save = slow_save
-        c.save_checkpoint(c.checkpoint_path(Path({str(tmp_path)!r}), 2), {{"model": {{}}}}, {{"step": 2}})
+        c.save_checkpoint(s.checkpoint_path(Path({str(tmp_path)!r}), 2), {{"model": {{}}}}, {{"step": 2}})
     """)
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "writing"

@@ -12,7 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine.checkpoint import list_checkpoints, load_checkpoint
+from engine.checkpoint import load_checkpoint
+from engine.snapshots import list_checkpoints
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -42,10 +42,10 @@ def tokenizer_path(tokenizer, tmp_path_factory) -> Path:
     return path
 
 
-def make_model(vocab_size: int, seed: int = 0) -> GPT:
+def make_model(vocab_size: int, seed: int = 0, arch: str = "gpt2", tied: bool = True) -> GPT:
     torch.manual_seed(seed)
     cfg = ModelConfig(d_model=32, num_heads=4, num_layers=2, d_ff=80, max_seq_len=24,
-                      dropout=0.0, vocab_size=vocab_size)
+                      dropout=0.0, vocab_size=vocab_size, arch=arch, tie_embeddings=tied)
     model = GPT(cfg)
     with torch.no_grad():  # every weight non-trivial, so a swapped or untransposed one shows
         for p in model.parameters():
@@ -53,8 +53,8 @@ def make_model(vocab_size: int, seed: int = 0) -> GPT:
     return model.eval()
 
 
-def load_hf(out: Path):
-    model, info = transformers.GPT2LMHeadModel.from_pretrained(out, output_loading_info=True)
+def load_hf(out: Path, cls=transformers.GPT2LMHeadModel):
+    model, info = cls.from_pretrained(out, output_loading_info=True)
     for kind in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"):
         assert not info.get(kind), f"{kind}: {info[kind]}"
     return model.eval()
@@ -89,10 +89,26 @@ def test_export_loads_in_transformers(tmp_path, tokenizer, tokenizer_path):
     assert_same_logits(model, hf, vocab)
 
 
-def test_hf_greedy_generation_matches(tmp_path, tokenizer, tokenizer_path):
+@pytest.mark.parametrize("arch,tied", [("modern", True), ("modern", False), ("gpt2", False)])
+def test_export_of_other_layouts_loads_with_the_same_logits(tmp_path, tokenizer, tokenizer_path, arch, tied):
+    # "modern" goes to Qwen3ForCausalLM: RoPE, RMSNorm, SwiGLU, QK-norm, no biases.
     vocab = tokenizer.get_vocab_size()
-    model = make_model(vocab, seed=1)
-    hf = load_hf(export_hf(model, tokenizer_path, tmp_path / "hf"))
+    model = make_model(vocab, arch=arch, tied=tied)
+    out = export_hf(model, tokenizer_path, tmp_path / "hf")
+    config = json.loads((out / "config.json").read_text())
+    assert config["tie_word_embeddings"] is tied
+    hf = load_hf(out, transformers.AutoModelForCausalLM)
+    assert type(hf).__name__ == ("Qwen3ForCausalLM" if arch == "modern" else "GPT2LMHeadModel")
+    assert (hf.lm_head.weight.data_ptr() == hf.get_input_embeddings().weight.data_ptr()) is tied
+    assert_same_logits(model, hf, vocab)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "modern"])
+def test_hf_greedy_generation_matches(tmp_path, tokenizer, tokenizer_path, arch):
+    # With "modern", HF's cache applies RoPE at offset positions, as engine.sampling does.
+    vocab = tokenizer.get_vocab_size()
+    model = make_model(vocab, seed=1, arch=arch)
+    hf = load_hf(export_hf(model, tokenizer_path, tmp_path / "hf"), transformers.AutoModelForCausalLM)
     ids = torch.tensor([tokenizer.encode("the cat sat").ids])
     ours = generate(model, ids, 10, temperature=0.0)
     theirs = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=10, do_sample=False,
@@ -118,7 +134,8 @@ def test_auto_tokenizer_matches(tmp_path, tokenizer, tokenizer_path):
 def make_run(tmp_path: Path, tokenizer, final: bool = True) -> tuple[Path, GPT]:
     """A run folder by hand: run.toml, models/{model.safetensors, config.toml, tokenizer.json},
     or with final=False a snapshots/step_0000300.pt checkpoint instead of the model files."""
-    from engine.checkpoint import checkpoint_path, save_checkpoint
+    from engine.checkpoint import save_checkpoint
+    from engine.snapshots import checkpoint_path
 
     run = tmp_path / "run"
     (run / "models").mkdir(parents=True)

@@ -30,14 +30,16 @@ def tokenizer():
     return train_bpe(lines, 300)
 
 
-def make_model(vocab_size: int = 300, max_seq_len: int = 16, attention: str = "fused", seed: int = 0) -> GPT:
+def make_model(vocab_size: int = 300, max_seq_len: int = 16, attention: str = "fused", seed: int = 0,
+               arch: str = "gpt2") -> GPT:
     torch.manual_seed(seed)
     cfg = ModelConfig(d_model=32, num_heads=4, num_layers=2, d_ff=64, max_seq_len=max_seq_len,
-                      dropout=0.0, vocab_size=vocab_size, attention=attention)
+                      dropout=0.0, vocab_size=vocab_size, attention=attention, arch=arch)
     model = GPT(cfg)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if not name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
+            if not name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight", "norm_1.weight",
+                                  "norm_2.weight", "q_norm.weight", "k_norm.weight")):
                 p.normal_(0.0, 0.5)
     return model.eval()
 
@@ -53,9 +55,11 @@ def gen(seed: int) -> torch.Generator:
 
 # ----------------------------------------------------------------------------- KV cache
 
+@pytest.mark.parametrize("arch", ["gpt2", "modern"])
 @pytest.mark.parametrize("attention", ["fused", "math"])
-def test_cached_logits_match_full_forward(attention):
-    model = make_model(attention=attention)
+def test_cached_logits_match_full_forward(attention, arch):
+    # For "modern" this checks that cached tokens are rotated by their true position.
+    model = make_model(attention=attention, arch=arch)
     ids = prompt_ids(12)
     full, _ = model(ids)
     cache = KVCache(model.cfg, 1, ids.device, torch.float32)
@@ -65,12 +69,13 @@ def test_cached_logits_match_full_forward(attention):
     torch.testing.assert_close(stepped, full, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "modern"])
 @pytest.mark.parametrize("attention", ["fused", "math"])
 @pytest.mark.parametrize("temperature,top_k", [(0.0, None), (1.0, None), (0.8, 20)])
 @pytest.mark.parametrize("prompt_len,new", [(1, 10), (6, 9), (6, 30), (20, 8)])
-def test_cache_and_no_cache_pick_the_same_tokens(attention, temperature, top_k, prompt_len, new):
+def test_cache_and_no_cache_pick_the_same_tokens(attention, temperature, top_k, prompt_len, new, arch):
     # (6, 30) and (20, 8) run past max_seq_len = 16: the sliding-window fallback.
-    model = make_model(attention=attention)
+    model = make_model(attention=attention, arch=arch)
     ids = prompt_ids(prompt_len)
     a = generate(model, ids, new, temperature=temperature, top_k=top_k, generator=gen(7), use_cache=True)
     b = generate(model, ids, new, temperature=temperature, top_k=top_k, generator=gen(7), use_cache=False)

@@ -43,7 +43,8 @@ def other_value(s: Setting) -> Any:
 def as_flag(s: Setting, value: Any, spelling: str = "") -> list[str]:
     spelling = spelling or s.flags[0]
     if s.kind == "bool":
-        return [spelling] if value else ["--no_" + spelling[2:]]
+        # --no_x_y for --x_y, --no-x-y for --x-y (a default-on boolean is turned off this way)
+        return [spelling] if value else [("--no-" if "-" in spelling[2:] else "--no_") + spelling[2:]]
     return [spelling, str(value)]
 
 

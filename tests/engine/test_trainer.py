@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -23,9 +24,16 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(run_dir / "models" / "model.safetensors")
 
 
-def test_resumed_run_is_bit_identical_to_uninterrupted(corpus: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("arch,optimizer", [("gpt2", "adamw"), ("modern", "muon")])
+def test_resumed_run_is_bit_identical_to_uninterrupted(corpus: Path, tmp_path: Path, arch: str,
+                                                       optimizer: str) -> None:
+    def config(out: Path):
+        cfg = tiny_config(corpus, out, optimizer=optimizer)
+        cfg.model.arch = arch
+        return cfg
+
     straight: list[ev.Event] = []
-    done = Trainer(tiny_config(corpus, tmp_path / "a"), straight.append).run()
+    done = Trainer(config(tmp_path / "a"), straight.append).run()
     assert isinstance(done, ev.Finished) and not done.stopped
 
     first: list[ev.Event] = []
@@ -36,7 +44,7 @@ def test_resumed_run_is_bit_identical_to_uninterrupted(corpus: Path, tmp_path: P
         if isinstance(e, ev.StepMetrics) and e.step == 6:
             control.stop()
 
-    stopped = Trainer(tiny_config(corpus, tmp_path / "b"), stop_at_6, control).run()
+    stopped = Trainer(config(tmp_path / "b"), stop_at_6, control).run()
     assert isinstance(stopped, ev.Finished) and stopped.stopped and stopped.step == 6
     run_dir = tmp_path / "b" / "r"
     assert not (run_dir / "models").exists()

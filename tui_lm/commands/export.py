@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from engine.errors import UserError
+from engine.files import os_reason
 from tui_lm.cli import Parser
 from tui_lm.commands.common import relative, run_main
 
@@ -31,17 +32,9 @@ def build_parser() -> Parser:
     return p
 
 
-def tokenizer_file(run_dir: Path) -> Path:
-    """The run's tokenizer.json, looked up where engine.checkpoint.load_model looks."""
-    for path in (run_dir / "models" / "tokenizer.json", run_dir / "tokenizer.json"):
-        if path.is_file():
-            return path
-    raise UserError(f"no tokenizer.json in {run_dir / 'models'} or {run_dir}")
-
-
 def run(argv: list[str]) -> int:
-    from engine.checkpoint import load_model
     from engine.export import export_hf
+    from engine.final_model import load_model
 
     args = build_parser().parse_args(argv)
     if args.format not in FORMATS:
@@ -51,10 +44,13 @@ def run(argv: list[str]) -> int:
         raise UserError(f"run folder {run_dir} does not exist")
     if out.exists() and not out.is_dir():
         raise UserError(f"output {out} exists and is not a folder")
-    loaded = load_model(run_dir, args.checkpoint)
+    loaded = load_model(run_dir, args.checkpoint, warn=lambda m: print(f"warning: {m}", file=sys.stderr))
     if loaded.from_checkpoint and args.checkpoint is None:
         print(f"no final model in {run_dir / 'models'}; exporting checkpoint {relative(loaded.source, run_dir)}")
-    export_hf(loaded.model, tokenizer_file(run_dir), out)
+    try:
+        export_hf(loaded.model, loaded.tokenizer_path, out)
+    except OSError as e:  # anything engine.files did not already name
+        raise UserError(f"cannot write {out}: {os_reason(e)}") from None
     print(f"exported {relative(loaded.source, run_dir)} to {out} (Hugging Face GPT-2, "
           f"{loaded.model.num_params():,} parameters)")
     return 0

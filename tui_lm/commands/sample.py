@@ -11,6 +11,7 @@ Bad input prints one line `tui-lm sample: error: ...` and returns 2.
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -58,21 +59,24 @@ def resolve_device(name: str) -> torch.device:
 
 
 def run(argv: list[str]) -> int:
-    from engine.checkpoint import load_model
+    from engine.final_model import load_model
     from engine.sampling import sample_text
 
     args = build_parser().parse_args(argv)
     if args.max_new_tokens < 0:
         raise UserError(f"--max-new-tokens must be 0 or positive, got {args.max_new_tokens}")
-    if args.temperature < 0:
-        raise UserError(f"--temperature must be 0 (greedy) or positive, got {args.temperature}")
+    if not math.isfinite(args.temperature) or args.temperature < 0:
+        raise UserError(f"--temperature must be 0 (greedy) or a positive number, got {args.temperature}")
+    if args.seed is not None and not 0 <= args.seed < 2**64:
+        raise UserError(f"--seed must be between 0 and 2**64 - 1, got {args.seed}")
     if args.top_k < 0:
         raise UserError(f"--top-k must be 0 (off) or positive, got {args.top_k}")
     run_dir = Path(args.run)
     if not run_dir.is_dir():
         raise UserError(f"run folder {run_dir} does not exist")
     device = resolve_device(args.device)
-    loaded = load_model(run_dir, args.checkpoint, device=str(device))
+    loaded = load_model(run_dir, args.checkpoint, device=str(device),
+                        warn=lambda m: print(f"warning: {m}", file=sys.stderr))
     if loaded.from_checkpoint and args.checkpoint is None:
         print(f"no final model in {run_dir / 'models'}; sampling from checkpoint "
               f"{relative(loaded.source, run_dir)}", file=sys.stderr)

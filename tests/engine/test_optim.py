@@ -1,0 +1,58 @@
+"""Tests for engine.optim: which weights Muon gets, per-group LRs under the schedule, and its state."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engine.config import ModelConfig, TrainConfig
+from engine.model import GPT
+from engine.optim import MuonAdamW, make_optimizer, set_lr
+
+
+def model(arch: str = "modern", tied: bool = True) -> GPT:
+    torch.manual_seed(0)
+    return GPT(ModelConfig(d_model=32, num_heads=2, num_layers=2, d_ff=64, max_seq_len=16, vocab_size=100,
+                           dropout=0.0, arch=arch, tie_embeddings=tied))
+
+
+@pytest.mark.parametrize("arch,tied", [("gpt2", True), ("modern", True), ("modern", False)])
+def test_muon_gets_the_block_matrices_and_adamw_the_rest(arch, tied):
+    m = model(arch, tied)
+    opt = make_optimizer(m, TrainConfig(optimizer="muon"))
+    assert isinstance(opt, MuonAdamW)
+    names = {id(p): n for n, p in m.named_parameters()}
+    muon = {names[id(p)] for g in opt.muon.param_groups for p in g["params"]}
+    adamw = {names[id(p)] for g in opt.adamw.param_groups for p in g["params"]}
+    assert not muon & adamw and muon | adamw == set(names.values())  # every weight exactly once
+    assert all(n.startswith("h.") and n.endswith("weight") and dict(m.named_parameters())[n].dim() == 2
+               for n in muon)
+    assert {"wte.weight"} <= adamw and ("lm_head.weight" in adamw) is (not tied)
+    # per block: q, k, v, o + gate, up, down (modern); c_attn, c_proj, c_fc, c_proj (gpt2)
+    assert len(muon) == 2 * (7 if arch == "modern" else 4)
+
+
+def test_schedule_scales_both_groups_and_keeps_the_ratio():
+    cfg = TrainConfig(optimizer="muon", lr=1e-3, muon_lr=0.02)
+    opt = make_optimizer(model(), cfg)
+    set_lr(opt, cfg, 0.25)
+    assert [g["lr"] for g in opt.adamw.param_groups] == pytest.approx([2.5e-4, 2.5e-4])
+    assert [g["lr"] for g in opt.muon.param_groups] == pytest.approx([5e-3])
+    # Muon's decoupled decay per step (lr x wd) equals AdamW's.
+    assert opt.muon.param_groups[0]["weight_decay"] * 0.02 == pytest.approx(0.1 * 1e-3)
+
+
+def test_state_round_trips_and_a_wrong_state_is_refused():
+    m, cfg = model(), TrainConfig(optimizer="muon", lr=1e-3)
+    opt = make_optimizer(m, cfg)
+    x = torch.randint(0, 100, (2, 16))
+    m(x, x)[1].backward()
+    opt.step()
+    state = opt.state_dict()
+    assert len(state["muon"]["state"]) == sum(len(g["params"]) for g in opt.muon.param_groups)
+    assert all(set(s) == {"momentum_buffer"} for s in state["muon"]["state"].values())  # one buffer, not two
+    again = make_optimizer(m, cfg)
+    again.load_state_dict(state)
+    assert torch.equal(again.muon.state_dict()["state"][0]["momentum_buffer"], state["muon"]["state"][0]["momentum_buffer"])
+    with pytest.raises(ValueError, match="train.optimizer"):
+        again.load_state_dict(make_optimizer(m, TrainConfig()).state_dict())
