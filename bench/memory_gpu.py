@@ -184,9 +184,39 @@ def _release() -> None:
     torch.cuda.empty_cache()
 
 
+def _phase_peaks(run, model, opt, batch_xy, precision: str) -> dict[str, int]:
+    """Peak allocated bytes within forward, backward, optimizer step, and saved bytes: one more step, split."""
+    x, y = batch_xy
+    out = {}
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    with autocast("cuda", precision):
+        loss = run(x, y)[1]
+    torch.cuda.synchronize()
+    out["forward"], out["after forward"] = torch.cuda.max_memory_allocated(), torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    loss.backward()
+    torch.cuda.synchronize()
+    out["backward"], out["after backward"] = torch.cuda.max_memory_allocated(), torch.cuda.memory_allocated()
+    del loss
+    torch.cuda.reset_peak_memory_stats()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    torch.cuda.synchronize()
+    out["optimizer"] = torch.cuda.max_memory_allocated()
+    out["saved activations"], out["saved weight copies"] = measure_saved(run, x, y, precision)
+    return out
+
+
 def gpu_row(preset: str, batch: int, compiled: bool, ckpt: bool, steps: int = 2,
-            nvml_baseline: int | None = None) -> dict:
-    """One row of the CUDA grid (see the module docstring); errors (an OOM) come back in "error"."""
+            nvml_baseline: int | None = None, diagnose: bool = False) -> dict:
+    """One row of the CUDA grid (see the module docstring); errors (an OOM) come back in "error".
+
+    `diagnose` adds "phases_measured" (peaks of forward, backward and the
+    optimizer step, measured saved bytes) and the estimate's "phases" and
+    "saved_estimate", from one more step after the measured one.
+    """
     from engine.evaluate import score_tokens
     from engine.optim import make_optimizer
 
@@ -231,6 +261,9 @@ def gpu_row(preset: str, batch: int, compiled: bool, ckpt: bool, steps: int = 2,
         row["err_reserved_pct"] = round(100.0 * (est.reserved_bytes - resv) / resv, 2)
         if row["nvml_used"]:
             row["err_nvml_pct"] = round(100.0 * (est.total_bytes - row["nvml_used"]) / row["nvml_used"], 2)
+        if diagnose:
+            row["phases_measured"] = _phase_peaks(run, model, opt, batches[0], precision)
+            row["phases"], row["saved_estimate"] = est.phases, est.saved_bytes
     except Exception as e:  # an OOM or a compile failure: report it in the row, go on with the grid
         row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
     finally:
@@ -240,7 +273,8 @@ def gpu_row(preset: str, batch: int, compiled: bool, ckpt: bool, steps: int = 2,
 
 
 def gpu_memory_rows(presets=PRESETS, batches: dict[str, int] | None = None, steps: int = 2,
-                    budget_s: float | None = None, nvml_baseline: int | None = None) -> list[dict]:
+                    budget_s: float | None = None, nvml_baseline: int | None = None,
+                    diagnose: bool = False) -> list[dict]:
     """The CUDA grid: preset x eager/compiled x checkpointing off/on, one dict per row.
 
     Keys: preset, compile, checkpointing, batch, precision, seq, estimate_allocated,
@@ -263,7 +297,7 @@ def gpu_memory_rows(presets=PRESETS, batches: dict[str, int] | None = None, step
                     rows.append({"preset": preset, "compile": compiled, "checkpointing": ckpt,
                                  "batch": batches[preset], "error": "skipped: time budget"})
                     continue
-                rows.append(gpu_row(preset, batches[preset], compiled, ckpt, steps, base))
+                rows.append(gpu_row(preset, batches[preset], compiled, ckpt, steps, base, diagnose))
     return rows
 
 
