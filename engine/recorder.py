@@ -168,7 +168,7 @@ class RunRecorder:
             if self._tb is not None:
                 self._tb.add_text("sample", e.text, e.step)
         elif isinstance(e, ev.MemorySample):
-            self._heartbeat()
+            self._heartbeat(memory={k: v for k, v in e.to_dict().items() if k != "event"})  # for a watcher
             if self._tb is not None:
                 self._tb.add_scalar("memory/used_gib", e.used_bytes / 1024**3, self._step)
         elif isinstance(e, ev.Paused):

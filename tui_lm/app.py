@@ -34,8 +34,9 @@ class TuiLmApp(App[int]):
     ]
 
     def __init__(self, cfg: RunConfig, *, source: str | None, resume_picker: bool, roots: list[Path],
-                 startup_error: str = "", subtitle: str = "") -> None:
+                 startup_error: str = "", subtitle: str = "", watch: Path | None = None) -> None:
         super().__init__()
+        self.watch_dir = watch
         self.initial_config = cfg
         self.source = source
         self.resume_picker = resume_picker
@@ -51,6 +52,8 @@ class TuiLmApp(App[int]):
             self.notify(self.startup_error, title="cannot load profile", severity="error", timeout=10)
         if self.resume_picker:
             self.open_resume_picker()
+        if self.watch_dir is not None:
+            self.watch_run(self.watch_dir)
 
     # ------------------------------------------------------------------ navigation
 
@@ -76,9 +79,22 @@ class TuiLmApp(App[int]):
         else:
             self.push_screen(dashboard)
 
+    def watch_run(self, run_dir: Path) -> None:
+        """The dashboard attached to a run another process trains (or trained)."""
+        from tui_lm.screens.watch import WatchScreen
+
+        try:
+            cfg = build_config(None, run_dir / "run.toml")
+        except ConfigError as e:
+            self.notify(str(e), title="cannot watch", severity="error")
+            return
+        self.push_screen(WatchScreen(cfg, run_dir))
+
     @property
     def dashboard(self) -> DashboardScreen | None:
-        return next((s for s in self.screen_stack if isinstance(s, DashboardScreen)), None)
+        """The dashboard training in this process (an attached one owns no trainer)."""
+        return next((s for s in self.screen_stack
+                     if isinstance(s, DashboardScreen) and not getattr(s, "attached", False)), None)
 
     # ------------------------------------------------------------------ app keys
 
@@ -111,13 +127,13 @@ class TuiLmApp(App[int]):
 
 
 def make_app(profile: Path | None = None, resume_picker: bool = False, roots: list[Path] | None = None,
-             out_dir: str | None = None) -> TuiLmApp:
+             out_dir: str | None = None, watch: Path | None = None) -> TuiLmApp:
     """The app for the CLI and the tests.
 
     profile: a run.toml / profile to open on the setup screen (else the tiny preset);
     resume_picker: open the resume picker on top of setup; roots: folders the
     picker lists runs from (default: `out_dir` and ./lm_*); out_dir: parent
-    folder for new runs.
+    folder for new runs; watch: a run folder to open attached (`tui-lm watch`).
     """
     error, source, subtitle = "", None, ""
     cfg = build_config("tiny")
@@ -137,4 +153,4 @@ def make_app(profile: Path | None = None, resume_picker: bool = False, roots: li
     if roots is None:
         roots = ([Path(out_dir)] if out_dir else []) + default_roots()
     return TuiLmApp(cfg, source=source, resume_picker=resume_picker, roots=list(roots),
-                    startup_error=error, subtitle=subtitle)
+                    startup_error=error, subtitle=subtitle, watch=watch)

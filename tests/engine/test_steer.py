@@ -16,52 +16,14 @@ from safetensors.torch import load_file
 
 from engine.liveness import read_state, trainer_gone
 from engine.requests import pending_request, take_request, write_request
+from tests.processes import REPO
+from tests.processes import TrainerProcess as Trainer
+from tests.processes import headless_flags
 from tui_lm.cli import main
 
-REPO = Path(__file__).resolve().parents[2]
-ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-
-
-def flags(corpus: Path, out: Path, name: str, steps: int) -> list[str]:
-    return ["--no-ui", "--dataset", str(corpus), "--d_model", "32", "--num_heads", "2", "--num_layers", "1",
-            "--d_ff", "64", "--max_seq_len", "16", "--batch_size", "4", "--max_steps", str(steps),
-            "--vocab_size", "300", "--eval_interval", "0", "--save_interval", "0", "--log_interval", "1",
-            "--sample_tokens", "0", "--device", "cpu", "--out", str(out), "--run_name", name,
-            "--warmup_steps", "2", "--lr", "3e-3"]
-
-
-class Trainer:
-    """A trainer in its own process, its output in files (a pipe nobody reads would block it)."""
-
-    def __init__(self, args: list[str], folder: Path, nproc: int = 1) -> None:
-        launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-                   "-m"] if nproc > 1 else [sys.executable, "-m"])
-        self.out, self.err = folder / "stdout.txt", folder / "stderr.txt"
-        with open(self.out, "w") as out, open(self.err, "w") as err:
-            self.proc = subprocess.Popen(launch + ["tui_lm", *args], env=ENV, stdout=out, stderr=err)
-        self.pid = self.proc.pid
-
-    def poll(self) -> int | None:
-        return self.proc.poll()
-
-    def finish(self, timeout: float = 120) -> tuple[int, str, str]:
-        code = self.proc.wait(timeout=timeout)
-        return code, self.out.read_text(), self.err.read_text()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-
-
-def wait_until(condition, proc: Trainer, timeout: float = 120, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if proc.poll() is not None:
-            raise AssertionError(f"trainer exited ({proc.poll()}) waiting for {what}: {proc.err.read_text()[-2000:]}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+def env() -> dict[str, str]:
+    """Read when a process starts: the fixtures set TUI_LM_CACHE after import."""
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 
 def steer(*argv: str) -> int:
@@ -118,10 +80,10 @@ def test_stale_heartbeat_and_dead_pid_mean_the_trainer_is_gone() -> None:
 
 def test_headless_run_paused_resumed_and_stopped_from_another_shell(prepared: Path, tmp_path: Path, capsys) -> None:
     run_dir = tmp_path / "steered"
-    proc = Trainer(flags(prepared, tmp_path, "steered", steps=100_000), tmp_path)
+    proc = Trainer(headless_flags(prepared, tmp_path, "steered", steps=100_000), tmp_path)
     try:
         # The heartbeat: state.json follows the logging steps, no checkpoint or evaluation needed.
-        wait_until(lambda: read_state(run_dir).get("step", 0) >= 3, proc, what="heartbeat at log steps")
+        proc.wait_until(lambda: read_state(run_dir).get("step", 0) >= 3, what="heartbeat at log steps")
         state = read_state(run_dir)
         assert state["status"] == "running" and state["pid"] == proc.pid and state["heartbeat_s"] > 0
         assert not (run_dir / "snapshots").exists() or not list((run_dir / "snapshots").glob("*.pt"))
@@ -138,11 +100,11 @@ def test_headless_run_paused_resumed_and_stopped_from_another_shell(prepared: Pa
         assert main(["pause", str(run_dir)]) == 0 and "already paused" in capsys.readouterr().out
 
         assert steer("resume", str(run_dir)) == 0
-        wait_until(lambda: read_state(run_dir).get("step", 0) > paused["step"] + 2, proc, what="steps after resume")
+        proc.wait_until(lambda: read_state(run_dir).get("step", 0) > paused["step"] + 2, what="steps after resume")
 
         # The real entry point, as from another shell.
         stop = subprocess.run([sys.executable, "-m", "tui_lm", "stop", str(run_dir), "--wait", "--timeout", "60"],
-                              env=ENV, capture_output=True, text=True, timeout=120)
+                              env=env(), capture_output=True, text=True, timeout=120)
         assert stop.returncode == 0, stop.stderr
         assert "stopped at step" in stop.stdout
         code, out, err = proc.finish()
@@ -166,9 +128,9 @@ def test_headless_run_paused_resumed_and_stopped_from_another_shell(prepared: Pa
 
 def test_killed_trainer_is_reported_gone(prepared: Path, tmp_path: Path, capsys) -> None:
     run_dir = tmp_path / "killed"
-    proc = Trainer(flags(prepared, tmp_path, "killed", steps=100_000), tmp_path)
+    proc = Trainer(headless_flags(prepared, tmp_path, "killed", steps=100_000), tmp_path)
     try:
-        wait_until(lambda: read_state(run_dir).get("step", 0) >= 1, proc, what="running")
+        proc.wait_until(lambda: read_state(run_dir).get("step", 0) >= 1, what="running")
     finally:
         proc.kill()
     assert main(["pause", str(run_dir)]) == 2
@@ -178,14 +140,14 @@ def test_killed_trainer_is_reported_gone(prepared: Path, tmp_path: Path, capsys)
 
 def test_paused_external_run_resumes_bit_identically(prepared: Path, tmp_path: Path) -> None:
     steps = 200
-    straight = subprocess.run([sys.executable, "-m", "tui_lm", *flags(prepared, tmp_path, "straight", steps)],
-                              env=ENV, capture_output=True, text=True, timeout=300)
+    straight = subprocess.run([sys.executable, "-m", "tui_lm", *headless_flags(prepared, tmp_path, "straight", steps)],
+                              env=env(), capture_output=True, text=True, timeout=300)
     assert straight.returncode == 0, straight.stderr
 
     run_dir = tmp_path / "paused"
-    proc = Trainer(flags(prepared, tmp_path, "paused", steps), tmp_path)
+    proc = Trainer(headless_flags(prepared, tmp_path, "paused", steps), tmp_path)
     try:
-        wait_until(lambda: read_state(run_dir).get("status") == "running", proc, what="running")
+        proc.wait_until(lambda: read_state(run_dir).get("status") == "running", what="running")
         assert steer("pause", str(run_dir)) == 0
         assert steer("stop", str(run_dir)) == 0  # stopped while paused: the process ends
         code, _, err = proc.finish()
@@ -195,7 +157,7 @@ def test_paused_external_run_resumes_bit_identically(prepared: Path, tmp_path: P
     stopped_at = read_state(run_dir)["step"]
     assert 0 < stopped_at < steps
     resumed = subprocess.run([sys.executable, "-m", "tui_lm", "--no-ui", "--resume", str(run_dir)],
-                             env=ENV, capture_output=True, text=True, timeout=300)
+                             env=env(), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert f"at step {stopped_at}" in resumed.stdout
     assert step_losses(run_dir) == step_losses(tmp_path / "straight")  # bit-identical, not approximately
@@ -209,9 +171,9 @@ def test_paused_external_run_resumes_bit_identically(prepared: Path, tmp_path: P
 
 def test_two_rank_torchrun_paused_resumed_and_stopped(prepared: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "ddp"
-    proc = Trainer(flags(prepared, tmp_path, "ddp", steps=100_000) + ["--batch_size", "8"], tmp_path, nproc=2)
+    proc = Trainer(headless_flags(prepared, tmp_path, "ddp", steps=100_000) + ["--batch_size", "8"], tmp_path, nproc=2)
     try:
-        wait_until(lambda: read_state(run_dir).get("step", 0) >= 2, proc, timeout=180, what="two ranks training")
+        proc.wait_until(lambda: read_state(run_dir).get("step", 0) >= 2, timeout=180, what="two ranks training")
         assert read_state(run_dir)["world_size"] == 2
         assert steer("pause", str(run_dir)) == 0
         paused = read_state(run_dir)
@@ -221,7 +183,7 @@ def test_two_rank_torchrun_paused_resumed_and_stopped(prepared: Path, tmp_path: 
         assert meta["world_size"] == 2 and meta["reason"] == "pause"
 
         assert steer("resume", str(run_dir)) == 0
-        wait_until(lambda: read_state(run_dir).get("step", 0) > paused["step"] + 1, proc, what="steps after resume")
+        proc.wait_until(lambda: read_state(run_dir).get("step", 0) > paused["step"] + 1, what="steps after resume")
         assert steer("stop", str(run_dir)) == 0
         code, out, err = proc.finish()
         assert code == 0, err[-3000:]

@@ -38,6 +38,7 @@ class ResumeScreen(Screen):
         Binding("escape", "back", "Back to setup"),
         Binding("enter", "choose", "Resume", show=True),
         Binding("f5", "reload", "Reload"),
+        Binding("a", "attach", "Attach"),
     ]
 
     def __init__(self, roots: list[Path]) -> None:
@@ -111,6 +112,20 @@ class ResumeScreen(Screen):
             self.notify(reason, title=f"cannot resume {info.name}", severity="warning")
             return
         self.app.resume_run(info.path, screen=self)  # type: ignore[attr-defined]
+
+    def action_attach(self) -> None:
+        """Watch the highlighted run live, when another process is training it."""
+        from engine.liveness import ACTIVE, read_state, trainer_gone
+
+        info = self.query_one(RunTable).highlighted
+        if info is None:
+            return
+        state = read_state(info.path)
+        if state.get("status") not in ACTIVE or trainer_gone(state):
+            why = trainer_gone(state) or f"the run is {state.get('status', info.status)}"
+            self.notify(f"{why}; nothing to attach to", title=f"cannot attach to {info.name}", severity="warning")
+            return
+        self.app.watch_run(info.path)  # type: ignore[attr-defined]
 
     def action_back(self) -> None:
         self.app.pop_screen()

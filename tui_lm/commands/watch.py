@@ -1,0 +1,52 @@
+"""`tui-lm watch RUN_FOLDER`: the dashboard attached to a run another process trains.
+
+    tui-lm watch RUN
+
+Shows the run live from its folder (metrics.jsonl and state.json), whether it
+was started headless, under torchrun, or on another machine sharing the
+filesystem; p / r / s pause, resume and stop it (requests the trainer takes at
+its next logging step), escape or q leave it running. A run that has ended
+opens too, and is followed if it is resumed elsewhere.
+Bad input prints one line `tui-lm watch: error: ...` and returns 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from engine.errors import UserError
+from tui_lm.commands.common import run_main
+from tui_lm.flags import Parser
+
+PROG = "tui-lm watch"
+
+
+def build_parser() -> Parser:
+    p = Parser(prog=PROG, description="Watch (and pause, resume, stop) a run trained by another process.")
+    p.add_argument("run", metavar="RUN_FOLDER", help="the run folder (holds run.toml, state.json, metrics.jsonl)")
+    return p
+
+
+def run(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    run_dir = Path(args.run)
+    if run_dir.name == "run.toml":
+        run_dir = run_dir.parent
+    if not run_dir.is_dir():
+        raise UserError(f"run folder {run_dir} does not exist")
+    if not (run_dir / "run.toml").is_file():
+        raise UserError(f"{run_dir} is not a run folder (no run.toml in it)")
+    from tui_lm.app import make_app
+
+    app = make_app(roots=[run_dir.parent], watch=run_dir)
+    app.run()
+    return int(app.return_code or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(run, argv, PROG)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""The dashboard attached to a run another process trains (`tui-lm watch RUN`, the picker's attach).
+
+The same screen as a training dashboard, with a `FolderRunner` in place of
+the training thread: its events come from the run folder. What differs is
+ownership: leaving the view (escape, q) leaves the trainer running; p, r and s
+send requests to it; a stopped, finished or vanished trainer keeps the view
+open, and a trainer that starts again on the run (a resume) is followed.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from textual import on
+from textual.binding import Binding
+from textual.widgets import Static
+
+from engine import events as ev
+from engine.config import RunConfig
+from tui_lm.folder_runner import FolderRunner, HistoryLoaded
+from tui_lm.screens.dashboard import DashboardScreen
+from tui_lm.widgets.dashboard.line_plot import LinePlot
+from tui_lm.widgets.dashboard.metrics_panel import MetricsPanel
+from tui_lm.widgets.dashboard.step_progress import StepProgress
+
+SERIES = (("#loss-plot", "train", "train"), ("#loss-plot", "valid", "valid"), ("#lr-plot", "done", "lr"))
+
+
+class WatchScreen(DashboardScreen):
+    attached = True  # the app's quit and exit paths leave this trainer alone
+    BINDINGS = [
+        Binding("p", "pause", "Pause"),
+        Binding("r", "resume", "Resume"),
+        Binding("s", "stop", "Stop"),
+        Binding("escape", "back", "Leave (the run goes on)"),
+    ]
+
+    def __init__(self, cfg: RunConfig, run_dir: Path) -> None:
+        super().__init__(cfg, run_dir=run_dir)
+        self.runner = FolderRunner(run_dir, self, cfg)  # type: ignore[assignment]
+        self.runner.on_replay = self._cut_from
+        self.valid_upto = -math.inf  # the last evaluation step of the plotted history
+        self.history_complete = False
+
+    def on_unmount(self) -> None:
+        self.runner.close()
+
+    # ------------------------------------------------------------------ keys
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "back":
+            return True
+        if action in ("pause", "resume", "stop") and not self.runner.active:
+            return None  # no live trainer to ask
+        return super().check_action(action, parameters)
+
+    def action_back(self) -> None:
+        self.runner.close()
+        self.dismiss(self.result)
+
+    def stop_and_exit(self) -> None:
+        self.app.exit()  # watching owns no trainer: nothing to stop
+
+    # ------------------------------------------------------------------ the folder's events
+
+    @on(HistoryLoaded)
+    def _on_history(self, message: HistoryLoaded) -> None:
+        """Replace the plotted history; points that arrived live after it stay."""
+        curves = message.curves
+        for selector, key, name in SERIES:
+            plot = self.query_one(selector, LinePlot)
+            xs, ys = getattr(curves, name)
+            series = plot.series[key]
+            end = xs[-1] if xs else -math.inf
+            live = [(x, y) for x, y in zip(series.xs, series.ys) if x > end]
+            plot.set_points(key, xs + [x for x, _ in live], ys + [y for _, y in live])
+            if key == "valid":
+                self.valid_upto = end
+            plot.flush(force=True)
+        self.history_complete = curves.complete
+
+    def _cut_from(self, step: int) -> None:
+        """A resumed trainer logs again from `step`: the points from there were superseded."""
+        for selector, key, _ in SERIES:
+            plot = self.query_one(selector, LinePlot)
+            series = plot.series[key]
+            kept = [(x, y) for x, y in zip(series.xs, series.ys) if x < step]
+            plot.set_points(key, [x for x, _ in kept], [y for _, y in kept])
+        self.valid_upto = min(self.valid_upto, step - 1)
+
+    def _on_RunStarted(self, e: ev.RunStarted) -> None:
+        super()._on_RunStarted(e)
+        latest = self.query_one(MetricsPanel).train
+        if latest is not None:  # drained before this event: the progress line shows it, not the plan
+            self.query_one(StepProgress).show(latest)
+        # A trainer (again) on this run: the view follows it.
+        self.result = None
+        self.state = "running"
+        self.query_one("#error-panel").display = False
+
+    def _on_EvalResult(self, e: ev.EvalResult) -> None:
+        if e.split == "valid" and e.step <= self.valid_upto:
+            self.query_one(MetricsPanel).show_eval(e)  # already on the plot, from the history
+            return
+        super()._on_EvalResult(e)
+
+    def _on_Finished(self, e: ev.Finished) -> None:
+        self.result = e
+        self.state = "stopped" if e.stopped else "finished"
+        what = "stopped" if e.stopped else "finished"
+        self.notify(f"the run {what} at step {e.step:,}; escape leaves this view", title=f"run {what}")
+
+    def _on_Failed(self, e: ev.Failed) -> None:
+        if e.kind != "gone":
+            super()._on_Failed(e)
+            return
+        self.result = e
+        self.state = "failed"
+        panel = self.query_one("#error-panel", Static)
+        panel.update(f"[b]The trainer process is gone[/b] (step {e.step:,})\n{e.message}")
+        panel.display = True
+        self.notify(e.message, title="trainer process gone", severity="error", timeout=15)
