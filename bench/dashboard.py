@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import shutil
 import statistics
 import sys
@@ -37,7 +38,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from textual import events  # noqa: E402
 
 from engine.config import RunConfig, apply_overrides, write_toml  # noqa: E402
-from tests.ui.conftest import write_corpus  # noqa: E402
+
+WORDS = ("the cat dog sat on a mat , . and of history river king was is in to a an "
+         "city war music film game team season album").split()
+
+
+def write_corpus(folder: Path) -> Path:
+    """train/valid/test.txt of random sentences: the bench's own data (benches never import tests)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(0)
+    for name, n in (("train", 400), ("valid", 60), ("test", 60)):
+        lines = [" " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 25))) for _ in range(n)]
+        (folder / f"{name}.txt").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return folder
 
 TARGET = 0.97
 

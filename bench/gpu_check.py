@@ -147,7 +147,10 @@ def memory(check: Check, dataset: Path) -> None:
     if not hasattr(memory_gpu, "gpu_memory_rows"):
         check.say("", "## memory: bench/memory_gpu.py has no gpu_memory_rows() yet: skipped")
         return
-    rows = memory_gpu.gpu_memory_rows()
+    from engine.runtime import configure_cuda_allocator
+
+    configure_cuda_allocator()  # as the trainer runs: before this process's first CUDA allocation
+    rows = memory_gpu.gpu_memory_rows(budget_s=max(30.0, check.left() - 40))
     check.say("", "## memory: estimate vs torch.cuda.max_memory_allocated / max_memory_reserved / NVML used",
               memory_gpu.format_gpu_rows(rows) if hasattr(memory_gpu, "format_gpu_rows") else json.dumps(rows))
     check.record("memory", rows)

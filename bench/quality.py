@@ -35,6 +35,7 @@ from device_stats import read_peak, release, reset_peak  # noqa: E402
 from engine import events as ev  # noqa: E402
 from engine.config import ARCHS, OPTIMIZERS, RunConfig, TrainConfig, build_config  # noqa: E402
 from engine.model import GPT  # noqa: E402
+from engine.plan import resolve_precision  # noqa: E402
 from engine.runtime import resolve_runtime  # noqa: E402
 from engine.trainer import Trainer  # noqa: E402
 
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     rt = resolve_runtime(TrainConfig(device=a.device, precision=a.precision))
     settings = {k: v for k, v in vars(a).items() if k != "json"}
     settings.update(seeds=seeds, muon_lr=a.muon_lr or t.muon_lr, torch=torch.__version__,
-                    device_name=rt.describe(), precision=rt.precision)
+                    device_name=rt.describe(), precision=resolve_precision(a.precision, rt.info)[0])
 
     def save(rows: list[Row]) -> None:
         settings["wall_s"] = round(time.perf_counter() - start)

@@ -35,7 +35,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -68,7 +67,6 @@ CPU_BATCH = {"tiny": 8, "small": 4, "medium": 2}
 CPU_STEPS = {"tiny": 3, "small": 2, "medium": 2}  # timed steps per run; a tiny step is seconds on 2 cores
 CPU_REPEATS = {"tiny": 3, "small": 2, "medium": 1}  # runs per row (tiny's interleaved with the reference)
 GPU_STEPS = 100
-_COMPILED = re.compile(r"compiled in ([0-9.]+) s")
 
 
 # ----------------------------------------------------------------------------- one engine run
@@ -80,8 +78,10 @@ class EngineRun:
     compile_logged_s: float
     first_window_excess_s: float
     peak_bytes: int
-    precision: str
+    precision: str  # the trainer's plan, from RunStarted
     error: str = ""
+    compiled: bool = False
+    device: str = ""
 
 
 def engine_config(preset: str, *, device: str, precision: str, compile: str, batch: int, seq_len: int | None,
@@ -108,32 +108,34 @@ def run_engine(cfg: RunConfig) -> EngineRun:
     rt = resolve_runtime(t)
     control = TrainingControl()
     metrics: list[ev.StepMetrics] = []
-    compiled_s = 0.0
+    started: list[ev.RunStarted] = []
 
     def emit(e: ev.Event) -> None:
-        nonlocal compiled_s
         if isinstance(e, ev.StepMetrics):
             metrics.append(e)
             if e.step >= total:
                 control.stop()
-        elif isinstance(e, ev.Log) and (m := _COMPILED.search(e.message)):
-            compiled_s = float(m.group(1))
+        elif isinstance(e, ev.RunStarted):
+            started.append(e)  # the plan: precision, compile on/off and its time, device
 
     release(rt.device)  # each run compiles afresh, as a new training process would
     reset_peak(rt.device)
     result = Trainer(cfg, emit, control).run()
     peak = read_peak(rt.device)
     release(rt.device)
+    plan = started[0] if started else None
+    precision = plan.precision if plan else t.precision
     if isinstance(result, ev.Failed):
-        return EngineRun(0.0, 0.0, 0.0, 0.0, peak, rt.precision, f"{result.kind}: {result.message.splitlines()[0]}")
+        return EngineRun(0.0, 0.0, 0.0, 0.0, peak, precision, f"{result.kind}: {result.message.splitlines()[0]}")
     steady = metrics[1:]
-    if not steady:
-        return EngineRun(0.0, 0.0, 0.0, 0.0, peak, rt.precision, "no timed window (too few steps)")
+    if plan is None or not steady:
+        return EngineRun(0.0, 0.0, 0.0, 0.0, peak, precision, "no timed window (too few steps)")
     step_s = statistics.median(m.step_time_s for m in steady)
     tokens_per_s = statistics.median(m.tokens_per_s for m in steady)
     first = metrics[0]
     excess = max(0.0, (first.step_time_s - step_s) * first.step)  # the first window holds `first.step` steps
-    return EngineRun(tokens_per_s, step_s, compiled_s, excess, peak, rt.precision)
+    return EngineRun(tokens_per_s, step_s, plan.compile_s, excess, peak, precision, compiled=plan.compiled,
+                     device=plan.device)
 
 
 # ----------------------------------------------------------------------------- the bench
@@ -266,7 +268,7 @@ def _engine_row(preset: str, cfg: RunConfig, runs: list[EngineRun]) -> Row:
     rt = resolve_runtime(cfg.train)
     params, fpt = _flops_per_token(cfg)
     precision = runs[0].precision
-    row = Row("engine", preset, rt.describe(), precision, rt.compile, cfg.train.batch_size,
+    row = Row("engine", preset, runs[0].device or rt.describe(), precision, runs[0].compiled, cfg.train.batch_size,
               cfg.model.max_seq_len, num_params=params, flops_per_token=fpt)
     failed = [r for r in runs if r.error]
     if failed:

@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from engine.schedule import LRSchedule
+
 
 @dataclass(frozen=True)
 class Event:
@@ -27,6 +29,8 @@ class Log(Event):
 
 @dataclass(frozen=True)
 class RunStarted(Event):
+    """The run's plan (engine.plan.RunPlan) as the trainer resolved it; readers take numbers from here."""
+
     run_dir: str
     num_params: int
     total_steps: int
@@ -38,6 +42,20 @@ class RunStarted(Event):
     world_size: int = 1
     resumed_from: str = ""  # checkpoint path when resuming
     preset_params: dict[str, int] = field(default_factory=dict)  # preset name -> parameter count
+    vocab_size: int = 0  # the tokenizer's real vocabulary, which the model was built with
+    micro_batch: int = 0  # sequences per forward on one rank
+    compiled: bool = False  # torch.compile on
+    compile_s: float = 0.0  # compilation time before the first step (not counted as training time)
+    schedule: LRSchedule | None = None  # the learning rate at every step
+    estimated_bytes: int = 0  # the memory estimate of this plan (engine.memory)
+
+
+@dataclass(frozen=True)
+class SettingsChanged(Event):
+    """Settings a resume changed (only those the resume policy calls safe), from `step` on."""
+
+    step: int
+    changes: dict[str, list[Any]]  # "section.name" -> [old, new]
 
 
 @dataclass(frozen=True)

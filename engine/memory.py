@@ -45,6 +45,7 @@ from dataclasses import dataclass, field, replace
 
 from engine.config import RunConfig
 from engine.memory_acts import saved_activations
+from engine.plan import DeviceInfo, RunPlan, plan_run, replan
 
 MiB = 1024**2
 GiB = 1024**3
@@ -102,19 +103,6 @@ def flops_per_token(m, seq_len: int | None = None) -> int:
     return 6 * (count_params(m) - m.max_seq_len * m.d_model) + 12 * m.num_layers * m.d_model * T
 
 
-def resolve_precision(precision: str, device: str, bf16_supported: bool = True) -> str:
-    if precision != "auto":
-        return precision
-    if device.startswith("cuda"):
-        return "bf16" if bf16_supported else "fp16"
-    return "fp32"
-
-
-def resolve_compile(setting: str, device: str) -> bool:
-    """train.compile as engine.runtime resolves it: auto = on for CUDA."""
-    return setting == "on" or (setting == "auto" and device.startswith("cuda"))
-
-
 def _head_phases(compiled: bool, half: bool, sV: int, VC: int) -> dict[str, int]:
     """Live bytes of the (tokens x vocab) terms at each moment around the loss, besides saved activations.
 
@@ -137,20 +125,25 @@ def _head_phases(compiled: bool, half: bool, sV: int, VC: int) -> dict[str, int]
 
 
 def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1,
-                    bf16_supported: bool = True, compiled: bool | None = None) -> MemoryEstimate:
+                    bf16_supported: bool = True, plan: RunPlan | None = None,
+                    compiled: bool | None = None) -> MemoryEstimate:
     """Peak memory of one training step of `cfg` on one device (see the module docstring).
 
-    `compiled` is the resolved torch.compile choice; None resolves
-    cfg.train.compile for `device` as the runtime does (auto: on for CUDA).
+    Micro-batch, accumulation, precision, compile, ranks and vocabulary come
+    from the run plan (engine.plan); without one, a plan for a generic
+    `device` ("cuda" unless told otherwise) with cfg.model.vocab_size is made
+    here. `compiled` overrides the plan's torch.compile choice (the bench
+    measures both paths of one config).
     """
-    m, t = cfg.model, cfg.train
-    device = "cuda" if device == "auto" else device  # an estimate is for the GPU unless told otherwise
-    world = max(1, world_size)
-    accum = max(1, t.grad_accum_steps)
-    micro = max(1, -(-t.batch_size // (accum * world)))
+    if plan is None:
+        plan = plan_run(cfg, world_size=world_size, device=DeviceInfo.kind(device, bf16_supported),
+                        vocab_size=cfg.model.vocab_size)
+    m, t = plan.model, cfg.train
+    device = plan.device.type
+    world, accum, micro = plan.world_size, plan.grad_accum_steps, plan.micro_batch
     T, V, C, L = m.max_seq_len, m.padded_vocab_size, m.d_model, m.num_layers
-    precision = resolve_precision(t.precision, device, bf16_supported)
-    compiled = resolve_compile(t.compile, device) if compiled is None else compiled
+    precision = plan.precision
+    compiled = plan.compile if compiled is None else compiled
     half = precision != "fp32"
     cuda = device.startswith("cuda")
     s = micro * T
@@ -228,7 +221,7 @@ def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1
     rows["allocator slack"] = int(ALLOCATOR_SLACK * allocated) if cuda else 0
     return MemoryEstimate(
         num_params=n, micro_batch=micro, seq_len=T, precision=precision,
-        tokens_per_step=t.batch_size * T, flops_per_token=flops_per_token(m, T),
+        tokens_per_step=plan.tokens_per_step, flops_per_token=flops_per_token(m, T),
         rows=rows, total_bytes=sum(rows.values()), peak_phase=peak,
         allocated_bytes=allocated, saved_bytes=saved, gradient_bytes=G, phases=totals, compiled=compiled,
     )
@@ -246,17 +239,19 @@ def _with(cfg: RunConfig, **train) -> RunConfig:
 
 
 def max_batch_size(cfg: RunConfig, gpu_bytes: int, *, device: str = "cuda", world_size: int = 1,
-                   bf16_supported: bool = True, compiled: bool | None = None) -> int:
+                   bf16_supported: bool = True, plan: RunPlan | None = None, compiled: bool | None = None) -> int:
     """Largest `train.batch_size` (at the current grad_accum_steps) whose estimate fits; 0 if none.
 
     Batch sizes step by grad_accum_steps * world_size, the multiples that keep
     every micro-batch whole. The estimate grows with the batch, so bisect.
     """
-    unit = max(1, cfg.train.grad_accum_steps) * max(1, world_size)
+    unit = max(1, cfg.train.grad_accum_steps) * max(1, plan.world_size if plan else world_size)
 
     def fits(micro: int) -> bool:
-        est = estimate_memory(_with(cfg, batch_size=micro * unit), device=device, world_size=world_size,
-                              bf16_supported=bf16_supported, compiled=compiled)
+        trial = _with(cfg, batch_size=micro * unit)
+        est = (estimate_memory(trial, plan=replan(plan, trial), compiled=compiled) if plan is not None else
+               estimate_memory(trial, device=device, world_size=world_size, bf16_supported=bf16_supported,
+                               compiled=compiled))
         return est.total_bytes <= gpu_bytes
 
     if not fits(1):
@@ -280,14 +275,14 @@ def format_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
-def oom_advice(cfg: RunConfig, gpu_name: str, gpu_bytes: int, *, device: str = "cuda",
-               compiled: bool | None = None, world_size: int = 1) -> str:
+def oom_advice(cfg: RunConfig, gpu_name: str, gpu_bytes: int, *, plan: RunPlan | None = None) -> str:
     """One paragraph: the estimate, the card, and the change most likely to make it fit.
 
-    `compiled` is the run's resolved torch.compile choice (None: from cfg).
+    `plan` is the run's (its device, ranks, precision, compile and
+    vocabulary); without one, a generic GPU's.
     """
-    on = {"device": device, "compiled": compiled, "world_size": world_size}
-    est = estimate_memory(cfg, **on)
+    plan = plan or plan_run(cfg, device=DeviceInfo.gpu(), vocab_size=cfg.model.vocab_size)
+    est = estimate_memory(cfg, plan=plan)
     t, m = cfg.train, cfg.model
     big = sorted(((v, k) for k, v in est.rows.items() if v), reverse=True)[:2]
     parts = ", ".join(f"{k} {format_bytes(v)}" for v, k in big)
@@ -297,25 +292,27 @@ def oom_advice(cfg: RunConfig, gpu_name: str, gpu_bytes: int, *, device: str = "
         return head + (" The estimate fits with room to spare, so another process may be holding GPU "
                        "memory (check nvidia-smi), or torch.compile's first steps needed extra.")
     tips: list[str] = []
-    best = max_batch_size(cfg, gpu_bytes, **on)
+    best = max_batch_size(cfg, gpu_bytes, plan=plan)
     if 0 < best < t.batch_size:
         tips.append(f"batch_size {best} fits")
         # Same effective batch through accumulation: the smallest grad_accum_steps that fits.
         for accum in range(t.grad_accum_steps + 1, t.batch_size + 1):
-            if t.batch_size % accum == 0 and \
-                    estimate_memory(_with(cfg, grad_accum_steps=accum), **on).total_bytes <= gpu_bytes:
+            if t.batch_size % accum:
+                continue
+            trial = _with(cfg, grad_accum_steps=accum)
+            if estimate_memory(trial, plan=replan(plan, trial)).total_bytes <= gpu_bytes:
                 tips.append(f"or keep batch_size {t.batch_size} with grad_accum_steps {accum} "
                             f"(micro-batch {t.batch_size // accum})")
                 break
     if not t.grad_checkpointing:
         ck = _with(cfg, grad_checkpointing=True)
-        ck_best = max_batch_size(ck, gpu_bytes, **on)
+        ck_best = max_batch_size(ck, gpu_bytes, plan=replan(plan, ck))
         if ck_best > best:
             tips.append(f"turn on grad checkpointing (train.grad_checkpointing = true; "
                         f"up to batch_size {ck_best} then fits)")
-    if est.precision == "fp32":
+    if est.precision == "fp32" and plan.device.type == "cuda":
         bf = _with(cfg, precision="bf16")
-        if max_batch_size(bf, gpu_bytes, **on) > best:
+        if max_batch_size(bf, gpu_bytes, plan=replan(plan, bf)) > best:
             tips.append("use bf16 (train.precision = \"bf16\", or fp16 on GPUs without bf16)")
     if not tips:
         tips.append(f"even batch_size {max(1, t.grad_accum_steps)} does not fit; reduce model.max_seq_len "

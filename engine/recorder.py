@@ -171,6 +171,8 @@ class RunRecorder:
             self._heartbeat(memory={k: v for k, v in e.to_dict().items() if k != "event"})  # for a watcher
             if self._tb is not None:
                 self._tb.add_scalar("memory/used_gib", e.used_bytes / 1024**3, self._step)
+        elif isinstance(e, ev.SettingsChanged):
+            self._line(e)  # which settings a resume changed, from which step
         elif isinstance(e, ev.Paused):
             self._state(status="paused", step=e.step)
         elif isinstance(e, ev.Resumed):

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from engine import events as ev
+from engine.schedule import LRSchedule
 
 METRICS = "metrics.jsonl"
 FULL_READ_BYTES = 8 << 20  # files up to this size are parsed whole when opened (~35k steps)
@@ -439,6 +440,11 @@ def to_event(row: dict[str, Any]) -> ev.Event | None:
     values = {k: v for k, v in row.items() if k in names}
     if cls is ev.Finished and isinstance(values.get("test"), dict):
         values["test"] = to_event({**values["test"], "event": "EvalResult"})
+    if cls is ev.RunStarted and isinstance(values.get("schedule"), dict):
+        try:
+            values["schedule"] = LRSchedule(**values["schedule"])
+        except TypeError:
+            values["schedule"] = None
     try:
         return cls(**values)
     except TypeError:

@@ -1,8 +1,10 @@
-"""Where and how a run executes: device, precision, compile, distributed ranks, RNG.
+"""Where a run executes: the device, distributed ranks, autocast and RNG state.
 
-Resolves the config's "auto" choices once, at start, into concrete values the
-trainer uses and reports (bf16 on GPUs that support it, fp16 with a scaler on
-older ones, fp32 on the CPU; torch.compile on CUDA).
+Resolves train.device ("auto" included) into a torch device and describes it
+as an `engine.plan.DeviceInfo` (name, compute capability), which the run plan
+turns into the precision and compile choices (bf16 on GPUs of compute
+capability 8.0 or newer, fp16 with a scaler on older ones, fp32 on the CPU;
+torch.compile on CUDA). Nothing here decides them a second time.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch.distributed as dist
 
 from engine.config import TrainConfig
 from engine.errors import ConfigError
+from engine.plan import DeviceInfo
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # Rank 0 may tokenize a large corpus (WikiText-103: tens of minutes) while the
@@ -25,11 +28,17 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 PREPARE_TIMEOUT = timedelta(hours=6)
 
 
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The forward's autocast for a resolved precision (fp32: none)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=DTYPES[precision])
+
+
 @dataclass
 class Runtime:
     device: torch.device
-    precision: str  # resolved: fp32 | bf16 | fp16
-    compile: bool
+    info: DeviceInfo  # what the run plan needs to know about the device
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
@@ -43,11 +52,6 @@ class Runtime:
     def distributed(self) -> bool:
         return self.world_size > 1
 
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=DTYPES[self.precision])
-
     def wait_for_main(self) -> None:
         """Barrier on the slow group: ranks wait here while rank 0 prepares the data."""
         if self.distributed:
@@ -59,23 +63,16 @@ class Runtime:
             torch.cuda.synchronize(self.device)
 
     def describe(self) -> str:
-        if self.device.type == "cuda":
-            return f"{self.device} ({torch.cuda.get_device_name(self.device)})"
-        return str(self.device)
+        """"cuda:0 (NVIDIA H100 80GB HBM3)" or "cpu"."""
+        return self.info.describe()
 
 
 def resolve_runtime(cfg: TrainConfig) -> Runtime:
+    """The device train.device names (this rank's under torchrun), with the process group started."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = _resolve_device(cfg.device, local_rank if world_size > 1 else None)
-    precision = cfg.precision
-    if precision == "auto":
-        precision = ("bf16" if bf16_native(device) else "fp16") if device.type == "cuda" else "fp32"
-    if precision == "bf16" and device.type == "cuda" and not bf16_native(device):
-        raise ConfigError(f"train.precision bf16 is only emulated on {torch.cuda.get_device_name(device)} "
-                          f"(compute capability {_capability(device)}, bf16 needs 8.0); use fp16 or auto")
-    use_compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
     slow_group = None
     if world_size > 1 and device.type == "cuda":
         # Before any collective or pin_memory(): otherwise every rank's NCCL
@@ -86,32 +83,51 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
         dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
     if world_size > 1:
         slow_group = dist.new_group(backend="gloo", timeout=PREPARE_TIMEOUT)
-    if world_size > 1 and cfg.batch_size % (cfg.grad_accum_steps * world_size):
-        raise ConfigError(
-            f"train.batch_size ({cfg.batch_size}) must be divisible by grad_accum_steps × ranks "
-            f"({cfg.grad_accum_steps} × {world_size})"
-        )
     if device.type == "cuda":
+        configure_cuda_allocator()
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    return Runtime(device, precision, use_compile, rank, local_rank, world_size, slow_group)
+    return Runtime(device, device_info(device), rank, local_rank, world_size, slow_group)
 
 
-def _capability(device: torch.device) -> str:
-    major, minor = torch.cuda.get_device_capability(device)
-    return f"{major}.{minor}"
+def configure_cuda_allocator() -> None:
+    """Expandable segments for the caching allocator, unless the user configured it.
 
-
-def bf16_native(device: torch.device) -> bool:
-    """bf16 in hardware: compute capability 8.0 (Ampere) or newer, on the chosen device.
-
-    Not torch.cuda.is_bf16_supported(): it asks the *current* device and by
-    default counts emulation (T4, V100 "support" bf16 at a fraction of fp16's
-    speed), which would pick the slow path for `precision = auto`.
+    A training step allocates a few very large, differently sized transients
+    (logits, their fp32 copy, gradients); in fixed segments they fragment and
+    the allocator reserved up to 1.5x what was allocated (H200, bench/gpu_check).
+    Expandable segments grow one mapping instead, so reserved stays close to
+    allocated and the memory estimate holds for both. Applies to segments
+    created from now on: call before the first CUDA allocation.
     """
-    if torch.version.hip:
-        return True
-    return torch.cuda.get_device_capability(device) >= (8, 0)
+    if os.environ.get("PYTORCH_CUDA_ALLOC_CONF") or os.environ.get("PYTORCH_ALLOC_CONF"):
+        return
+    _set_allocator_settings("expandable_segments:True")
+
+
+def _set_allocator_settings(conf: str) -> None:
+    # No public API sets this at run time (only the environment variable, read
+    # once): torch >= 2.9 names it torch._C._accelerator_setAllocatorSettings,
+    # earlier releases torch.cuda.memory._set_allocator_settings.
+    setter = getattr(torch._C, "_accelerator_setAllocatorSettings", None)
+    (setter or torch.cuda.memory._set_allocator_settings)(conf)
+
+
+def device_info(device: torch.device) -> DeviceInfo:
+    """Name and compute capability of the chosen device, for the run plan's precision rule.
+
+    The capability is the chosen device's (not torch.cuda.is_bf16_supported(),
+    which asks the *current* device and by default counts emulation: T4 and
+    V100 "support" bf16 at a fraction of fp16's speed). ROCm devices report
+    no capability and are taken as bf16-capable.
+    """
+    if device.type != "cuda":
+        return DeviceInfo(device.type, device.index)
+    capability = None
+    if not torch.version.hip:
+        major, minor = torch.cuda.get_device_capability(device)
+        capability = (major, minor)
+    return DeviceInfo("cuda", device.index, torch.cuda.get_device_name(device), capability)
 
 
 def _resolve_device(name: str, local_rank: int | None) -> torch.device:

@@ -325,6 +325,20 @@ def _build(folder: Path, key: str, texts: TextSplits, cfg: DataConfig, tokenizer
     return meta
 
 
+def cached_vocab_size(cfg: DataConfig) -> int | None:
+    """The real vocabulary of `cfg`'s tokens when they are already prepared; None otherwise.
+
+    Read-only (creates no folder): the setup screen uses it to plan with the
+    tokenizer's true size instead of the BPE target.
+    """
+    try:
+        ref = resolve_dataset(cfg.dataset)
+    except (DataError, OSError):
+        return None
+    found = _find_cache(ref, cache_key(ref, cfg))
+    return None if found is None else int(found[1]["vocab_size"])
+
+
 def _cache_candidates(ref: DatasetRef, key: str) -> list[Path]:
     leaf = f"{ref.name}-{key}"
     return list(dict.fromkeys([cache_root(ref.path) / leaf, _home_cache() / leaf]))

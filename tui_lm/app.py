@@ -8,6 +8,7 @@ imported inside the training worker, run folders are scanned in a worker).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from textual.app import App
 from textual.binding import Binding
@@ -15,8 +16,10 @@ from textual.screen import Screen
 
 from engine.config import RunConfig, build_config
 from engine.errors import ConfigError
+from engine.launch import resume_request
 from engine.runs import default_roots
-from tui_lm.profiles import load_profile, profiles_dir
+from tui_lm.messages import OpenResumePicker, ResumeRun, StartTraining, WatchRun
+from tui_lm.profiles import profiles_dir
 from tui_lm.screens.dashboard import DashboardScreen
 from tui_lm.screens.help import HelpScreen
 from tui_lm.screens.quit_confirm import QuitConfirm
@@ -69,7 +72,7 @@ class TuiLmApp(App[int]):
 
     def resume_run(self, run_dir: Path, screen: Screen | None = None) -> None:
         try:
-            cfg = build_config(None, run_dir / "run.toml")
+            cfg = resume_request(run_dir).config
         except ConfigError as e:
             self.notify(str(e), title="cannot resume", severity="error")
             return
@@ -89,6 +92,20 @@ class TuiLmApp(App[int]):
             self.notify(str(e), title="cannot watch", severity="error")
             return
         self.push_screen(WatchScreen(cfg, run_dir))
+
+    # Screens ask for navigation with messages (tui_lm.messages); the app owns the screen stack.
+
+    def on_start_training(self, message: StartTraining) -> None:
+        self.start_training(message.config)
+
+    def on_open_resume_picker(self, message: OpenResumePicker) -> None:
+        self.open_resume_picker(message.out_dir)
+
+    def on_resume_run(self, message: ResumeRun) -> None:
+        self.resume_run(message.run_dir, screen=message.picker)
+
+    def on_watch_run(self, message: WatchRun) -> None:
+        self.watch_run(message.run_dir)
 
     @property
     def dashboard(self) -> DashboardScreen | None:
@@ -127,20 +144,26 @@ class TuiLmApp(App[int]):
 
 
 def make_app(profile: Path | None = None, resume_picker: bool = False, roots: list[Path] | None = None,
-             out_dir: str | None = None, watch: Path | None = None) -> TuiLmApp:
+             out_dir: str | None = None, overrides: dict[str, dict[str, Any]] | None = None,
+             watch: Path | None = None) -> TuiLmApp:
     """The app for the CLI and the tests.
 
     profile: a run.toml / profile to open on the setup screen (else the tiny preset);
+    overrides: settings from flags, on top of it (the same merge as headless);
     resume_picker: open the resume picker on top of setup; roots: folders the
     picker lists runs from (default: `out_dir` and ./lm_*); out_dir: parent
     folder for new runs; watch: a run folder to open attached (`tui-lm watch`).
     """
     error, source, subtitle = "", None, ""
-    cfg = build_config("tiny")
+    overrides = {k: dict(v) for k, v in (overrides or {}).items()}
+    if out_dir:
+        overrides.setdefault("run", {})["out_dir"] = out_dir
+    out_dir = overrides.get("run", {}).get("out_dir") or None
+    cfg = build_config(None, None, overrides, check=False)
     if profile is not None:
         profile = Path(profile)
         try:
-            cfg = load_profile(profile)
+            cfg = build_config(None, profile, overrides, check=False)
             subtitle = profile.name
             in_folder = profile.resolve().parent == profiles_dir().resolve()
             source = f"profile:{profiles_dir() / profile.name}" if in_folder else None
@@ -148,8 +171,6 @@ def make_app(profile: Path | None = None, resume_picker: bool = False, roots: li
             error = str(e)
     if source is None and not subtitle:
         source = f"preset:{cfg.run.preset or 'tiny'}"
-    if out_dir:
-        cfg.run.out_dir = out_dir
     if roots is None:
         roots = ([Path(out_dir)] if out_dir else []) + default_roots()
     return TuiLmApp(cfg, source=source, resume_picker=resume_picker, roots=list(roots),

@@ -80,12 +80,11 @@ def _run_app(args: argparse.Namespace) -> int:
     profile = args.profile or args.config
     if profile and not Path(profile).is_file():
         raise UserError(f"profile {profile} does not exist")
-    roots = None
-    if args.resume:  # a run folder lists its siblings; any other folder its runs
-        chosen = Path(args.resume)
-        roots = [chosen.parent if (chosen / "run.toml").is_file() else chosen]
+    from engine.launch import picker_roots
+
+    roots = picker_roots(args.resume) if args.resume else None
     app = make_app(profile=Path(profile) if profile else None, resume_picker=args.resume is not None,
-                   roots=roots, out_dir=getattr(args, "run.out_dir"))
+                   roots=roots, overrides=overrides_from(args))
     app.run()
     return int(app.return_code or 0)
 

@@ -12,15 +12,14 @@ import argparse
 import os
 import signal
 import sys
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from engine import events as ev
-from engine.config import RunConfig, build_config
 from engine.control import TrainingControl
+from engine.launch import resolve
 
 
 def _millions(n: int) -> str:
@@ -44,7 +43,7 @@ def format_event(e: ev.Event) -> str | None:
         return (f"run {e.run_dir} ({what})\n"
                 f"  model {_millions(e.num_params)} parameters (presets at this vocabulary: {presets})\n"
                 f"  device {e.device}, {e.precision}, {e.world_size} rank(s); {e.total_steps:,} steps, "
-                f"{e.steps_per_epoch:,} per epoch, {e.tokens_per_step:,} tokens per step")
+                f"{e.steps_per_epoch:,} per epoch, {e.tokens_per_step:,} tokens per step; vocabulary {e.vocab_size:,}")
     if isinstance(e, ev.StepMetrics):
         remaining = (e.total_steps - e.step) * e.step_time_s
         return (f"step {e.step:>6}/{e.total_steps} | epoch {e.epoch + 1} | loss {e.loss:.4f} | lr {e.lr:.2e} | "
@@ -62,6 +61,8 @@ def format_event(e: ev.Event) -> str | None:
         return f"paused at step {e.step}"
     if isinstance(e, ev.Resumed):
         return f"resumed at step {e.step}"
+    if isinstance(e, ev.SettingsChanged):
+        return None  # the trainer's log line says it in words
     if isinstance(e, ev.Finished):
         if e.stopped:
             return f"stopped at step {e.step}; resume with: tui-lm --no-ui --resume {e.run_dir}"
@@ -128,37 +129,19 @@ def install_signal_handlers(control: TrainingControl, say) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def resolve(args: argparse.Namespace, overrides: dict[str, dict[str, Any]]) -> tuple[RunConfig, Path | None]:
-    """The run's config and, when resuming, its folder."""
-    from engine.data import canonical_name
-    from engine.runs import default_out_dir, latest_run
-
-    if args.resume is None:
-        return build_config(None, args.config, overrides), None
-    if args.resume:
-        run_dir = Path(args.resume)
-        if run_dir.name == "run.toml":
-            run_dir = run_dir.parent
-        if not (run_dir / "run.toml").is_file():
-            from engine.errors import ConfigError
-
-            raise ConfigError(f"--resume {args.resume}: not a run folder (no run.toml in it)")
-    else:
-        base = build_config(None, args.config, overrides)
-        parent = Path(base.run.out_dir) if base.run.out_dir else default_out_dir(canonical_name(base.data.dataset))
-        run_dir = latest_run(parent)
-    return build_config(None, run_dir / "run.toml", overrides), run_dir
-
-
 def run_headless(args: argparse.Namespace, overrides: dict[str, dict[str, Any]]) -> int:
-    cfg, run_dir = resolve(args, overrides)
+    cfg, request = resolve(args.config, overrides, args.resume)
     from engine.trainer import Trainer  # torch is imported only once the config is known to be valid
 
     control = TrainingControl()
     printer = Printer()
     install_signal_handlers(control, lambda m: printer.console.print(m, markup=False))
-    result = Trainer(cfg, printer, control, run_dir=run_dir, resume=run_dir is not None,
-                     accept_data_change=bool(getattr(args, "accept_data_change", False))).run()
+    if request is None:
+        trainer = Trainer(cfg, printer, control)
+    else:
+        trainer = Trainer(cfg, printer, control, run_dir=request.run_dir, resume=True, changes=request.changes,
+                          accept_data_change=bool(getattr(args, "accept_data_change", False)))
+    result = trainer.run()
     if isinstance(result, ev.Failed):
         return 2 if result.kind in ("config", "data", "io") else 1
     return 0

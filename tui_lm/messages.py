@@ -1,14 +1,19 @@
-"""Messages that cross from the training thread into the Textual app.
+"""Messages that cross into the Textual app: from the training thread, and from screens to the app.
 
 Widget-specific messages live on the widget that sends them (for example
-`ConfigForm.Changed`); this module only holds the ones the training runner
-posts, since the runner is not a widget.
+`ConfigForm.Changed`); this module holds the ones the training runner posts
+(the runner is not a widget) and the navigation requests screens send the
+app (screens never call the app's methods directly).
 """
 
 from __future__ import annotations
 
-from textual.message import Message
+from pathlib import Path
 
+from textual.message import Message
+from textual.screen import Screen
+
+from engine.config import RunConfig
 from engine.events import Event
 
 
@@ -23,3 +28,38 @@ class TrainingEvent(Message):
     def __init__(self, event: Event) -> None:
         super().__init__()
         self.event = event
+
+
+# Requests from a screen to the app, which owns navigation between screens.
+
+class StartTraining(Message):
+    """The setup screen's Start: train `config` on the dashboard."""
+
+    def __init__(self, config: RunConfig) -> None:
+        super().__init__()
+        self.config = config
+
+
+class OpenResumePicker(Message):
+    """Open the resume picker, also listing runs under `out_dir` (the output folder typed on setup)."""
+
+    def __init__(self, out_dir: str = "") -> None:
+        super().__init__()
+        self.out_dir = out_dir
+
+
+class ResumeRun(Message):
+    """Resume the run in `run_dir`; `picker` is the screen it was chosen on (replaced by the dashboard)."""
+
+    def __init__(self, run_dir: Path, picker: Screen | None = None) -> None:
+        super().__init__()
+        self.run_dir = run_dir
+        self.picker = picker
+
+
+class WatchRun(Message):
+    """Open the dashboard attached to the run in `run_dir`, which another process trains."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__()
+        self.run_dir = run_dir

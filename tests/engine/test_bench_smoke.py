@@ -5,6 +5,7 @@ Speed itself is measured by the benchmark, never asserted here.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import sys
 from pathlib import Path
@@ -51,4 +52,10 @@ def test_throughput_bench_tiny_cpu(throughput, tmp_path: Path, monkeypatch: pyte
 
     lines = throughput.context_lines(rows, {"steps": 2})
     assert any(line.startswith("engine/reference, tiny on cpu") for line in lines)
-    assert any("450K" in line for line in lines)
+    # The target line judges a medium/bf16/seq-1024 CUDA row against 450K tokens/s.
+    medium = dict(preset="medium", seq=1024, precision="bf16", device="cuda:0 (NVIDIA H100 80GB HBM3)",
+                  gpu="H100 80GB", compile=True)
+    fast = dataclasses.replace(engine, tokens_per_s=500_000.0, **medium)
+    slow = dataclasses.replace(engine, tokens_per_s=100_000.0, **medium)
+    assert any("500,000 tok/s, meets the target" in line for line in throughput.context_lines([fast], {}))
+    assert any("100,000 tok/s, below the target" in line for line in throughput.context_lines([slow], {}))

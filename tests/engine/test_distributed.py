@@ -32,10 +32,10 @@ def step_hook(trainer_step):
 import engine.trainer as t
 real_train_step = t.Trainer._train_step
 def train_step(self, batches):
-    if self.step + 1 == int(fail_step) and self.rt.rank == int(fail_rank):
+    if self.progress.step + 1 == int(fail_step) and self.s.rt.rank == int(fail_rank):
         raise RuntimeError("injected failure")
     out = real_train_step(self, batches)
-    if stop_at and self.step + 1 == stop_at:
+    if stop_at and self.progress.step + 1 == stop_at:
         os.kill(os.getpid(), signal.SIGTERM)  # as torchrun does on Ctrl-C
     return out
 t.Trainer._train_step = train_step

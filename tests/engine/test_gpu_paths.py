@@ -9,6 +9,7 @@ compute capability, and a compiler backend that runs out of memory.
 from __future__ import annotations
 
 import functools
+import re
 import sys
 import types
 from pathlib import Path
@@ -21,8 +22,8 @@ from torch._dynamo.utils import counters
 from conftest import tiny_config
 from engine import events as ev
 from engine import runtime
-from engine.config import TrainConfig
-from engine.errors import ConfigError
+from engine.config import RunConfig, TrainConfig
+from engine.plan import plan_run
 from engine.gpus import GPU_CATALOGUE, find_gpu
 from engine.trainer import Trainer
 
@@ -80,6 +81,8 @@ def test_one_compiled_graph_over_warmup_training_and_evaluation(corpus: Path, tm
     assert sum(isinstance(e, ev.EvalResult) for e in seen) >= 2
     assert counters["stats"]["unique_graphs"] == 1  # the warm-up's graph serves every real step
     assert any(isinstance(e, ev.Log) and "torch.compile" in e.message for e in seen)
+    started = next(e for e in seen if isinstance(e, ev.RunStarted))
+    assert started.compiled and started.compile_s > 0  # a typed field, so the bench needs no log parsing
     torch._dynamo.reset()
 
 
@@ -106,6 +109,7 @@ class FakeCuda:
         self.name, self.capability = name, capability
 
     def patch(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(runtime, "_set_allocator_settings", lambda conf: None)  # no real allocator here
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
         monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
         monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
@@ -126,7 +130,9 @@ def test_auto_precision_follows_the_cards_compute_capability(name: str, capabili
     FakeCuda(name, capability).patch(monkeypatch)
     monkeypatch.setattr(torch.version, "hip", None)
     rt = runtime.resolve_runtime(TrainConfig(device="cuda"))
-    assert rt.precision == expected
+    assert rt.info.capability == capability and rt.info.name == name
+    # the run plan turns the device's capability into the precision
+    assert plan_run(RunConfig(train=TrainConfig(device="cuda")), device=rt.info).precision == expected
     # the catalogue, which the memory estimate reads, says the same about the card
     assert find_gpu(name).bf16 == (expected == "bf16")
 
@@ -134,8 +140,9 @@ def test_auto_precision_follows_the_cards_compute_capability(name: str, capabili
 def test_explicit_bf16_on_a_card_that_only_emulates_it_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     FakeCuda("Tesla T4", (7, 5)).patch(monkeypatch)
     monkeypatch.setattr(torch.version, "hip", None)
-    with pytest.raises(ConfigError, match="emulated on Tesla T4.*7.5"):
-        runtime.resolve_runtime(TrainConfig(device="cuda", precision="bf16"))
+    train = TrainConfig(device="cuda", precision="bf16")
+    plan = plan_run(RunConfig(train=train), device=runtime.resolve_runtime(train).info)
+    assert len(plan.errors) == 1 and re.search("emulated on Tesla T4.*7.5", plan.errors[0])
 
 
 def test_torchrun_sets_each_ranks_device_before_the_process_group(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -177,3 +184,17 @@ def test_common_cards_have_a_peak_for_mfu(name: str, memory: int | None, expecte
 def test_catalogue_bf16_flags_follow_the_compute_capability_rule() -> None:
     pre_ampere = {"T4 16GB", "V100 16GB", "V100 32GB"}
     assert {g.name for g in GPU_CATALOGUE if not g.bf16} == pre_ampere
+
+
+def test_cuda_runs_use_expandable_segments_unless_the_user_configured_the_allocator(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    FakeCuda("NVIDIA H100 80GB HBM3", (9, 0)).patch(monkeypatch)
+    settings: list[str] = []
+    monkeypatch.setattr(runtime, "_set_allocator_settings", settings.append)
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    monkeypatch.delenv("PYTORCH_ALLOC_CONF", raising=False)
+    runtime.resolve_runtime(TrainConfig(device="cuda"))
+    assert settings == ["expandable_segments:True"]
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:512")
+    runtime.resolve_runtime(TrainConfig(device="cuda"))
+    assert settings == ["expandable_segments:True"]  # the user's own setting is left alone

@@ -44,6 +44,8 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cache_dir: Path) -> None:
     monkeypatch.setenv("TUI_LM_CACHE", str(cache_dir))
+    # The home cache is a token cache too (prepare_data falls back to it): keep the machine's out.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_dir / "xdg"))
     monkeypatch.setenv("TUI_LM_PROFILES", str(tmp_path / "profiles"))
     import engine.gpus
 

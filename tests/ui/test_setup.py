@@ -14,7 +14,11 @@ from tests.ui.conftest import run, text, wait_for
 from tui_lm.app import make_app
 from tui_lm.profiles import profiles_dir
 from tui_lm.widgets.setup.config_form import ConfigForm
-from tui_lm.widgets.setup.memory_panel import MemoryPanel
+from engine.plan import DeviceInfo, plan_run
+from tui_lm.widgets.setup.memory_panel import planned_vocab
+
+# tiny at a 1,000-token vocabulary (padded to 1,024 rows): 1024*256 + 256*256 + 4 blocks + final LayerNorm
+GPT_PARAMS_AT_1000 = 1024 * 256 + 256 * 256 + 4 * (4 * 256 * 256 + 2 * 256 * 1024 + 9 * 256 + 1024) + 2 * 256
 
 SIZE = (120, 40)
 
@@ -148,6 +152,25 @@ def test_profile_with_invalid_values_opens_with_messages(tmp_path: Path, tiny_pr
             assert app.screen.query_one("#f-model-num_heads", Input).value == "5"
             assert "divisible" in text(app.screen.query_one("#e-model-d_model", Static))
             assert app.screen.query_one("#start", Button).disabled
-            assert app.screen.query_one(MemoryPanel) is not None
+            # The estimate still follows the other settings, at the vocabulary the data asks for.
+            vocab, origin = planned_vocab(app.screen.query_one(ConfigForm).config.data)
+            assert f"vocabulary {vocab:,} ({origin})" in " ".join(memory_text(app).split())
+
+    run(flow())
+
+
+def test_estimate_uses_the_vocabulary_typed() -> None:
+    """The BPE vocabulary field changes the estimate (the logits are its largest term for small models)."""
+    async def flow() -> None:
+        app = make_app(out_dir="runs")
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            form = app.screen.query_one(ConfigForm)
+            await type_into(pilot, "#f-data-vocab_size", "1000")
+            assert form.config.data.vocab_size == 1000
+            expected = estimate_memory(form.config, plan=plan_run(form.config, device=DeviceInfo.gpu()))
+            assert expected.num_params == GPT_PARAMS_AT_1000
+            shown = " ".join(memory_text(app).split())
+            assert f"{expected.num_params:,}" in shown and "vocabulary 1,000 (typed)" in shown
 
     run(flow())

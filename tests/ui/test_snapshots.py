@@ -16,6 +16,9 @@ from typing import Any, Awaitable, Callable
 import pytest
 
 from engine import events as ev
+from engine.config import build_config
+from engine.memory import estimate_memory
+from engine.schedule import LRSchedule
 from tests.ui.test_resume_picker import make_runs
 from tui_lm.app import make_app
 from tui_lm.runner import TrainingRunner
@@ -77,8 +80,11 @@ class ScriptedRunner(TrainingRunner):
 
     def run(self) -> ev.Event:
         screen = self.target
+        # What the trainer publishes for the tiny preset on the CPU: its LR schedule and memory estimate.
+        estimate = estimate_memory(build_config("tiny"), device="cpu").total_bytes
         self.emit(ev.RunStarted(run_dir="runs/demo", num_params=15_431_424, total_steps=1000, start_step=0,
-                                steps_per_epoch=250, tokens_per_step=8192, device="cpu", precision="fp32"))
+                                steps_per_epoch=250, tokens_per_step=8192, device="cpu", precision="fp32",
+                                schedule=LRSchedule(3e-4, 1000, 1000, 0.1), estimated_bytes=estimate))
         deadline = time.monotonic() + 30
         while screen.run_dir is None and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -105,7 +111,8 @@ def scripted_dashboard(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], Await
 
     async def start(pilot) -> None:
         await pilot.press("ctrl+t")
-        while not (isinstance(pilot.app.screen, dashboard_module.DashboardScreen)
+        # Start is a message to the app: wait for the dashboard to be mounted before reading its state.
+        while not (isinstance(pilot.app.screen, dashboard_module.DashboardScreen) and pilot.app.screen.is_mounted
                    and pilot.app.screen.state == "paused"):
             await asyncio.sleep(0.05)
         for _ in range(3):

@@ -13,13 +13,13 @@ prints the same as one JSON object. Nothing here imports torch.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 import sys
 from typing import Any
 
-from engine.config import RunConfig, build_config, tokenizer_vocab, user_settings
+from engine.config import RunConfig, build_config, user_settings
 from engine.errors import ConfigError
 from engine.gpus import GPU, GPU_CATALOGUE, find_gpu
+from engine.plan import DeviceInfo, RunPlan, plan_run
 from engine.memory import MemoryEstimate, estimate_memory, format_bytes, max_batch_size, verdict
 from tui_lm.flags import Parser, add_setting_flags, spellings
 from tui_lm.flags import overrides_from as flag_overrides
@@ -48,24 +48,26 @@ def overrides_from(args) -> dict[str, dict[str, Any]]:
 
 
 def gpu_rows(cfg: RunConfig, gpus: list[GPU], device: str, world_size: int) -> list[dict[str, Any]]:
-    """Verdict and largest batch_size for each GPU; "auto" precision is fp16 on cards without bf16."""
+    """Verdict and largest batch_size for each GPU, each with its own plan ("auto" is fp16 without bf16)."""
     rows = []
     for gpu in gpus:
-        est = estimate_memory(cfg, device=device, world_size=world_size, bf16_supported=gpu.bf16)
+        where = DeviceInfo.gpu(gpu.name, gpu.bf16) if device == "cuda" else DeviceInfo(device)
+        plan = plan_run(cfg, world_size=world_size, device=where)
+        est = estimate_memory(cfg, plan=plan)
         rows.append({
             "name": gpu.name,
             "memory_bytes": gpu.memory_bytes,
-            "precision": est.precision,
-            "precision_supported": gpu.bf16 or est.precision != "bf16",
+            "precision": plan.precision,
+            "precision_supported": not plan.errors,
             "total_bytes": est.total_bytes,
             "verdict": verdict(est.total_bytes, gpu.memory_bytes),
-            "max_batch_size": max_batch_size(cfg, gpu.memory_bytes, device=device, world_size=world_size,
-                                             bf16_supported=gpu.bf16),
+            "max_batch_size": max_batch_size(cfg, gpu.memory_bytes, plan=plan),
         })
     return rows
 
 
-def as_json(cfg: RunConfig, est: MemoryEstimate, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def as_json(plan: RunPlan, est: MemoryEstimate, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    cfg = plan.config
     return {
         "preset": cfg.run.preset,
         "model": cfg.to_dict()["model"],
@@ -94,11 +96,12 @@ def _count(n: float) -> str:
     return str(int(n))
 
 
-def print_report(cfg: RunConfig, est: MemoryEstimate, rows: list[dict[str, Any]], world_size: int) -> None:
+def print_report(plan: RunPlan, est: MemoryEstimate, rows: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
+    cfg, world_size = plan.config, plan.world_size
     m, t = cfg.model, cfg.train
     console.print(
         f"[bold]{cfg.run.preset or 'custom'}[/]: {_count(est.num_params)} parameters, "
@@ -146,21 +149,20 @@ def main(argv: list[str]) -> int:
         if args.world_size < 1:
             raise ConfigError(f"--world_size must be a positive integer, got {args.world_size}")
         cfg = build_config(None, args.config, overrides_from(args))
-        # --vocab_size is the tokenizer's vocabulary (data.vocab_size), as everywhere.
-        cfg = replace(cfg, model=replace(cfg.model, vocab_size=tokenizer_vocab(cfg.data)))
-        if cfg.train.batch_size % (cfg.train.grad_accum_steps * args.world_size):
-            raise ConfigError(f"train.batch_size ({cfg.train.batch_size}) must be divisible by "
-                              f"grad_accum_steps x world_size ({cfg.train.grad_accum_steps * args.world_size})")
+        # The vocabulary is the data section's (--vocab_size, or GPT-2's for --tokenizer gpt2).
+        plan = plan_run(cfg, world_size=args.world_size, device=DeviceInfo.kind(args.device))
+        if plan.errors:
+            raise ConfigError(plan.errors[0])
         gpus = [find_gpu(args.gpu)] if args.gpu else list(GPU_CATALOGUE)
     except ConfigError as e:
         print(f"tui-lm estimate: error: {e}", file=sys.stderr)
         return 2
-    est = estimate_memory(cfg, device=args.device, world_size=args.world_size)
+    est = estimate_memory(cfg, plan=plan)
     rows = gpu_rows(cfg, gpus, args.device, args.world_size)
     if args.json:
-        print(json.dumps(as_json(cfg, est, rows)))
+        print(json.dumps(as_json(plan, est, rows)))
     else:
-        print_report(cfg, est, rows, args.world_size)
+        print_report(plan, est, rows)
     return 0
 
 

@@ -21,7 +21,6 @@ from textual.widgets import Footer, Static
 
 from engine import events as ev
 from engine.config import RunConfig
-from engine.schedule import lr_at
 from tui_lm.messages import TrainingEvent
 from tui_lm.runner import TrainingRunner
 from tui_lm.widgets.dashboard.event_log import EventLog
@@ -35,17 +34,6 @@ from tui_lm.widgets.dashboard.step_progress import StepProgress
 DRAIN_S = 0.5  # metric widgets update twice a second; keys and events are handled at once
 LR_CURVE_POINTS = 240
 ENDED = ("finished", "stopped", "failed")
-
-
-def estimate_bytes(cfg: RunConfig, device: str, precision: str) -> int | None:
-    """The memory estimate for the device the trainer actually chose (None if unavailable)."""
-    try:
-        from engine.memory import estimate_memory
-
-        kind = "cuda" if device.startswith("cuda") else "cpu"
-        return estimate_memory(cfg, device=kind, bf16_supported=precision == "bf16").total_bytes
-    except Exception:  # the gauge then shows live use without the marker
-        return None
 
 
 class DashboardScreen(Screen):
@@ -192,14 +180,11 @@ class DashboardScreen(Screen):
         header = self.query_one(RunHeader)
         header.run_name, header.device, header.num_params = self.run_dir.name, e.device, e.num_params
         self.query_one(StepProgress).begin(e.start_step, e.total_steps, e.steps_per_epoch)
-        t = self.cfg.train
-        xs = [round(i * e.total_steps / LR_CURVE_POINTS) for i in range(LR_CURVE_POINTS + 1)]
-        ys = [lr_at(x, lr=t.lr, warmup_steps=t.warmup_steps, total_steps=e.total_steps,
-                    min_lr_ratio=t.min_lr_ratio) for x in xs]
         lr_plot = self.query_one("#lr-plot", LinePlot)
-        lr_plot.set_points("schedule", xs, ys)
+        if e.schedule is not None:  # the trainer's own schedule, not a copy worked out here
+            lr_plot.set_points("schedule", *e.schedule.curve(LR_CURVE_POINTS))
         lr_plot.x_max = self.query_one("#loss-plot", LinePlot).x_max = e.total_steps
-        self.query_one(MemoryGauge).set_estimate(estimate_bytes(self.cfg, e.device, e.precision))
+        self.query_one(MemoryGauge).set_estimate(e.estimated_bytes or None)
         if e.resumed_from:
             self._load_history(self.run_dir, e.start_step)
 

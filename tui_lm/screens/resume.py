@@ -15,6 +15,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from tui_lm.messages import ResumeRun, WatchRun
 from tui_lm.widgets.resume.run_table import RunTable
 
 
@@ -111,7 +112,7 @@ class ResumeScreen(Screen):
             reason = info.problem or f"the run is {info.status}"
             self.notify(reason, title=f"cannot resume {info.name}", severity="warning")
             return
-        self.app.resume_run(info.path, screen=self)  # type: ignore[attr-defined]
+        self.post_message(ResumeRun(info.path, self))
 
     def action_attach(self) -> None:
         """Watch the highlighted run live, when another process is training it."""
@@ -125,7 +126,7 @@ class ResumeScreen(Screen):
             why = trainer_gone(state) or f"the run is {state.get('status', info.status)}"
             self.notify(f"{why}; nothing to attach to", title=f"cannot attach to {info.name}", severity="warning")
             return
-        self.app.watch_run(info.path)  # type: ignore[attr-defined]
+        self.post_message(WatchRun(info.path))
 
     def action_back(self) -> None:
         self.app.pop_screen()

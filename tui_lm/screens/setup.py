@@ -17,6 +17,7 @@ from textual.widgets import Button, Footer, Header, Input, Static
 
 from engine.config import RunConfig, with_preset
 from engine.errors import ConfigError
+from tui_lm.messages import OpenResumePicker, StartTraining
 from tui_lm.profiles import load_profile, name_problem, save_profile
 from tui_lm.widgets.setup.config_form import ConfigForm
 from tui_lm.widgets.setup.memory_panel import MemoryPanel
@@ -119,8 +120,8 @@ class SetupScreen(Screen):
         if form.errors:
             self.notify("fix the settings marked in red first", title="cannot start", severity="warning")
             return
-        self.app.start_training(copy.deepcopy(form.config))  # type: ignore[attr-defined]
+        self.post_message(StartTraining(copy.deepcopy(form.config)))
 
     @on(Button.Pressed, "#open-resume")
     def action_open_resume(self) -> None:
-        self.app.open_resume_picker(self.form.config.run.out_dir)  # type: ignore[attr-defined]
+        self.post_message(OpenResumePicker(self.form.config.run.out_dir))

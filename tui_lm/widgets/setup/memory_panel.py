@@ -8,6 +8,7 @@ to ask "would this fit on an H100?".
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from rich.console import Group
@@ -18,7 +19,8 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Select, Static
 
-from engine.config import RunConfig
+from engine.config import DataConfig, RunConfig, tokenizer_vocab
+from engine.plan import DeviceInfo, RunPlan, plan_run
 from tui_lm.widgets.common.format import bar, human_bytes, human_count
 
 try:  # engine.memory / engine.gpus are optional until they land; the panel then says so
@@ -67,12 +69,27 @@ def gpu_choices() -> tuple[list[tuple[str, str]], str | None, dict[str, tuple[st
     return options, default or (options[0][1] if options else None), cards
 
 
+def planned_vocab(data: DataConfig) -> tuple[int, str]:
+    """(vocabulary to plan with, where it comes from): the prepared tokenizer's real size when the
+    data is already tokenized with these settings ("tokenizer"), else the vocabulary asked for."""
+    try:
+        from engine.tokenizer import cached_vocab_size
+
+        real = cached_vocab_size(data)
+    except Exception:  # an unreadable cache only costs the exact number
+        real = None
+    if real is not None:
+        return real, "tokenizer"
+    return tokenizer_vocab(data), "GPT-2" if data.tokenizer == "gpt2" else "typed"
+
+
 class MemoryPanel(Vertical):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self._options, self._default, self._sizes = gpu_choices()
         self.config: RunConfig | None = None
         self.estimate: Any = None  # the last MemoryEstimate, for the dashboard's gauge
+        self._vocab: tuple[DataConfig, tuple[int, str]] | None = None  # the last lookup, per data section
 
     def compose(self) -> ComposeResult:
         if self._options:
@@ -110,27 +127,38 @@ class MemoryPanel(Vertical):
             return
         gpu = self.gpu
         try:
-            est = _memory.estimate_memory(cfg, device="cuda", bf16_supported=gpu[2] if gpu else True)
+            vocab, origin = self._vocabulary(cfg.data)
+            device = DeviceInfo.gpu(gpu[0], gpu[2]) if gpu else DeviceInfo.gpu()
+            plan = plan_run(cfg, device=device, vocab_size=vocab)
+            est = _memory.estimate_memory(cfg, plan=plan)
         except Exception as e:  # invalid settings (e.g. heads not dividing d_model) cannot be estimated
             self.estimate = None
             body.update(Text(f"no estimate: fix the settings marked in red\n({e})", style="dim"))
             return
         self.estimate = est
-        body.update(self._describe(cfg, est, gpu))
+        body.update(self._describe(cfg, plan, est, gpu, origin))
 
-    def _describe(self, cfg: RunConfig, est: Any, gpu: tuple[str, int, bool] | None) -> Group:
+    def _vocabulary(self, data: DataConfig) -> tuple[int, str]:
+        """planned_vocab, looked up again only when the data section changes (it reads the cache)."""
+        if self._vocab is None or self._vocab[0] != data:
+            self._vocab = (copy.deepcopy(data), planned_vocab(data))
+        return self._vocab[1]
+
+    def _describe(self, cfg: RunConfig, plan: RunPlan, est: Any, gpu: tuple[str, int, bool] | None,
+                  origin: str) -> Group:
         table = Table.grid(padding=(0, 1), expand=True)
         table.add_column(style="dim", ratio=1, no_wrap=True, overflow="ellipsis")
         table.add_column(justify="right", no_wrap=True)
         table.add_row("parameters", Text(f"{est.num_params:,} ({human_count(est.num_params)})", style="bold"))
-        table.add_row("tokens per step", f"{est.tokens_per_step:,}")
-        table.add_row("micro-batch × seq", f"{est.micro_batch} × {est.seq_len} ({est.precision})")
+        table.add_row("vocabulary", f"{plan.vocab_size:,} ({origin})")
+        table.add_row("tokens per step", f"{plan.tokens_per_step:,}")
+        table.add_row("micro-batch × seq", f"{plan.micro_batch} × {plan.seq_len} ({plan.precision})")
         for name, size in est.rows.items():
             table.add_row(f"  {name}", human_bytes(size))
         table.add_row(Text("total at peak", style="bold"), Text(human_bytes(est.total_bytes), style="bold"))
         parts: list[Any] = [table]
         if gpu is not None:
-            name, capacity, bf16 = gpu
+            _, capacity, _ = gpu
             verdict = _memory.verdict(est.total_bytes, capacity)
             style = _VERDICT_STYLE.get(verdict, "bold")
             share = est.total_bytes / max(1, capacity)
@@ -140,7 +168,7 @@ class MemoryPanel(Vertical):
             line.append(verdict, style=style)
             parts.append(line)
             try:
-                largest = _memory.max_batch_size(cfg, capacity, bf16_supported=bf16)
+                largest = _memory.max_batch_size(cfg, capacity, plan=plan)
                 parts.append(Text.assemble(("largest batch that fits: ", "dim"), (f"{largest:,}", "bold")))
             except Exception:  # the search is a nicety; the verdict above is what matters
                 pass
