@@ -1,4 +1,4 @@
-"""Peak training memory of the GPT in engine/model.py, from the config alone.
+"""Peak training memory of the GPT in engine/model.py (either arch), from the config alone.
 
 Pure arithmetic (no torch), so the dashboard can re-estimate on every
 keystroke. It models one training step as engine.trainer runs it (autocast
@@ -44,7 +44,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from engine.config import RunConfig
-from engine.memory_acts import saved_activations
+from engine.memory_acts import saved_activations, swiglu_hidden
 from engine.plan import DeviceInfo, RunPlan, plan_run, replan
 
 MiB = 1024**2
@@ -89,18 +89,44 @@ class MemoryEstimate:
         return self.allocated_bytes + self.rows.get("allocator slack", 0)
 
 
+def block_matrix_params(m) -> int:
+    """Weights of one block's matrices: what Muon optimises and autocast copies to half precision."""
+    C = m.d_model
+    if m.arch == "modern":
+        return 4 * C * C + 3 * C * swiglu_hidden(m.d_ff)  # q, k, v, o + gate, up, down
+    return 4 * C * C + 2 * C * m.d_ff  # qkv, attn proj, fc, mlp proj
+
+
 def count_params(m) -> int:
-    """Equal to GPT(m).num_params(): tied embeddings, positions, blocks, final LayerNorm."""
+    """Equal to GPT(m).num_params(): embeddings (tied or not), positions (gpt2), blocks, final norm."""
     C, F = m.d_model, m.d_ff
-    # per block: qkv 3C·C+3C, attn proj C·C+C, fc F·C+F, mlp proj C·F+C, two LayerNorms 4C
-    block = 4 * C * C + 2 * C * F + 9 * C + F
-    return m.padded_vocab_size * C + m.max_seq_len * C + m.num_layers * block + 2 * C
+    embeddings = m.padded_vocab_size * C * (1 if m.tie_embeddings else 2)
+    if m.arch == "modern":
+        # per block: matrices, two RMSNorm gains 2C, the q/k norm gains 2·head_dim; no biases, no positions
+        return embeddings + m.num_layers * (block_matrix_params(m) + 2 * C + 2 * m.head_dim) + C
+    # per block: matrices, biases 3C + C + F + C, two LayerNorms 4C
+    block = block_matrix_params(m) + 9 * C + F
+    return embeddings + m.max_seq_len * C + m.num_layers * block + 2 * C
 
 
 def flops_per_token(m, seq_len: int | None = None) -> int:
-    """Equal to GPT.flops_per_token: 6N (positions excluded) + 12·L·d·T."""
+    """Equal to GPT.flops_per_token: 6N (lookups excluded: positions, an untied input embedding) + 12·L·d·T."""
     T = seq_len or m.max_seq_len
-    return 6 * (count_params(m) - m.max_seq_len * m.d_model) + 12 * m.num_layers * m.d_model * T
+    n = count_params(m)
+    if m.arch != "modern":
+        n -= m.max_seq_len * m.d_model
+    if not m.tie_embeddings:
+        n -= m.padded_vocab_size * m.d_model
+    return 6 * n + 12 * m.num_layers * m.d_model * T
+
+
+def optimizer_state_bytes(m, t) -> int:
+    """AdamW keeps two fp32 moments per weight; Muon one momentum buffer for the blocks' matrices."""
+    n = count_params(m)
+    if t.optimizer == "muon":
+        muon = m.num_layers * block_matrix_params(m)
+        return 8 * (n - muon) + 4 * muon
+    return 8 * n
 
 
 def _head_phases(compiled: bool, half: bool, sV: int, VC: int) -> dict[str, int]:
@@ -151,10 +177,10 @@ def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1
 
     P = 4 * n  # fp32 master weights
     G = 4 * n
-    O = 8 * n  # AdamW exp_avg + exp_avg_sq
-    block_w = 4 * C * C + 2 * C * m.d_ff
+    O = optimizer_state_bytes(m, t)
+    block_w = block_matrix_params(m)
     VC = V * C
-    W_head = 2 * VC if half else 0  # lm_head's copy of the tied embedding
+    W_head = 2 * VC if half else 0  # lm_head's half copy of its weight
     W_blk = 2 * block_w if half else 0
     W_all = W_head + L * W_blk
     # Gradients are live before backward with accumulation (earlier
@@ -169,19 +195,22 @@ def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1
     saved = A + a["logits"]
     sV = s * V
     logits = _head_phases(compiled, half, sV, VC)
-    wte_grad = 4 * VC  # the tied weight's lm_head gradient waits in autograd's buffer
+    tied = m.tie_embeddings
+    wte_grad = 4 * VC  # the tied weight's lm_head gradient waits in autograd's buffer (untied: in .grad)
     if compiled:
         # The one backward graph returns every gradient; the embedding's dense
         # gradient and lm_head's (fp32, and its half original) are summed
         # inside it. fp32 logits are only freed at its end.
-        end_extra = (6 * VC if half else 4 * VC + 4 * sV) + (G if accum > 1 else 0)
+        # (An untied head's gradient needs no sum: measured tied only.)
+        end_extra = ((6 if tied else 2) * VC if half else (4 * VC if tied else 0) + 4 * sV) + (G if accum > 1 else 0)
         W_fwd = W_bwd = W_head if ckpt else W_all  # saved copies; checkpointed blocks recast theirs
         L_saved = a["logits"]
     else:
         # At the end the embedding's dense gradient joins the buffered one;
         # autograd sums them out of place (the buffered grad is a transposed
-        # layout), and with accumulation that sum is added into .grad.
-        end_extra = wte_grad * (2 + (accum > 1))
+        # layout), and with accumulation that sum is added into .grad. An
+        # untied embedding's gradient goes straight to its .grad.
+        end_extra = wte_grad * (2 + (accum > 1)) if tied else 0
         W_fwd, W_bwd = W_all, (W_head if ckpt else W_all)  # autocast's cache holds every copy to the end of forward
         L_saved = 0  # the log-probs are in logits' own phases
 

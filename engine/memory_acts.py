@@ -23,6 +23,11 @@ from __future__ import annotations
 CPU_RNG_STATE_BYTES = 5056  # torch.get_rng_state(): what checkpointing keeps to replay dropout
 
 
+def swiglu_hidden(d_ff: int) -> int:
+    """Equal to engine.model_modern.swiglu_hidden (repeated here: the estimator must not import torch)."""
+    return max(64, round(2 * d_ff / 3 / 64) * 64)
+
+
 def _attention(m, batch: int, seq: int, e: int, cuda: bool, compiled: bool) -> int:
     """Bytes one attention layer saves besides its input LayerNorm and c_attn's input."""
     C, H, T = m.d_model, m.num_heads, seq
@@ -82,6 +87,8 @@ def saved_activations(m, batch: int, seq: int, precision: str, device: str,
         logits = e * s * V + 8 * s + 4  # logits, their max and log-sum-exp, the mean's divisor
     else:
         logits = 4 * s * V  # log_softmax's fp32 output
+    if m.arch == "modern":
+        return {**_modern_saved(m, batch, seq, e, mask, attn), "logits": logits}
     return {
         "embed": 8 * s + 8 * seq + mask(4) * s * C,  # token ids, positions, embedding dropout
         "block": block,
@@ -93,4 +100,37 @@ def saved_activations(m, batch: int, seq: int, precision: str, device: str,
         "head_checkpointed": (8 * s + e * s * C + 8 * s + 4 * seq * C) if compiled
         else 4 * s * C + 8 * s + e * s * C + 8 * s,
         "logits": logits,
+    }
+
+
+def _modern_saved(m, batch: int, T: int, e: int, mask, attn: int) -> dict[str, int]:
+    """saved_activations for arch "modern" (RoPE, RMSNorm, SwiGLU, QK-norm), op by op as on the CPU.
+
+    RMSNorm (eager, composite) keeps its fp32 input, rstd and the normalised
+    input; the per-head q/k norms do the same on the projections' outputs.
+    Under autocast every Linear casts its input separately, so q, k and v
+    keep three half copies (gate and up two); in fp32 they share one tensor.
+    RoPE keeps its cos/sin: under autocast four half casts per layer; in fp32
+    the model's own tables (buffers of 2 x max_seq_len x head_dim floats, left
+    out like the parameters: under 1 MiB at head_dim 64 and 1024 positions).
+    SwiGLU keeps gate's and up's outputs, silu's output and their product. On
+    CUDA a fused RMSNorm may keep less, and so may a compiled graph (the
+    compiled modern block is not measured yet: these eager rules stand in,
+    on the safe side).
+    """
+    C, H, hd, F = m.d_model, m.num_heads, m.head_dim, swiglu_hidden(m.d_ff)
+    s = batch * T
+    half = e == 2
+    norm = 8 * s * C + 4 * s  # fp32 input, normalised input, rstd
+    qk_norms = 2 * (8 * s * C + 4 * s * H)
+    rope = 4 * T * hd * e if half else 0
+    block = (norm + (3 if half else 1) * e * s * C + qk_norms + rope + attn + mask(e) * s * C  # attention half
+             + norm + (2 if half else 1) * e * s * C + 4 * e * s * F + mask(e) * s * C)  # SwiGLU half
+    head = norm + e * s * C + 8 * s  # final norm, lm_head input, targets
+    return {
+        "embed": 8 * s + mask(4) * s * C,  # token ids, embedding dropout
+        "block": block,
+        "block_input": 4 * s * C,  # fp32 residual stream
+        "head": head,
+        "head_checkpointed": head,
     }

@@ -158,13 +158,19 @@ def _prepare(cfg: RunConfig, model: GPT | None):
     torch.manual_seed(0)
     model = model if model is not None else GPT(m)
     set_variant(model.train(), m.attention, cfg.train.grad_checkpointing)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    for p in model.parameters():  # a step on zero gradients creates AdamW's state cheaply
+    if cfg.train.optimizer == "muon":
+        from engine.optim import make_optimizer
+
+        opt = make_optimizer(model, cfg.train, fused=True)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    for p in model.parameters():  # a step on zero gradients creates the optimizer's state cheaply
         p.grad = torch.zeros_like(p)
     opt.step()
     opt.zero_grad(set_to_none=True)
     batches = real_batches(cfg)
-    resident = [*model.parameters(), *(v for s in opt.state.values() for v in s.values()),
+    resident = [*model.parameters(), *(v for s in opt.state.values() for v in s.values()
+                                       if isinstance(v, torch.Tensor)),
                 *(b[0] for b in batches)]
     return model, opt, batches, resident
 

@@ -46,6 +46,8 @@ def cfg_with(preset: str = "tiny", **sections):
     ("tiny", {"vocab_size": 1000, "d_model": 96, "num_heads": 3, "d_ff": 200, "num_layers": 2, "max_seq_len": 100}),
     ("tiny", {"vocab_size": 64, "d_model": 8, "num_heads": 1, "d_ff": 8, "num_layers": 1, "max_seq_len": 1}),
     ("small", {"vocab_size": 50304, "num_layers": 7, "d_ff": 1000}),
+    ("tiny", {"arch": "modern"}), ("medium", {"arch": "modern"}), ("small", {"arch": "modern", "d_ff": 1000}),
+    ("tiny", {"arch": "modern", "tie_embeddings": False}), ("tiny", {"tie_embeddings": False}),
 ])
 def test_num_params_and_flops_equal_the_model(preset, model):
     cfg = cfg_with(preset, model=model)
@@ -100,6 +102,22 @@ def test_rows_sum_to_total_and_precision_resolves():
     assert ddp.total_bytes - ddp.allocated_bytes == (NCCL_BUFFER_BYTES + ddp.rows["CUDA context"]
                                                      + ddp.rows["allocator slack"] - 64 * 2**20)
     assert "NCCL buffers" not in estimate_memory(cfg, device="cpu", world_size=2).rows  # gloo
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "modern"])
+def test_muon_state_is_one_buffer_for_block_matrices(arch):
+    from engine.optim import make_optimizer
+
+    cfg = cfg_with("tiny", train={"optimizer": "muon"}, model={"max_seq_len": 16, "vocab_size": 500, "arch": arch})
+    model = GPT(cfg.model)
+    opt = make_optimizer(model, cfg.train)
+    x = torch.randint(0, 500, (2, 16))
+    model(x, x)[1].backward()
+    opt.step()
+    state = sum(v.numel() * v.element_size() for s in opt.state.values() for k, v in s.items() if k != "step")
+    est = estimate_memory(cfg)
+    assert est.rows["optimizer state"] == state
+    assert state < 2 * est.rows["parameters"]  # AdamW's would be exactly twice the parameters
 
 
 def test_compile_setting_resolves_like_the_runtime():
@@ -165,6 +183,37 @@ def test_saved_activations_match_autograd(preset_models, preset, attention, prec
     got, want = measured - logprobs, est.saved_bytes - logprobs
     assert abs(want - got) <= 0.02 * got, f"estimate {format_bytes(want)} vs autograd {format_bytes(got)}"
     assert abs(est.saved_bytes - measured) <= 0.001 * measured
+
+
+@pytest.fixture(scope="module")
+def modern_models():
+    models = {}
+    for preset in ("tiny", "small"):
+        torch.manual_seed(0)
+        models[preset] = GPT(build_config(preset, overrides={"model": {"arch": "modern"}}).model)
+    return models
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+@pytest.mark.parametrize("attention", ["fused", "math"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("ckpt", [False, True], ids=["full", "checkpointed"])
+@pytest.mark.parametrize("dropout", [0.1, 0.0])
+def test_modern_saved_activations_match_autograd(modern_models, preset, attention, precision, ckpt, dropout):
+    base = build_config(preset, overrides={"model": {"arch": "modern", "dropout": dropout}})
+    model = modern_models[preset]
+    for mod in model.modules():  # the same weights with this dropout
+        if isinstance(mod, torch.nn.Dropout):
+            mod.p = dropout
+        if hasattr(mod, "dropout") and isinstance(mod.dropout, float):
+            mod.dropout = dropout
+    set_variant(model, attention, ckpt)
+    x = torch.randint(0, base.model.vocab_size, (BATCH, SEQ), generator=torch.Generator().manual_seed(1))
+    measured = measure_saved(model, x, x, precision)[0]
+    est = estimate_for(base, BATCH, SEQ, precision, attention, ckpt, "cpu")
+    logprobs = 4 * BATCH * SEQ * base.model.padded_vocab_size
+    got, want = measured - logprobs, est.saved_bytes - logprobs
+    assert abs(want - got) <= 0.02 * got, f"estimate {format_bytes(want)} vs autograd {format_bytes(got)}"
 
 
 # Compiled (inductor on the CPU): dropout 0, so fused attention is the flash kernel as on CUDA; the
@@ -240,10 +289,15 @@ def test_attention_matrix_only_for_math_and_dropout_masks_by_device():
     ("tiny", {}, 4, 128, "fp32", False),  # peaks at the start of backward
     ("tiny", {"vocab_size": 512}, 8, 256, "fp32", True),  # peaks in the recomputed block
     ("tiny", {"num_layers": 1}, 1, 16, "bf16", False),  # peaks at the end of backward
+    ("tiny", {"arch": "modern"}, 4, 128, "fp32", False),
+    ("tiny", {"arch": "modern", "vocab_size": 512}, 8, 256, "bf16", True),
+    ("tiny", {"arch": "modern", "num_layers": 1, "tie_embeddings": False, "optimizer": "muon"}, 1, 16, "fp32", False),
 ])
 def test_whole_step_peak_matches_live_tensors(preset, model, batch, seq, precision, ckpt):
+    model = dict(model)
+    optimizer = model.pop("optimizer", "adamw")
     cfg = cfg_with(preset, model={**model, "max_seq_len": seq, "grad_checkpointing": ckpt},
-                   train={"batch_size": batch, "precision": precision})
+                   train={"batch_size": batch, "precision": precision, "optimizer": optimizer})
     est = estimate_memory(cfg, device="cpu")
     measured = measure_peak(cfg, precision)
     assert abs(est.allocated_bytes - measured) <= 0.03 * measured, (est.peak_phase, est.phases, measured)
