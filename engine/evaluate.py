@@ -65,25 +65,25 @@ def eval_metrics(nll_sum: float, scored: int, total_tokens: int, n_words: int, n
 def eval_batch_multiple(cfg, device: str, precision: str) -> int:  # type: ignore[no-untyped-def]
     """How many training micro-batches one evaluation batch holds: 1 to EVAL_MULTIPLE_MAX.
 
-    A training step holds, per sequence, the activations saved for backward
-    and the logits' backward buffers (saved log-probs, their two fp32
-    gradients). An inference-mode evaluation holds the batch's logits and one
-    block's transient tensors per sequence, and the fp32 upcast and
-    log-probabilities of one training micro-batch at a time (score_tokens'
-    `loss_chunk`). The evaluation batch is the largest multiple whose memory
-    stays within the training step's, so it never raises the run's peak
-    (engine.memory prices the same tensors).
+    Per sequence of T tokens and a (padded) vocabulary V, a training step
+    holds at its peak at least the logits' backward buffers (saved fp32
+    log-probs and two fp32 gradients: 12·T·V bytes) and the activations saved
+    for backward (at least 16 bytes per layer, token and channel; 4 with
+    checkpointing, which keeps only each block's input). An inference-mode
+    evaluation holds the batch's logits (2 or 4 bytes each) and one block's
+    transient tensors per sequence, and the fp32 upcast and log-probs of one
+    training micro-batch at a time (score_tokens' `loss_chunk`: 8·T·V bytes).
+    The evaluation batch is the largest multiple whose memory stays within
+    the training step's, so it never raises the run's peak. `device` is kept
+    for callers that know it; the bound holds on any.
     """
-    from engine.memory import saved_activations
-
-    m, t = cfg.model, cfg.train
-    a = saved_activations(m, 1, m.max_seq_len, precision, device)
-    logprobs = a["logprobs"]  # 4 bytes x seq x vocab
-    blocks = m.num_layers * (a["block_input"] if t.grad_checkpointing else a["block"])
-    train_seq = a["embed"] + blocks + a["head"] + 3 * logprobs
-    logits_seq = (0.5 if precision != "fp32" else 1) * logprobs + a["block"]
-    chunk_seq = 2 * logprobs  # fp32 upcast + log-probs of one micro-batch
-    return max(1, min(EVAL_MULTIPLE_MAX, int((train_seq - chunk_seq) // max(1.0, logits_seq))))
+    m = cfg.model
+    T, V, C, F, L = m.max_seq_len, m.padded_vocab_size, m.d_model, m.d_ff, m.num_layers
+    per_activation = 4 if cfg.train.grad_checkpointing else 16
+    train_seq = 12 * T * V + L * T * C * per_activation
+    chunk = 8 * T * V
+    eval_seq = (4 if precision == "fp32" else 2) * T * V + 4 * T * (3 * C + F)
+    return max(1, min(EVAL_MULTIPLE_MAX, (train_seq - chunk) // eval_seq))
 
 
 class EvalProgressReporter:

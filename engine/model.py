@@ -21,7 +21,7 @@ from torch.utils.checkpoint import checkpoint
 
 from engine.attention import KVCache, attend
 from engine.config import ModelConfig
-from engine.model_modern import ModernBlock, rope_tables
+from engine.model_modern import ModernBlock, RMSNorm, rope_tables
 
 __all__ = ["GPT", "KVCache"]
 # Projections that write into the residual stream: GPT-2 scales their init by 1/sqrt(2 * layers).
@@ -90,7 +90,7 @@ class GPT(nn.Module):
             self.wpe = nn.Embedding(cfg.max_seq_len, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
         self.h = nn.ModuleList((ModernBlock if modern else Block)(cfg) for _ in range(cfg.num_layers))
-        self.ln_f = nn.RMSNorm(cfg.d_model, eps=cfg.layer_norm_eps) if modern else \
+        self.ln_f = RMSNorm(cfg.d_model, eps=cfg.layer_norm_eps) if modern else \
             nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
         self.lm_head = nn.Linear(cfg.d_model, cfg.padded_vocab_size, bias=False)
         if cfg.tie_embeddings:

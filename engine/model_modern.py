@@ -50,6 +50,23 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + _rotate_half(x) * sin
 
 
+class RMSNorm(nn.Module):
+    """Gain-only RMSNorm; `weight` follows the input's dtype so the fused kernel runs under autocast.
+
+    (nn.RMSNorm falls back to the unfused composite when a bf16 input meets
+    its fp32 weight, which the per-head q/k norms see: their input is the
+    projection's bf16 output.)
+    """
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, self.weight.shape, self.weight.to(x.dtype), self.eps)
+
+
 class ModernAttention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -58,8 +75,8 @@ class ModernAttention(nn.Module):
         self.k_proj = nn.Linear(d, d, bias=False)
         self.v_proj = nn.Linear(d, d, bias=False)
         self.o_proj = nn.Linear(d, d, bias=False)
-        self.q_norm = nn.RMSNorm(cfg.head_dim, eps=cfg.layer_norm_eps)
-        self.k_norm = nn.RMSNorm(cfg.head_dim, eps=cfg.layer_norm_eps)
+        self.q_norm = RMSNorm(cfg.head_dim, eps=cfg.layer_norm_eps)
+        self.k_norm = RMSNorm(cfg.head_dim, eps=cfg.layer_norm_eps)
         self.resid_dropout = nn.Dropout(cfg.dropout)
         self.num_heads, self.head_dim = cfg.num_heads, cfg.head_dim
         self.dropout = cfg.dropout
@@ -94,9 +111,9 @@ class SwiGLU(nn.Module):
 class ModernBlock(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.norm_1 = nn.RMSNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+        self.norm_1 = RMSNorm(cfg.d_model, eps=cfg.layer_norm_eps)
         self.attn = ModernAttention(cfg)
-        self.norm_2 = nn.RMSNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+        self.norm_2 = RMSNorm(cfg.d_model, eps=cfg.layer_norm_eps)
         self.mlp = SwiGLU(cfg)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], cache: KVCache | None = None,

@@ -6,8 +6,9 @@ in nanoGPT and GPT-2 reproductions. The fused CUDA kernel is used when the
 parameters live on a GPU.
 
 `train.optimizer = "muon"` hands the 2-D weights inside the transformer blocks
-to `torch.optim.Muon` (momentum, then Newton-Schulz orthogonalisation of the
-update; it accepts 2-D tensors only) at `train.muon_lr`, and keeps AdamW at
+to Muon (momentum, then Newton-Schulz orthogonalisation of the update; 2-D
+tensors only; engine/muon.py: torch.optim.Muon's math, batched over
+equal shapes) at `train.muon_lr`, and keeps AdamW at
 `train.lr` for embeddings, the head, norms and biases, which Muon is not meant
 for. Muon's decoupled weight decay is lr · wd per step, so its wd is set to
 give the same per-step shrinkage as AdamW's (weight_decay · lr / muon_lr).
@@ -23,6 +24,7 @@ from typing import Any
 import torch
 
 from engine.config import TrainConfig
+from engine.muon import Muon
 
 
 class MuonAdamW:
@@ -32,12 +34,16 @@ class MuonAdamW:
     setting an LR there reaches the real optimizer); the state dict holds both.
     """
 
-    def __init__(self, muon: torch.optim.Muon, adamw: torch.optim.AdamW) -> None:
+    def __init__(self, muon: Muon, adamw: torch.optim.AdamW) -> None:
         self.muon, self.adamw = muon, adamw
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:
         return self.adamw.param_groups + self.muon.param_groups
+
+    @property
+    def state(self) -> dict:
+        return {**self.adamw.state, **self.muon.state}
 
     def step(self) -> None:
         self.adamw.step()
@@ -64,26 +70,29 @@ def muon_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
             if p.requires_grad and p.dim() == 2 and name.startswith("h.")]
 
 
-def _adamw(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.AdamW:
+def _adamw(params: list[torch.nn.Parameter], cfg: TrainConfig, fused: bool | None) -> torch.optim.AdamW:
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    fused = all(p.is_cuda for p in params)
+    if fused is None:
+        fused = all(p.is_cuda for p in params)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8, fused=fused)
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW | MuonAdamW:
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig,
+                   fused: bool | None = None) -> torch.optim.AdamW | MuonAdamW:
+    """The run's optimizer; AdamW's fused kernel when every parameter is on a GPU, unless `fused` says."""
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer != "muon":
-        return _adamw(params, cfg)
+        return _adamw(params, cfg, fused)
     hidden = muon_params(model)
     ids = {id(p) for p in hidden}
-    muon = torch.optim.Muon(hidden, lr=cfg.muon_lr, momentum=cfg.muon_momentum, nesterov=True,
-                            weight_decay=cfg.weight_decay * cfg.lr / cfg.muon_lr)
-    return MuonAdamW(muon, _adamw([p for p in params if id(p) not in ids], cfg))
+    muon = Muon(hidden, lr=cfg.muon_lr, momentum=cfg.muon_momentum, nesterov=True,
+                weight_decay=cfg.weight_decay * cfg.lr / cfg.muon_lr)
+    return MuonAdamW(muon, _adamw([p for p in params if id(p) not in ids], cfg, fused))
 
 
 def set_lr(optimizer: torch.optim.Optimizer | MuonAdamW, cfg: TrainConfig, scale: float) -> None:

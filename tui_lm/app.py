@@ -18,7 +18,7 @@ from engine.config import RunConfig, build_config
 from engine.errors import ConfigError
 from engine.launch import picker_roots, resume_request
 from engine.runs import default_roots
-from tui_lm.messages import OpenResumePicker, ResumeRun, StartTraining, WatchRun
+from tui_lm.messages import BrowseRuns, OpenResumePicker, ResumeRun, StartTraining, WatchRun
 from tui_lm.profiles import profiles_dir
 from tui_lm.screens.dashboard import DashboardScreen
 from tui_lm.screens.help import HelpScreen
@@ -49,9 +49,10 @@ class TuiLmApp(App[int]):
 
     def __init__(self, cfg: RunConfig, *, source: str | None, resume_picker: bool, roots: list[Path],
                  startup_error: str = "", subtitle: str = "", named_run: Path | None = None,
-                 watch: Path | None = None) -> None:
+                 watch: Path | None = None, browse: list[Path] | None = None) -> None:
         super().__init__()
         self.watch_dir = watch
+        self.browse_dirs = list(browse or [])
         self.initial_config = cfg
         self.source = source
         self.resume_picker = resume_picker
@@ -71,6 +72,10 @@ class TuiLmApp(App[int]):
             self.open_resume_picker()
         if self.watch_dir is not None:
             self.watch_run(self.watch_dir)
+        if len(self.browse_dirs) == 1:
+            self.browse_run(self.browse_dirs[0])
+        elif self.browse_dirs:
+            self.compare_runs(self.browse_dirs)
 
     # ------------------------------------------------------------------ navigation
 
@@ -120,6 +125,16 @@ class TuiLmApp(App[int]):
             return
         self.push_screen(WatchScreen(cfg, run_dir))
 
+    def browse_run(self, run_dir: Path) -> None:
+        from tui_lm.screens.browse import BrowseScreen
+
+        self.push_screen(BrowseScreen(run_dir))
+
+    def compare_runs(self, run_dirs: list[Path]) -> None:
+        from tui_lm.screens.compare import CompareScreen
+
+        self.push_screen(CompareScreen(run_dirs))
+
     # Screens ask for navigation with messages (tui_lm.messages); the app owns the screen stack.
 
     def on_start_training(self, message: StartTraining) -> None:
@@ -133,6 +148,12 @@ class TuiLmApp(App[int]):
 
     def on_watch_run(self, message: WatchRun) -> None:
         self.watch_run(message.run_dir)
+
+    def on_browse_runs(self, message: BrowseRuns) -> None:
+        if len(message.run_dirs) == 1:
+            self.browse_run(message.run_dirs[0])
+        else:
+            self.compare_runs(message.run_dirs)
 
     @property
     def dashboard(self) -> DashboardScreen | None:
@@ -173,7 +194,7 @@ class TuiLmApp(App[int]):
 
 def make_app(profile: Path | None = None, resume_picker: bool = False, roots: list[Path] | None = None,
              out_dir: str | None = None, overrides: dict[str, dict[str, Any]] | None = None,
-             watch: Path | None = None, resume: Path | None = None) -> TuiLmApp:
+             watch: Path | None = None, browse: list[Path] | None = None, resume: Path | None = None) -> TuiLmApp:
     """The app for the CLI and the tests.
 
     profile: a run.toml / profile to open on the setup screen (else the tiny preset);
@@ -181,8 +202,10 @@ def make_app(profile: Path | None = None, resume_picker: bool = False, roots: li
     resume_picker: open the resume picker on top of setup; roots: more folders
     the picker lists runs from (besides `out_dir` and ./lm_*, rescanned at
     each open); out_dir: parent folder for new runs; watch: a run folder to
-    open attached (`tui-lm watch`); resume: the folder given with `--resume`:
-    a run folder (listed with its siblings and preselected) or a folder of runs.
+    open attached (`tui-lm watch`); browse: run folders to open read-only, one
+    browsed or several compared (`tui-lm browse`); resume: the folder given
+    with `--resume`: a run folder (listed with its siblings and preselected)
+    or a folder of runs.
     """
     error, source, subtitle = "", None, ""
     overrides = {k: dict(v) for k, v in (overrides or {}).items()}
@@ -208,4 +231,4 @@ def make_app(profile: Path | None = None, resume_picker: bool = False, roots: li
         roots = picker_roots(str(resume)) + roots
         named_run = resume if (resume / "run.toml").is_file() else None
     return TuiLmApp(cfg, source=source, resume_picker=resume_picker or resume is not None, roots=roots,
-                    startup_error=error, subtitle=subtitle, named_run=named_run, watch=watch)
+                    startup_error=error, subtitle=subtitle, named_run=named_run, watch=watch, browse=browse)

@@ -6,6 +6,7 @@
     tui-lm --no-ui [flags]              train without a UI (servers, scripts, torchrun)
     tui-lm estimate|sample|export ...   memory estimate, text generation, Hugging Face export
     tui-lm watch RUN                    the dashboard attached to a run another process trains
+    tui-lm browse RUN [RUN ...]         a run's whole history read-only; several runs compared
     tui-lm pause|resume|stop RUN        steer a run another process is training
 
 Every multi-word flag is accepted with underscores and with hyphens
@@ -24,7 +25,7 @@ from engine.errors import UserError
 from tui_lm.flags import Parser, add_setting_flags, spellings
 from tui_lm.flags import overrides_from as flag_overrides
 
-SUBCOMMANDS = ("estimate", "sample", "export", "watch")
+SUBCOMMANDS = ("estimate", "sample", "export", "watch", "browse")
 STEER = ("pause", "resume", "stop")  # one module, told which action
 
 
@@ -33,7 +34,7 @@ SECTION_TITLES = {"model": "model shape", "train": "training", "data": "data", "
 
 def build_parser() -> Parser:
     p = Parser(prog="tui-lm", description="Train GPT-style language models from the terminal.",
-               epilog="Sub-commands: tui-lm estimate|sample|export|watch|pause|resume|stop --help")
+               epilog="Sub-commands: tui-lm estimate|sample|export|watch|browse|pause|resume|stop --help")
     p.add_argument("profile", nargs="?", help="a run.toml to open in the dashboard")
     p.add_argument("--no-ui", "--no_ui", dest="no_ui", action="store_true", help="train headless")
     p.add_argument(*spellings("--config"), dest="config", metavar="PATH", help="TOML run file (flags override it)")

@@ -33,7 +33,8 @@ from textual.message_pump import MessagePump
 from engine import events as ev
 from engine.liveness import ACTIVE, read_state, trainer_gone
 from engine.requests import write_request
-from engine.run_reader import METRICS, MetricsReader, RunHistory, backfill, downsample, open_history, to_event
+from engine.run_history import RunHistory
+from engine.run_reader import METRICS, MetricsReader, backfill, downsample, open_history, to_event
 from tui_lm.messages import TrainingEvent
 
 POLL_S = 0.5  # how often the folder is looked at
@@ -145,6 +146,8 @@ class FolderRunner:
         return self.result
 
     def _watch(self) -> None:
+        import numpy  # noqa: F401  (for downsampling: imported here, off the UI thread)
+
         reader = MetricsReader(self.run_dir / METRICS)
         self.history = history = open_history(reader)
         self.state = state = read_state(self.run_dir)

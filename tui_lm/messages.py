@@ -63,3 +63,11 @@ class WatchRun(Message):
     def __init__(self, run_dir: Path) -> None:
         super().__init__()
         self.run_dir = run_dir
+
+
+class BrowseRuns(Message):
+    """Open runs read-only: one is browsed, several are compared."""
+
+    def __init__(self, run_dirs: list[Path]) -> None:
+        super().__init__()
+        self.run_dirs = list(run_dirs)

@@ -8,10 +8,10 @@ import random
 from array import array
 from pathlib import Path
 
-from conftest import tiny_config
 from engine import events as ev
 from engine.run_reader import MetricsReader, backfill, downsample, open_history, to_event
 from engine.trainer import Trainer
+from tests.conftest import tiny_config  # by package: with tests/ui in the session, "conftest" may be that one
 
 
 def step_line(step: int, loss: float, t: float = 0.0) -> str:

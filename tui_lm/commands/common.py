@@ -1,4 +1,4 @@
-"""What the run-folder sub-commands (`sample`, `export`) share: error handling and path display."""
+"""What the run-folder sub-commands (`sample`, `export`, `watch`, `browse`, `pause`...) share: error handling and path display."""
 
 from __future__ import annotations
 
@@ -15,6 +15,18 @@ def relative(path: Path, root: Path) -> str:
         return str(Path(path).resolve().relative_to(root.resolve()))
     except ValueError:
         return str(path)
+
+
+def run_folder(text: str) -> Path:
+    """A RUN_FOLDER argument (a run.toml names its folder); a UserError when it is not one."""
+    run_dir = Path(text)
+    if run_dir.name == "run.toml":
+        run_dir = run_dir.parent
+    if not run_dir.is_dir():
+        raise UserError(f"run folder {run_dir} does not exist")
+    if not (run_dir / "run.toml").is_file():
+        raise UserError(f"{run_dir} is not a run folder (no run.toml in it)")
+    return run_dir
 
 
 def run_main(run: Callable[[list[str]], int], argv: list[str] | None, prog: str) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 from engine.errors import UserError
 from engine.liveness import ACTIVE, read_state, trainer_gone
 from engine.requests import ACTIONS, pending_request, write_request
-from tui_lm.commands.common import run_main
+from tui_lm.commands.common import run_folder, run_main
 from tui_lm.flags import Parser
 
 POLL_S = 0.2
@@ -43,12 +43,9 @@ def build_parser(action: str) -> Parser:
     return p
 
 
-def check_run(run_dir: Path) -> dict:
-    """The state of a run a trainer is working on now; a UserError naming what is wrong otherwise."""
-    if not run_dir.is_dir():
-        raise UserError(f"run folder {run_dir} does not exist")
-    if not (run_dir / "run.toml").is_file():
-        raise UserError(f"{run_dir} is not a run folder (no run.toml in it)")
+def check_run(run_dir: Path) -> tuple[Path, dict]:
+    """(folder, state) of a run a trainer is working on now; a UserError naming what is wrong otherwise."""
+    run_dir = run_folder(str(run_dir))
     state = read_state(run_dir)
     status = state.get("status", "unknown")
     again = f"; resume it with: tui-lm --no-ui --resume {run_dir}"
@@ -58,12 +55,12 @@ def check_run(run_dir: Path) -> dict:
     gone = trainer_gone(state)
     if gone:
         raise UserError(f"{run_dir}: {gone}{again}")
-    return state
+    return run_dir, state
 
 
 def steer(action: str, run_dir: Path, *, wait: bool = False, timeout: float = 0.0,
           say=print) -> int:
-    state = check_run(run_dir)
+    run_dir, state = check_run(run_dir)
     pending = pending_request(run_dir)
     if pending is None and state["status"] in DONE[action]:
         say(f"{run_dir} is already {state['status']} (step {state.get('step', '?')})")

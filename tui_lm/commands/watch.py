@@ -13,10 +13,7 @@ Bad input prints one line `tui-lm watch: error: ...` and returns 2.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
-from engine.errors import UserError
-from tui_lm.commands.common import run_main
+from tui_lm.commands.common import run_folder, run_main
 from tui_lm.flags import Parser
 
 PROG = "tui-lm watch"
@@ -29,14 +26,7 @@ def build_parser() -> Parser:
 
 
 def run(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    run_dir = Path(args.run)
-    if run_dir.name == "run.toml":
-        run_dir = run_dir.parent
-    if not run_dir.is_dir():
-        raise UserError(f"run folder {run_dir} does not exist")
-    if not (run_dir / "run.toml").is_file():
-        raise UserError(f"{run_dir} is not a run folder (no run.toml in it)")
+    run_dir = run_folder(build_parser().parse_args(argv).run)
     from tui_lm.app import make_app
 
     app = make_app(roots=[run_dir.parent], watch=run_dir)

@@ -13,12 +13,13 @@ from typing import Any, Callable
 
 from textual import on, work
 from rich.markup import escape
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from tui_lm.messages import ResumeRun, WatchRun
+from tui_lm.messages import BrowseRuns, ResumeRun, WatchRun
 from tui_lm.widgets.common.format import display_path
 from tui_lm.widgets.resume.run_table import RunTable
 
@@ -43,6 +44,9 @@ class ResumeScreen(Screen):
         Binding("enter", "choose", "Resume", show=True),
         Binding("f5", "reload", "Reload"),
         Binding("a", "attach", "Attach"),
+        Binding("b", "browse", "Browse"),
+        Binding("space", "mark", "Mark"),
+        Binding("c", "compare", "Compare marked"),
     ]
 
     def __init__(self, roots: Callable[[], list[Path]] | list[Path], named: Path | None = None) -> None:
@@ -55,6 +59,7 @@ class ResumeScreen(Screen):
         self.roots: list[Path] = []  # the folders of the last scan
         self.named = named
         self.loaded = False  # set once the rows are laid out: tests and snapshots wait for it
+        self.marked: list[Path] = []  # runs picked for comparison, in the order picked
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -96,6 +101,7 @@ class ResumeScreen(Screen):
         # `loaded` waits for the table's own layout pass (column widths follow
         # the rows only then), so a picture taken at `loaded` is complete.
         table.show_runs(runs, cursor=selected, on_ready=self._ready)
+        self._show_marks()
         table.focus()
         if not runs:
             self.query_one("#run-detail", Static).update("no runs found in " + (where if roots else "./lm_*"))
@@ -149,6 +155,41 @@ class ResumeScreen(Screen):
             self.notify(f"{why}; nothing to attach to", title=f"cannot attach to {info.name}", severity="warning")
             return
         self.post_message(WatchRun(info.path))
+
+    def action_browse(self) -> None:
+        info = self.query_one(RunTable).highlighted
+        if info is not None:
+            self.post_message(BrowseRuns([info.path]))
+
+    def action_mark(self) -> None:
+        """Mark or unmark the highlighted run for comparison (✓ before its name)."""
+        table = self.query_one(RunTable)
+        info = table.highlighted
+        if info is None:
+            return
+        if info.path in self.marked:
+            self.marked.remove(info.path)
+        else:
+            self.marked.append(info.path)
+        self._show_marks()
+
+    def _show_marks(self) -> None:
+        from textual.coordinate import Coordinate
+
+        table = self.query_one(RunTable)
+        for row, info in enumerate(table.runs):
+            cell = table.get_cell_at(Coordinate(row, 0))
+            name = cell.plain.removeprefix("✓ ") if hasattr(cell, "plain") else str(cell).removeprefix("✓ ")
+            mark = "✓ " if info.path in self.marked else ""
+            style = cell.style if hasattr(cell, "style") else ""
+            table.update_cell_at(Coordinate(row, 0), Text(mark + name, style=style))
+
+    def action_compare(self) -> None:
+        runs = [p for p in self.marked if any(r.path == p for r in self.query_one(RunTable).runs)]
+        if len(runs) < 2:
+            self.notify("mark two runs or more with space, then press c", title="compare", severity="warning")
+            return
+        self.post_message(BrowseRuns(runs))
 
     def action_back(self) -> None:
         self.app.pop_screen()

@@ -275,7 +275,12 @@ class MemoryPanel(VerticalScroll):
         table.add_row("vocabulary", f"{plan.vocab_size:,} ({origin})")
         table.add_row("tokens per step", f"{plan.tokens_per_step:,}")
         table.add_row("micro-batch × seq", f"{plan.micro_batch} × {plan.seq_len} ({plan.precision})")
-        table.add_row(Text(f"at the peak ({est.peak_phase})" if est.peak_phase else "at the peak", style="bold"), "")
+        parts.append(table)
+        # A line of its own (it wraps, a table cell would be cut): when the peak happens.
+        parts.append(Text(f"at the peak ({est.peak_phase}):" if est.peak_phase else "at the peak:", style="bold"))
+        table = Table.grid(padding=(0, 1), expand=True)
+        table.add_column(style="dim", ratio=1, no_wrap=True, overflow="fold")
+        table.add_column(justify="right", no_wrap=True)
         for name, size in est.rows.items():
             if size or name == "gradients":  # CUDA context, slack, copies: none on the CPU
                 table.add_row(f"  {name}", human_bytes(size))

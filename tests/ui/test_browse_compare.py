@@ -1,0 +1,145 @@
+"""Browse and compare: finished, stopped and crashed run folders written by real tiny training runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable, Static
+
+from engine import events as ev
+from engine.control import TrainingControl
+from tests.ui.conftest import run, text, tiny_config, wait_for
+from tui_lm.app import make_app
+from tui_lm.screens.browse import BrowseScreen
+from tui_lm.screens.compare import CompareScreen
+from tui_lm.screens.resume import ResumeScreen
+from tui_lm.widgets.compare.curve_plot import CurvePlot
+from tui_lm.widgets.resume.run_table import RunTable
+
+SIZE = (140, 45)
+
+
+@pytest.fixture(scope="module")
+def runs(corpus: Path, tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    """Three run folders: finished (lr 3e-3), stopped at step 20 (lr 1e-3), crashed at step 7."""
+    from engine.trainer import Trainer
+
+    root = tmp_path_factory.mktemp("runs")
+
+    def train(name: str, control: TrainingControl | None = None, sink=lambda e: None, **settings) -> None:
+        cfg = tiny_config(corpus, root, **settings)
+        cfg.run.run_name = name
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("TUI_LM_CACHE", str(cache_dir))
+            Trainer(cfg, sink, control).run()
+
+    train("finished", lr=3e-3)
+    control = TrainingControl()
+    train("stopped", control, lambda e: isinstance(e, ev.StepMetrics) and e.step == 20 and control.stop(), lr=1e-3)
+
+    def failing(e: ev.Event) -> None:  # a crash in the middle of step 7's logging
+        if isinstance(e, ev.StepMetrics) and e.step == 7:
+            raise RuntimeError("injected failure")
+
+    train("crashed", sink=failing, save_interval=5)
+    return root
+
+
+def table_rows(table: DataTable) -> list[list[str]]:
+    return [[str(getattr(c, "plain", c)) for c in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+async def pick(pilot, app, name: str) -> None:
+    table = app.screen.query_one(RunTable)
+    table.move_cursor(row=[r.name for r in table.runs].index(name))
+    await pilot.pause()
+
+
+def test_browse_finished_stopped_and_crashed_runs(runs: Path) -> None:
+    async def flow() -> None:
+        app = make_app(resume_picker=True, roots=[runs])
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen) and app.screen.loaded, 30, "picker")
+            await pick(pilot, app, "stopped")
+            await pilot.press("b")
+            await wait_for(pilot, lambda: isinstance(app.screen, BrowseScreen) and app.screen.loaded, 30, "browse")
+            view = app.screen
+            header = text(view.query_one("#browse-header", Static), 140)
+            assert "STOPPED" in header and "step 20 / 40" in header and "2,560 tokens" in header
+            loss = view.query_one("#browse-loss", CurvePlot)
+            assert loss.series["train"].xs == list(range(1, 21))
+            assert loss.series["valid"].xs == [10]  # the evaluation at step 20 gave way to the stop
+            evals = table_rows(view.query_one("#browse-evals", DataTable))
+            assert [r[:2] for r in evals] == [["10", "valid"]]
+            checkpoints = table_rows(view.query_one("#browse-checkpoints", DataTable))
+            assert [(r[0], r[2], r[3]) for r in checkpoints] == [("step_0000010.pt", "best", "★"),
+                                                                 ("step_0000020.pt", "stop", "")]
+            assert text(view.query_one("#browse-samples", Static), 140).startswith("step 10")
+            assert "lr = 0.001" in str(view.query_one("#browse-config", Static).content.code)
+            await pilot.press("escape")
+
+            await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen), 5, "picker again")
+            await pick(pilot, app, "crashed")
+            await pilot.press("b")
+            await wait_for(pilot, lambda: isinstance(app.screen, BrowseScreen) and app.screen.loaded, 30, "crashed")
+            header = text(app.screen.query_one("#browse-header", Static), 140)
+            assert "CRASHED" in header and "RuntimeError: injected failure" in header
+            assert app.screen.query_one("#browse-loss", CurvePlot).series["train"].xs == list(range(1, 8))
+            await pilot.press("escape")
+
+            await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen), 5, "picker again")
+            await pick(pilot, app, "finished")
+            await pilot.press("b")
+            await wait_for(pilot, lambda: isinstance(app.screen, BrowseScreen) and app.screen.loaded, 30, "finished")
+            header = text(app.screen.query_one("#browse-header", Static), 140)
+            rows = [json.loads(line) for line in (runs / "finished" / "metrics.jsonl").read_text().splitlines()]
+            best = min(r["loss"] for r in rows if r["event"] == "EvalResult" and r["split"] == "valid")
+            test = next(r for r in rows if r["event"] == "EvalResult" and r["split"] == "test")
+            assert "FINISHED" in header and f"best valid loss {best:.4f}" in header
+            assert f"test ppl {test['perplexity']:,.2f}" in header
+            evals = table_rows(app.screen.query_one("#browse-evals", DataTable))
+            assert [r[1] for r in evals][-2:] == ["valid", "test"]  # the final evaluations
+
+    run(flow())
+
+
+def test_compare_overlays_curves_and_lines_up_metrics_and_differing_settings(runs: Path) -> None:
+    async def flow() -> None:
+        app = make_app(resume_picker=True, roots=[runs])
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen) and app.screen.loaded, 30, "picker")
+            await pilot.press("c")  # nothing marked: refused
+            await pilot.pause()
+            assert isinstance(app.screen, ResumeScreen)
+            for name in ("finished", "stopped"):
+                await pick(pilot, app, name)
+                await pilot.press("space")
+            assert "✓ finished" in [c.plain for c in app.screen.query_one(RunTable).get_column_at(0)]
+            await pilot.press("c")
+            await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen.complete, 30, "compare")
+            view = app.screen
+            train = view.query_one("#compare-train", CurvePlot)
+            assert [s.label for s in train.series.values()] == ["finished", "stopped"]
+            assert train.series["run0"].xs[-1] == 40 and train.series["run1"].xs[-1] == 20
+            assert view.query_one("#compare-valid", CurvePlot).series["run1"].xs == [10]
+            metrics = {r[0]: r[1:] for r in table_rows(view.query_one("#compare-metrics", DataTable))}
+            assert metrics["state"] == ["finished", "stopped"] and metrics["steps"] == ["40", "20"]
+            assert metrics["test ppl"][1] == "—" and metrics["test ppl"][0] != "—"
+            settings = {r[0]: r[1:] for r in table_rows(view.query_one("#compare-settings", DataTable))}
+            assert settings["train.lr"] == ["0.003", "0.001"]
+            assert "model.d_model" not in settings and "run.run_name" not in settings
+            # Aligned by tokens seen: 40 steps x 4 sequences x 32 tokens.
+            await pilot.press("t")
+            assert train.x_label == "tokens" and train.series["run0"].xs[-1] == 40 * 4 * 32
+            assert "aligned by tokens seen" in text(view.query_one("#compare-header", Static), 140)
+
+    run(flow())
+
+
+def test_browse_command_refuses_what_is_not_a_run(tmp_path: Path, capsys) -> None:
+    from tui_lm.cli import main
+
+    assert main(["browse", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == f"tui-lm browse: error: {tmp_path} is not a run folder (no run.toml in it)"

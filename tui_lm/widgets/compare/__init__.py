@@ -1,0 +1,1 @@
+"""Widgets of the browse and compare screens."""
