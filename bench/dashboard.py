@@ -244,7 +244,9 @@ def main() -> int:
     shape, batch, _ = MODELS[model]
     print()
     print(f"{model} model {shape} batch {batch}, {steps} steps, {args.pairs} ABBA pairs, compile {args.compile_}; "
-          f"{where}; torch {torch.__version__}, {torch.get_num_threads()} threads (default, both sides); "
+          f"{where}; torch {torch.__version__}, {torch.get_num_threads()} threads "
+          f"({'OMP_NUM_THREADS=' + os.environ['OMP_NUM_THREADS'] if 'OMP_NUM_THREADS' in os.environ else 'default'}, "
+          f"both sides); "
           f"load {os.getloadavg()[0]:.1f}; {time.perf_counter() - started:.0f} s")
     print(f"{'measure':<46}{'value':>20}")
     print("-" * 66)
