@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
 
 from engine.files import new_hash  # noqa: E402
-from engine.tokenizer import EOT, train_bpe  # noqa: E402
+from engine.bpe import EOT, train_bpe  # noqa: E402
 
 
 def plain_bpe(lines: list[str], vocab_size: int) -> Tokenizer:

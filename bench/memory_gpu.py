@@ -1,200 +1,125 @@
-"""Check engine.memory's estimate against what PyTorch really allocates.
+"""Check engine.memory's estimate against what PyTorch really allocates, eager and torch.compile'd.
 
-On a CUDA machine: real training steps (engine.model.GPT, fused AdamW,
-autocast, zero_grad(set_to_none=True), eager, no torch.compile, the step
-written like engine.trainer's) for 3 presets x {fp32, bf16} x checkpointing
-{off, on} x two batch sizes; the peak of the last step
-(torch.cuda.max_memory_allocated / max_memory_reserved after
-reset_peak_memory_stats) against the estimate's allocated bytes.
+On a CUDA machine (`gpu_memory_rows`, also called by bench/gpu_check.py):
+for each preset x {eager, compiled} x checkpointing {off, on}, bf16 (fp16
+on cards without bf16), real training steps written like engine.trainer's
+(GPT, engine.optim's fused AdamW, autocast, the loader's batch layout,
+zero_grad(set_to_none=True), torch.compile(dynamic=False) for compiled
+rows) followed by one evaluation micro-batch (engine.evaluate.score_tokens,
+as the trainer evaluates); over the last step and that evaluation:
+- torch.cuda.max_memory_allocated against the estimate's allocated bytes,
+- torch.cuda.max_memory_reserved against allocated + allocator slack,
+- NVML's used memory of this process (after the step) against the
+  estimate's total (CUDA context included).
+Compile time (the first step, compilation included) is reported apart.
 
-Everywhere (and on CPU only these), at a reduced batch and sequence length:
-1. the bytes autograd saves during one training-mode forward, counted with
-   saved_tensors_hooks (deduplicated by storage; parameters and autocast
-   weight copies left out), against the estimate's `saved_bytes`;
-2. on CPU, the peak of live tensor bytes over a whole training step, tracked
-   op by op with a dispatch mode, against the estimate's `allocated_bytes`
-   for device "cpu" (which has no CUDA context, workspaces or slack).
-tests/engine/test_memory.py imports `measure_saved_bytes` and `measure_peak`.
+Everywhere (and on CPU only these), at a reduced batch and sequence length,
+with engine/memory_probe.py's yardsticks:
+1. the bytes autograd saves during one training forward, eager and compiled
+   (inductor on the CPU), against the estimate's `saved_bytes`;
+2. the peak of live bytes over a whole CPU training step, eager and
+   compiled, against the estimate's `allocated_bytes` for device "cpu".
 
-    python bench/memory_gpu.py                 # CPU: one to two minutes
-    python bench/memory_gpu.py --device cuda   # GPU grid, a few minutes
+    python bench/memory_gpu.py                 # CPU: a few minutes (inductor compiles on the CPU)
+    python bench/memory_gpu.py --device cuda   # GPU grid, about two minutes on an H100
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
+import os
 import sys
 import time
-import weakref
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
-from torch.utils._pytree import tree_flatten  # noqa: E402
 
 from engine.config import RunConfig, build_config  # noqa: E402
 from engine.memory import estimate_memory, format_bytes  # noqa: E402
+from engine.memory_probe import (autocast, measure_peak, measure_peak_profiled, measure_saved,  # noqa: E402
+                                 set_variant, train_step)
 from engine.model import GPT  # noqa: E402
-from engine.optim import make_optimizer  # noqa: E402
 
 PRESETS = ("tiny", "small", "medium")
-GPU_BATCHES = {"tiny": (16, 128), "small": (8, 64), "medium": (4, 32)}  # all fit 80 GB in fp32
-_VIEWS = {"TBackward0", "ViewBackward0", "TransposeBackward0", "PermuteBackward0", "ExpandBackward0",
-          "UnsafeViewBackward0", "AliasBackward0"}
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+GPU_BATCH = {"tiny": 32, "small": 16, "medium": 16}  # moderate: the grid must finish in about two minutes
 
 
-def _autocast(device: str, precision: str):
-    return torch.autocast(torch.device(device).type, dtype=DTYPES.get(precision, torch.bfloat16),
-                          enabled=precision != "fp32")
+def _nvml_device_used() -> int | None:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        index = int(os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or 0)
+        return int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(index)).used)
+    except Exception:  # no pynvml, no driver, or a UUID in CUDA_VISIBLE_DEVICES
+        return None
 
 
-def _weight_copy(t: torch.Tensor, params: set[int]) -> bool:
-    """True for autocast's half copy of a parameter (or a view of one): not an activation."""
-    fn = t.grad_fn
-    while fn is not None and type(fn).__name__ in _VIEWS:
-        fn = fn.next_functions[0][0]
-    if fn is None or type(fn).__name__ != "ToCopyBackward0":
-        return False
-    leaf = fn.next_functions[0][0]
-    var = getattr(leaf, "variable", None)
-    return var is not None and var.untyped_storage().data_ptr() in params
+# The device's used memory before this process touched it (when imported first).
+NVML_BASELINE = None if torch.cuda.is_available() and torch.cuda.is_initialized() else _nvml_device_used()
 
 
-def measure_saved_bytes(model: GPT, x: torch.Tensor, y: torch.Tensor, precision: str) -> int:
-    """Bytes of distinct storages autograd saves in one training forward (with loss)."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    storages: dict[int, int] = {}
+def nvml_used(baseline: int | None) -> tuple[int | None, str]:
+    """This process's GPU memory as NVML sees it: (bytes, how it was read)."""
+    try:
+        import pynvml
 
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        st = t.untyped_storage()
-        ptr = st.data_ptr()
-        if ptr and ptr not in params and not _weight_copy(t, params):
-            storages[ptr] = max(storages.get(ptr, 0), st.nbytes())
-        return t  # keeping the tensor keeps its address unique until we are done
-
-    model.train()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), _autocast(x.device.type, precision):
-        loss = model(x, y)[1]
-    del loss
-    return sum(storages.values())
-
-
-def set_variant(model: GPT, attention: str, checkpointing: bool) -> None:
-    """Switch a built model between attention paths and checkpointing without rebuilding it."""
-    model.cfg.attention, model.grad_checkpointing = attention, checkpointing
-    for block in model.h:
-        block.attn.fused = attention == "fused"
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+        procs = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
+        mine = [p for p in procs if p.pid == os.getpid()] or (procs if len(procs) == 1 else [])
+        if mine and mine[0].usedGpuMemory:
+            return int(mine[0].usedGpuMemory), "process"
+        if baseline is not None:
+            return int(pynvml.nvmlDeviceGetMemoryInfo(handle).used) - baseline, "device - baseline"
+    except Exception:
+        pass
+    return None, "unavailable"
 
 
 def estimate_for(cfg: RunConfig, batch: int, seq: int, precision: str, attention: str, ckpt: bool,
-                 device: str):
+                 device: str, compiled: bool = False):
     model = dataclasses.replace(cfg.model, max_seq_len=seq, attention=attention)
     train = dataclasses.replace(cfg.train, batch_size=batch, grad_accum_steps=1, precision=precision,
                                 grad_checkpointing=ckpt)
-    return estimate_memory(dataclasses.replace(cfg, model=model, train=train), device=device)
+    return estimate_memory(dataclasses.replace(cfg, model=model, train=train), device=device, compiled=compiled)
 
 
-def saved_rows(device: str, batch: int, seq: int, presets, precisions) -> list[tuple]:
+# ----------------------------------------------------------------------------- CPU (and any device): saved bytes
+
+def saved_rows(device: str, batch: int, seq: int, presets, precisions, compiled: bool = False) -> list[tuple]:
+    """(preset, path, precision, ckpt, estimated, measured) of the activation bytes saved by one forward.
+
+    Compiled rows on the CPU run without dropout: with it, the CPU's compiled
+    SDPA decomposes into the explicit matrix (on CUDA it stays flash).
+    """
     rows = []
     for preset in presets:
-        cfg = build_config(preset)
+        cfg = build_config(preset, None, {"model": {"dropout": 0.0}} if compiled and device == "cpu" else None)
         torch.manual_seed(0)
         model = GPT(cfg.model).to(device)
         T = min(seq, cfg.model.max_seq_len)
         x = torch.randint(0, cfg.model.vocab_size, (batch, T), device=device)
         y = torch.randint(0, cfg.model.vocab_size, (batch, T), device=device)
-        for attention in ("fused", "math"):
+        variants = [("fused", False), ("fused", True)] if compiled else \
+            [(a, c) for a in ("fused", "math") for c in (False, True)]
+        for attention, ckpt in variants:
             for precision in precisions:
-                for ckpt in (False, True):
-                    set_variant(model, attention, ckpt)
-                    measured = measure_saved_bytes(model, x, y, precision)
-                    est = estimate_for(cfg, batch, T, precision, attention, ckpt, device).saved_bytes
-                    rows.append((preset, attention, precision, "on" if ckpt else "off", est, measured))
+                set_variant(model, attention, ckpt)
+                run = model
+                if compiled:
+                    torch._dynamo.reset()
+                    run = torch.compile(model, dynamic=False)
+                measured = measure_saved(run, x, y, precision)[0]
+                est = estimate_for(cfg, batch, T, precision, attention, ckpt, device, compiled).saved_bytes
+                path = ("compiled " if compiled else "") + attention
+                rows.append((preset, path, precision, "on" if ckpt else "off", est, measured))
         del model
     return rows
-
-
-def train_step(model: GPT, opt, scaler, micro_batches, precision: str) -> None:
-    """One optimizer step written like engine.trainer's (which keeps only the loss, not the logits)."""
-    for x, y in micro_batches:
-        with _autocast(x.device.type, precision):
-            loss = model(x, y)[1]
-        loss = loss / len(micro_batches)
-        scaler.scale(loss).backward()
-    scaler.unscale_(opt)
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    scaler.step(opt)
-    scaler.update()
-    opt.zero_grad(set_to_none=True)
-
-
-class LiveTensors(TorchDispatchMode):
-    """Live tensor bytes and their peak, op by op: a CPU stand-in for max_memory_allocated."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live = self.peak = 0
-        self._refs: dict[int, weakref.ref] = {}
-
-    def track(self, t: torch.Tensor) -> None:
-        st = t.untyped_storage()
-        ptr, size = st.data_ptr(), st.nbytes()
-        if not ptr or ptr in self._refs:
-            return
-        self.live += size
-        self.peak = max(self.peak, self.live)
-
-        def freed(_, ptr=ptr, size=size) -> None:
-            self.live -= size
-            self._refs.pop(ptr, None)
-
-        self._refs[ptr] = weakref.ref(st, freed)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor):
-                self.track(t)
-        return out
-
-
-def measure_peak(cfg: RunConfig, precision: str, model: GPT | None = None) -> int:
-    """Peak live tensor bytes of one CPU training step of `cfg` (its batch and seq), optimizer state made.
-
-    `model` (built from cfg.model) may be passed to save rebuilding it; its
-    checkpointing is set from cfg.
-    """
-    m, t = cfg.model, cfg.train
-    torch.manual_seed(0)
-    model = model if model is not None else GPT(m)
-    set_variant(model.train(), m.attention, t.grad_checkpointing)
-    opt = make_optimizer(model, t, fused=True) if t.optimizer == "muon" else \
-        torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    scaler = torch.amp.GradScaler("cpu", enabled=False)
-    micro = t.batch_size // t.grad_accum_steps
-    batches = [(torch.randint(0, m.vocab_size, (micro, m.max_seq_len)),
-                torch.randint(0, m.vocab_size, (micro, m.max_seq_len))) for _ in range(t.grad_accum_steps)]
-    for p in model.parameters():  # a step on zero gradients creates AdamW's state cheaply
-        p.grad = torch.zeros_like(p)
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    mode = LiveTensors()
-    with mode:
-        for p in model.parameters():
-            mode.track(p)
-        for state in opt.state.values():
-            for v in state.values():
-                mode.track(v)
-        for x, y in batches:
-            mode.track(x)
-            mode.track(y)
-        mode.peak = mode.live
-        train_step(model, opt, scaler, batches, precision)
-    return mode.peak
 
 
 # (preset, model overrides, batch, seq, [(precision, checkpointing)]): each
@@ -205,9 +130,16 @@ PEAK_CASES = [
     ("medium", {}, 1, 64, [("bf16", False)]),
     ("tiny", {"vocab_size": 512}, 8, 256, [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]),
 ]
+# Compiled: fewer cases (each compiles on the CPU); dropout 0, so fused
+# attention is the flash kernel as on CUDA (the CPU falls back to the
+# matrix with dropout).
+COMPILED_PEAK_CASES = [
+    ("tiny", {"num_layers": 2, "dropout": 0.0}, 3, 128, [("bf16", False), ("fp32", False), ("bf16", True)]),
+    ("tiny", {"num_layers": 2, "vocab_size": 512, "dropout": 0.0}, 8, 128, [("bf16", False)]),
+]
 
 
-def cpu_peak_rows(cases=PEAK_CASES) -> list[tuple]:
+def cpu_peak_rows(cases=PEAK_CASES, compiled: bool = False) -> list[tuple]:
     rows = []
     for preset, model_overrides, batch, seq, variants in cases:
         name = preset + (f"/v{model_overrides['vocab_size']}" if "vocab_size" in model_overrides else "")
@@ -217,73 +149,190 @@ def cpu_peak_rows(cases=PEAK_CASES) -> list[tuple]:
                                               "train": {"batch_size": batch, "precision": precision,
                                                         "grad_checkpointing": ckpt}})
             model = model or GPT(cfg.model)
-            est = estimate_memory(cfg, device="cpu")
-            rows.append((name, f"{batch}x{seq}", precision, "on" if ckpt else "off", est.allocated_bytes,
-                         measure_peak(cfg, precision, model), est.peak_phase))
+            est = estimate_memory(cfg, device="cpu", compiled=compiled)
+            if compiled:
+                got = measure_peak_profiled(cfg, precision, compiled=True, model=model, evaluate=True)
+            else:
+                got = measure_peak(cfg, precision, model)
+                est_phases = {k: v for k, v in est.phases.items() if k != "evaluation"}
+                est = dataclasses.replace(est, allocated_bytes=max(est_phases.values()),
+                                          peak_phase=max(est_phases, key=est_phases.__getitem__))
+            rows.append((name, f"{batch}x{seq}", precision, "on" if ckpt else "off", est.allocated_bytes, got,
+                         est.peak_phase))
     return rows
-
-
-def train_peak(cfg: RunConfig, batch: int, precision: str, ckpt: bool, steps: int) -> tuple[int, int]:
-    """(max allocated, max reserved) over the last of `steps` real training steps, eager."""
-    m = cfg.model
-    torch.cuda.empty_cache()
-    torch.manual_seed(0)
-    model = GPT(m, grad_checkpointing=ckpt).cuda().train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
-    batches = [(torch.randint(0, m.vocab_size, (batch, m.max_seq_len), device="cuda"),
-                torch.randint(0, m.vocab_size, (batch, m.max_seq_len), device="cuda"))]
-    for i in range(steps):
-        if i == steps - 1:  # the first steps create optimizer state and warm the allocator
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        train_step(model, opt, scaler, batches, precision)
-    torch.cuda.synchronize()
-    out = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
-    del model, opt, batches
-    return out
 
 
 def print_rows(rows: list[tuple], title: str, second: str = "attention") -> None:
     print(f"\n{title}")
-    print(f"{'preset':9} {second:9} {'prec':5} {'ckpt':4} {'estimated':>12} {'measured':>12} {'error':>8}")
+    print(f"{'preset':9} {second:14} {'prec':5} {'ckpt':4} {'estimated':>12} {'measured':>12} {'error':>8}")
     errs = []
     for preset, col2, precision, ckpt, est, got, *extra in rows:
         err = 100.0 * (est - got) / got
         errs.append(abs(err))
-        print(f"{preset:9} {col2:9} {precision:5} {ckpt:4} {format_bytes(est):>12} "
+        print(f"{preset:9} {col2:14} {precision:5} {ckpt:4} {format_bytes(est):>12} "
               f"{format_bytes(got):>12} {err:+7.2f}%  {' '.join(extra)}".rstrip())
     print(f"mean absolute error {sum(errs) / len(errs):.2f}%, worst {max(errs):.2f}%")
 
 
-def gpu_grid(presets, steps: int) -> None:
-    capacity = torch.cuda.get_device_properties(0).total_memory
-    print(f"\npeak of a training step on {torch.cuda.get_device_name(0)} (eager, fused AdamW, {steps} steps)")
-    print(f"{'preset':8} {'prec':5} {'ckpt':4} {'batch':>5} {'est alloc':>11} {'max alloc':>11} {'error':>8} "
-          f"{'est resv':>11} {'max resv':>11} {'error':>8}  phase")
-    errs = []
-    for preset in presets:
-        cfg = build_config(preset)
-        for precision in ("fp32", "bf16"):
+# ----------------------------------------------------------------------------- CUDA grid
+
+def _release() -> None:
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
+def _phase_peaks(run, model, opt, batch_xy, precision: str) -> dict[str, int]:
+    """Peak allocated bytes within forward, backward, optimizer step, and saved bytes: one more step, split."""
+    x, y = batch_xy
+    out = {}
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    with autocast("cuda", precision):
+        loss = run(x, y)[1]
+    torch.cuda.synchronize()
+    out["forward"], out["after forward"] = torch.cuda.max_memory_allocated(), torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    loss.backward()
+    torch.cuda.synchronize()
+    out["backward"], out["after backward"] = torch.cuda.max_memory_allocated(), torch.cuda.memory_allocated()
+    del loss
+    torch.cuda.reset_peak_memory_stats()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    torch.cuda.synchronize()
+    out["optimizer"] = torch.cuda.max_memory_allocated()
+    out["saved activations"], out["saved weight copies"] = measure_saved(run, x, y, precision)
+    return out
+
+
+def gpu_row(preset: str, batch: int, compiled: bool, ckpt: bool, steps: int = 2,
+            nvml_baseline: int | None = None, diagnose: bool = False) -> dict:
+    """One row of the CUDA grid (see the module docstring); errors (an OOM) come back in "error".
+
+    `diagnose` adds "phases_measured" (peaks of forward, backward and the
+    optimizer step, measured saved bytes) and the estimate's "phases" and
+    "saved_estimate", from one more step after the measured one.
+    """
+    from engine.evaluate import score_tokens
+    from engine.optim import make_optimizer
+
+    major = torch.cuda.get_device_capability()[0]
+    precision = "bf16" if major >= 8 else "fp16"
+    cfg = build_config(preset, None, {"train": {"batch_size": batch, "precision": precision,
+                                                "grad_checkpointing": ckpt, "compile": "on" if compiled else "off"}})
+    est = estimate_memory(cfg, device="cuda", compiled=compiled, bf16_supported=major >= 8)
+    row = {"preset": preset, "compile": compiled, "checkpointing": ckpt, "batch": batch, "precision": precision,
+           "seq": cfg.model.max_seq_len, "estimate_allocated": est.allocated_bytes,
+           "estimate_reserved": est.reserved_bytes, "estimate_total": est.total_bytes, "peak_phase": est.peak_phase,
+           "max_allocated": None, "max_reserved": None, "nvml_used": None, "nvml_source": "",
+           "err_alloc_pct": None, "err_reserved_pct": None, "err_nvml_pct": None,
+           "compile_s": None, "step_s": None, "error": ""}
+    _release()
+    model = opt = run = batches = None
+    try:
+        torch.manual_seed(0)
+        model = GPT(cfg.model, grad_checkpointing=ckpt).cuda().train()
+        opt = make_optimizer(model, cfg.train)
+        scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
+        run = torch.compile(model, dynamic=False) if compiled else model
+        buf = torch.randint(0, cfg.model.vocab_size, (batch, cfg.model.max_seq_len + 1), device="cuda")
+        batches = [(buf[:, :-1], buf[:, 1:])]  # engine.loader's layout: views of one (B, T + 1) buffer
+        ids = torch.randint(0, cfg.model.vocab_size, (batch * cfg.model.max_seq_len + 1,)).numpy()
+        for i in range(max(2, steps)):
+            if i == max(2, steps) - 1:  # the earlier steps compile, create optimizer state, warm the allocator
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            train_step(run, opt, scaler, batches, precision)
+            torch.cuda.synchronize()
+            row["compile_s" if i == 0 else "step_s"] = round(time.perf_counter() - start, 3)
+        # One evaluation micro-batch, as engine.trainer evaluates (the raw model, eager, same micro-batch).
+        score_tokens(model, ids, seq_len=cfg.model.max_seq_len, batch_size=batch, device=torch.device("cuda"),
+                     max_batches=1, autocast=autocast("cuda", precision))
+        torch.cuda.synchronize()
+        row["max_allocated"] = alloc = torch.cuda.max_memory_allocated()
+        row["max_reserved"] = resv = torch.cuda.max_memory_reserved()
+        row["nvml_used"], row["nvml_source"] = nvml_used(nvml_baseline)
+        row["err_alloc_pct"] = round(100.0 * (est.allocated_bytes - alloc) / alloc, 2)
+        row["err_reserved_pct"] = round(100.0 * (est.reserved_bytes - resv) / resv, 2)
+        if row["nvml_used"]:
+            row["err_nvml_pct"] = round(100.0 * (est.total_bytes - row["nvml_used"]) / row["nvml_used"], 2)
+        if diagnose:
+            row["phases_measured"] = _phase_peaks(run, model, opt, batches[0], precision)
+            row["phases"], row["saved_estimate"] = est.phases, est.saved_bytes
+    except Exception as e:  # an OOM or a compile failure: report it in the row, go on with the grid
+        row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+    finally:
+        del model, opt, run, batches
+        _release()
+    return row
+
+
+def gpu_memory_rows(presets=PRESETS, batches: dict[str, int] | None = None, steps: int = 2,
+                    budget_s: float | None = None, nvml_baseline: int | None = None,
+                    diagnose: bool = False) -> list[dict]:
+    """The CUDA grid: preset x eager/compiled x checkpointing off/on, one dict per row.
+
+    Keys: preset, compile, checkpointing, batch, precision, seq, estimate_allocated,
+    estimate_reserved, estimate_total, peak_phase, max_allocated, max_reserved,
+    nvml_used, nvml_source, err_alloc_pct, err_reserved_pct, err_nvml_pct,
+    compile_s (first step, compilation included), step_s, error. Eager rows
+    run first (they are quick); rows past `budget_s` seconds are skipped
+    ("skipped: time budget" in error). NVML's used memory is this process's
+    own where NVML lists it, else the device's minus `nvml_baseline` (default:
+    what it was when this module was imported, if CUDA was not yet in use).
+    """
+    batches = {**GPU_BATCH, **(batches or {})}
+    base = nvml_baseline if nvml_baseline is not None else NVML_BASELINE
+    start = time.monotonic()
+    rows = []
+    for compiled in (False, True):
+        for preset in presets:
             for ckpt in (False, True):
-                for batch in GPU_BATCHES[preset]:
-                    est = estimate_for(cfg, batch, cfg.model.max_seq_len, precision, cfg.model.attention, ckpt,
-                                       "cuda")
-                    if est.allocated_bytes > 0.9 * capacity:
-                        print(f"{preset:8} {precision:5} {'on' if ckpt else 'off':4} {batch:5} skipped: estimate "
-                              f"{format_bytes(est.allocated_bytes)} too close to the card")
-                        continue
-                    alloc, resv = train_peak(cfg, batch, precision, ckpt, steps)
-                    est_resv = est.allocated_bytes + est.rows["allocator slack"]
-                    ea = 100.0 * (est.allocated_bytes - alloc) / alloc
-                    er = 100.0 * (est_resv - resv) / resv
-                    errs.append(abs(ea))
-                    print(f"{preset:8} {precision:5} {'on' if ckpt else 'off':4} {batch:5} "
-                          f"{format_bytes(est.allocated_bytes):>11} {format_bytes(alloc):>11} {ea:+7.2f}% "
-                          f"{format_bytes(est_resv):>11} {format_bytes(resv):>11} {er:+7.2f}%  {est.peak_phase}",
-                          flush=True)
-    if errs:
-        print(f"mean absolute error (allocated) {sum(errs) / len(errs):.2f}%, worst {max(errs):.2f}%")
+                if budget_s is not None and time.monotonic() - start > budget_s:
+                    rows.append({"preset": preset, "compile": compiled, "checkpointing": ckpt,
+                                 "batch": batches[preset], "error": "skipped: time budget"})
+                    continue
+                rows.append(gpu_row(preset, batches[preset], compiled, ckpt, steps, base, diagnose))
+    return rows
+
+
+def format_gpu_rows(rows: list[dict]) -> str:
+    """The CUDA grid as a table (bytes in GiB), with the mean and worst errors."""
+    head = (f"{'preset':7} {'path':8} {'ckpt':4} {'batch':>5} {'est alloc':>9} {'max alloc':>9} {'err':>7} "
+            f"{'est resv':>9} {'max resv':>9} {'err':>7} {'est total':>9} {'nvml':>9} {'err':>7} "
+            f"{'compile':>7} {'step':>6}  peak phase")
+    lines = [head]
+    gib = 1024**3
+
+    def g(v):
+        return f"{v / gib:9.2f}" if v else f"{'-':>9}"
+
+    def pct(v):
+        return f"{v:+6.1f}%" if v is not None else f"{'-':>7}"
+
+    for r in rows:
+        path = "compiled" if r["compile"] else "eager"
+        ckpt = "on" if r["checkpointing"] else "off"
+        if r.get("error"):
+            lines.append(f"{r['preset']:7} {path:8} {ckpt:4} {r['batch']:5} {r['error']}")
+            continue
+        lines.append(f"{r['preset']:7} {path:8} {ckpt:4} {r['batch']:5} {g(r['estimate_allocated'])} "
+                     f"{g(r['max_allocated'])} {pct(r['err_alloc_pct'])} {g(r['estimate_reserved'])} "
+                     f"{g(r['max_reserved'])} {pct(r['err_reserved_pct'])} {g(r['estimate_total'])} "
+                     f"{g(r['nvml_used'])} {pct(r['err_nvml_pct'])} {r['compile_s'] or 0:6.1f}s "
+                     f"{r['step_s'] or 0:5.2f}s  {r['peak_phase']}")
+    for key, name in (("err_alloc_pct", "allocated"), ("err_reserved_pct", "reserved"), ("err_nvml_pct", "NVML")):
+        errs = [abs(r[key]) for r in rows if r.get(key) is not None]
+        if errs:
+            lines.append(f"{name}: mean absolute error {sum(errs) / len(errs):.1f}%, worst {max(errs):.1f}%")
+    lines.append("GiB; bf16 (fp16 without bf16); last of the steps plus one evaluation micro-batch; "
+                 f"NVML: {', '.join(sorted({r.get('nvml_source') or 'unavailable' for r in rows}))}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -293,20 +342,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=2, help="batch of the saved-tensor comparison")
     p.add_argument("--seq", type=int, default=0, help="sequence length of the saved-tensor comparison "
                                                        "(default 32 on CPU, 128 on GPU)")
-    p.add_argument("--steps", type=int, default=3, help="training steps per GPU measurement")
+    p.add_argument("--steps", type=int, default=2, help="training steps per GPU row (the last is measured)")
+    p.add_argument("--no-compiled", dest="compiled", action="store_false", help="CPU: skip the compiled rows")
     args = p.parse_args(argv)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     presets = [s for s in args.presets.split(",") if s]
     start = time.perf_counter()
-    seq = args.seq or (128 if device.startswith("cuda") else 32)
-    print_rows(saved_rows(device, args.batch, seq, presets, ("fp32", "bf16")),
-               f"bytes autograd saves in one training forward on {device} (batch {args.batch}, seq {seq}, dropout 0.1)")
     if device.startswith("cuda"):
-        gpu_grid(presets, args.steps)
-    else:
-        cases = [c for c in PEAK_CASES if c[0] in presets]
-        print_rows(cpu_peak_rows(cases), "peak live tensor bytes of one CPU training step (the estimate's peak "
-                                         "moment last)", second="batch")
+        print(f"peak of a training step + one evaluation batch on {torch.cuda.get_device_name(0)}")
+        print(format_gpu_rows(gpu_memory_rows(presets, steps=args.steps)))
+        print(f"\n({time.perf_counter() - start:.0f} s)")
+        return 0
+    seq = args.seq or 32
+    print_rows(saved_rows(device, args.batch, seq, presets, ("fp32", "bf16")),
+               f"bytes autograd saves in one eager training forward on {device} (batch {args.batch}, seq {seq}, "
+               "dropout 0.1)")
+    cases = [c for c in PEAK_CASES if c[0] in presets]
+    print_rows(cpu_peak_rows(cases), "peak live tensor bytes of one eager CPU training step (the estimate's "
+                                     "peak moment last)", second="batch")
+    if args.compiled:
+        print_rows(saved_rows(device, args.batch, seq, [p for p in presets if p != "medium"], ("fp32", "bf16"),
+                              compiled=True),
+                   f"bytes a torch.compile'd (inductor) forward saves on {device} (batch {args.batch}, seq {seq})")
+        cases = [c for c in COMPILED_PEAK_CASES if c[0] in presets]
+        print_rows(cpu_peak_rows(cases, compiled=True), "peak live bytes of one compiled CPU training step "
+                   "and an evaluation batch (allocator events)", second="batch")
     print(f"\n({time.perf_counter() - start:.0f} s)")
     return 0
 

@@ -121,12 +121,14 @@ class Trainer:
         from engine.memory import oom_advice
 
         cfg = self.s.cfg if hasattr(self, "s") else self.cfg
+        plan = self.s.plan if hasattr(self, "s") else None  # the path that runs: device, compile, micro-batch
         if self.rt is not None and self.rt.device.type == "cuda":
             props = torch.cuda.get_device_properties(self.rt.device)
-            return "CUDA out of memory. " + oom_advice(cfg, props.name, props.total_memory)
+            return "CUDA out of memory. " + oom_advice(cfg, props.name, props.total_memory, plan=plan)
         import psutil
 
-        return f"out of memory ({e}). " + oom_advice(cfg, "this machine's RAM", psutil.virtual_memory().total)
+        return f"out of memory ({e}). " + oom_advice(cfg, "this machine's RAM", psutil.virtual_memory().total,
+                                                     plan=plan)
 
     def _announce(self) -> None:
         from engine.memory import estimate_memory

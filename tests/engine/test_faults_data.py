@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine import bpe
 from engine import tokenizer as tok_mod
 from engine.config import DataConfig
 from engine.errors import DataError
-from engine.tokenizer import MAX_PRETOKEN, bounded_pre_tokenizer, prepare_data
+from engine.bpe import MAX_PRETOKEN, bounded_pre_tokenizer
+from engine.tokenizer import prepare_data
 
 
 @pytest.fixture(autouse=True)
@@ -87,7 +89,7 @@ def test_a_huge_line_without_spaces_trains_encodes_and_round_trips(tmp_path: Pat
 
 
 def test_large_preparation_reports_progress(corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tok_mod, "PROGRESS_S", -1.0)  # every line counts as "a while": the reporting path runs
+    monkeypatch.setattr(bpe, "PROGRESS_S", -1.0)  # every line counts as "a while": the reporting path runs
     logs: list[str] = []
     prepare_data(cfg_for(corpus), logs.append)
     assert any(m.startswith("training BPE tokenizer: read ") for m in logs)

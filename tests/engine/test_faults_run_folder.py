@@ -204,3 +204,33 @@ def test_listing_runs_does_not_import_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == ""
+
+
+# ----------------------------------------------------------------------------- a full disk
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 640 KiB tmpfs: room for one tiny checkpoint and the run's small files, not for two checkpoints."""
+    import shutil
+    import subprocess
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if shutil.which("mount") is None or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=640k", "tmpfs", str(mnt)],
+                                                       capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root); the file-size-limit test covers the same path")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def test_full_disk_during_save_is_one_line_and_keeps_the_last_checkpoint(corpus: Path, small_disk: Path) -> None:
+    from engine.checkpoint import load_checkpoint
+
+    result = Trainer(tiny_config(corpus, small_disk, save_interval=2, keep_checkpoints=1)).run()
+    assert isinstance(result, ev.Failed) and result.kind == "io"
+    assert "cannot write" in result.message and "step_0000004.pt: No space left on device" in result.message
+    assert len(result.message.splitlines()) == 1 and not result.traceback
+    run_dir = small_disk / "r"
+    load_checkpoint(Path(result.checkpoint))  # the last checkpoint written is intact
+    assert not [p for p in run_dir.rglob("*") if ".tmp-" in p.name]
+    assert json.loads((run_dir / "state.json").read_text())["status"] in ("running", "crashed")

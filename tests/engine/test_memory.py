@@ -1,14 +1,15 @@
 """engine.memory / engine.gpus / `tui-lm estimate`: the estimate against real PyTorch tensors.
 
 The activation and whole-step checks count what PyTorch really holds on the
-CPU (saved-tensor hooks, a live-tensor dispatch mode; the same code as
-bench/memory_gpu.py) and hold the estimate to a tight tolerance.
+CPU, eager and torch.compile'd with inductor (engine/memory_probe.py:
+saved-tensor hooks, a live-tensor dispatch mode, the allocator's profiler
+events; the same code as bench/memory_gpu.py) and hold the estimate to a
+tight tolerance.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import re
 import subprocess
@@ -21,8 +22,9 @@ import torch
 from engine.config import build_config
 from engine.errors import ConfigError
 from engine.gpus import GPU_CATALOGUE, find_gpu
-from engine.memory import (GiB, estimate_memory, format_bytes, max_batch_size, oom_advice,
+from engine.memory import (GiB, NCCL_BUFFER_BYTES, estimate_memory, format_bytes, max_batch_size, oom_advice,
                            saved_activations, verdict)
+from engine.memory_probe import measure_peak, measure_peak_profiled, measure_saved, set_variant
 from engine.model import GPT
 from tui_lm.commands.estimate import main as estimate_main
 
@@ -30,14 +32,6 @@ ROOT = Path(__file__).resolve().parents[2]
 PRESETS = ("tiny", "small", "medium")
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("memory_gpu_bench", ROOT / "bench" / "memory_gpu.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _bench()
 
 
 def cfg_with(preset: str = "tiny", **sections):
@@ -83,7 +77,7 @@ def test_parameter_gradient_and_optimizer_rows_equal_real_tensors():
     assert est.rows["optimizer state"] == state == 2 * params
     assert est.peak_phase == "end of backward" and est.rows["gradients"] >= grads  # 32 tokens: state dominates
     # set_to_none: no gradients before backward, where the default batch peaks...
-    default = estimate_memory(cfg_with("tiny"))
+    default = estimate_memory(cfg_with("tiny"), compiled=False)
     assert default.peak_phase == "start of backward" and default.rows["gradients"] == 0
     # ...but with accumulation the earlier micro-steps' gradients are held at every moment.
     acc = estimate_memory(cfg_with("tiny", train={"batch_size": 4, "grad_accum_steps": 2}, model={"max_seq_len": 16}))
@@ -99,8 +93,15 @@ def test_rows_sum_to_total_and_precision_resolves():
     cpu = estimate_memory(cfg, device="cpu")
     assert cpu.precision == "fp32" and cpu.rows["CUDA context"] == 0 and cpu.rows["autocast weight copies"] == 0
     assert cpu.total_bytes == cpu.allocated_bytes
+    assert "NCCL buffers" not in gpu.rows
     ddp = estimate_memory(cfg, world_size=2)
-    assert ddp.micro_batch == 4 and ddp.rows["DDP gradient buckets"] == ddp.gradient_bytes
+    # DDP's buckets hold the gradients from the start (the .grad tensors are views of them) and NCCL's
+    # own buffers sit outside PyTorch's allocator: in the total, not in the allocated bytes.
+    assert ddp.micro_batch == 4 and ddp.rows["gradients"] >= ddp.gradient_bytes
+    assert ddp.rows["NCCL buffers"] == NCCL_BUFFER_BYTES
+    assert ddp.total_bytes - ddp.allocated_bytes == (NCCL_BUFFER_BYTES + ddp.rows["CUDA context"]
+                                                     + ddp.rows["allocator slack"] - 64 * 2**20)
+    assert "NCCL buffers" not in estimate_memory(cfg, device="cpu", world_size=2).rows  # gloo
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "modern"])
@@ -117,6 +118,38 @@ def test_muon_state_is_one_buffer_for_block_matrices(arch):
     est = estimate_memory(cfg)
     assert est.rows["optimizer state"] == state
     assert state < 2 * est.rows["parameters"]  # AdamW's would be exactly twice the parameters
+
+
+def test_compile_setting_resolves_like_the_runtime():
+    cfg = cfg_with("small", train={"batch_size": 16})
+    assert estimate_memory(cfg).compiled is True  # auto: on for CUDA
+    assert estimate_memory(cfg, device="cpu").compiled is False
+    off = cfg_with("small", train={"batch_size": 16, "compile": "off"})
+    assert estimate_memory(off).compiled is False
+    assert estimate_memory(cfg, compiled=False).total_bytes == estimate_memory(off).total_bytes
+    # Compiled keeps bf16 logits, not fp32 log-probs: a smaller peak and a larger batch that fits.
+    assert estimate_memory(cfg).total_bytes < 0.8 * estimate_memory(off).total_bytes
+    assert max_batch_size(cfg, 16 * GiB) > max_batch_size(off, 16 * GiB)
+
+
+def test_evaluation_is_the_peak_of_compiled_half_runs_with_a_large_vocabulary():
+    est = estimate_memory(cfg_with("tiny", train={"batch_size": 32}))  # bf16, compiled
+    sV = 32 * 256 * est_vocab("tiny")
+    assert est.peak_phase == "evaluation" and est.rows["logits + cross-entropy"] == 10 * sV
+    assert est.rows["activations"] == 0 and est.rows["gradients"] == 0
+    assert estimate_memory(cfg_with("tiny", train={"batch_size": 32, "compile": "off"})).peak_phase != "evaluation"
+
+
+def est_vocab(preset: str) -> int:
+    return build_config(preset).model.padded_vocab_size
+
+
+def estimate_for(cfg, batch: int, seq: int, precision: str, attention: str, ckpt: bool, device: str,
+                 compiled: bool = False):
+    model = dataclasses.replace(cfg.model, max_seq_len=seq, attention=attention)
+    train = dataclasses.replace(cfg.train, batch_size=batch, grad_accum_steps=1, precision=precision,
+                                grad_checkpointing=ckpt)
+    return estimate_memory(dataclasses.replace(cfg, model=model, train=train), device=device, compiled=compiled)
 
 
 # ----------------------------------------------------------------------------- activations vs autograd
@@ -141,10 +174,10 @@ BATCH, SEQ = 2, 32
 def test_saved_activations_match_autograd(preset_models, preset, attention, precision, ckpt):
     base = build_config(preset)
     model = preset_models[preset]
-    bench.set_variant(model, attention, ckpt)
+    set_variant(model, attention, ckpt)
     x = torch.randint(0, base.model.vocab_size, (BATCH, SEQ), generator=torch.Generator().manual_seed(1))
-    measured = bench.measure_saved_bytes(model, x, x, precision)
-    est = bench.estimate_for(base, BATCH, SEQ, precision, attention, ckpt, "cpu")
+    measured = measure_saved(model, x, x, precision)[0]
+    est = estimate_for(base, BATCH, SEQ, precision, attention, ckpt, "cpu")
     logprobs = 4 * BATCH * SEQ * base.model.padded_vocab_size
     # The log-probabilities dominate the total: compare the rest on its own, tightly.
     got, want = measured - logprobs, est.saved_bytes - logprobs
@@ -174,13 +207,70 @@ def test_modern_saved_activations_match_autograd(modern_models, preset, attentio
             mod.p = dropout
         if hasattr(mod, "dropout") and isinstance(mod.dropout, float):
             mod.dropout = dropout
-    bench.set_variant(model, attention, ckpt)
+    set_variant(model, attention, ckpt)
     x = torch.randint(0, base.model.vocab_size, (BATCH, SEQ), generator=torch.Generator().manual_seed(1))
-    measured = bench.measure_saved_bytes(model, x, x, precision)
-    est = bench.estimate_for(base, BATCH, SEQ, precision, attention, ckpt, "cpu")
+    measured = measure_saved(model, x, x, precision)[0]
+    est = estimate_for(base, BATCH, SEQ, precision, attention, ckpt, "cpu")
     logprobs = 4 * BATCH * SEQ * base.model.padded_vocab_size
     got, want = measured - logprobs, est.saved_bytes - logprobs
     assert abs(want - got) <= 0.02 * got, f"estimate {format_bytes(want)} vs autograd {format_bytes(got)}"
+
+
+# Compiled (inductor on the CPU): dropout 0, so fused attention is the flash kernel as on CUDA; the
+# shapes keep tokens apart from every weight dimension (saved weight copies are told by shape).
+COMPILED_SAVED = [
+    ("tiny", "fused", "bf16", False, {}),
+    ("tiny", "fused", "fp32", True, {}),
+    ("tiny", "math", "bf16", False, {"num_layers": 2}),
+    ("small", "fused", "bf16", True, {"num_layers": 2}),
+]
+
+
+@pytest.mark.parametrize("preset,attention,precision,ckpt,model", COMPILED_SAVED)
+def test_compiled_saved_activations_match_inductor(preset, attention, precision, ckpt, model):
+    base = cfg_with(preset, model={**model, "dropout": 0.0})
+    torch.manual_seed(0)
+    gpt = GPT(base.model)
+    set_variant(gpt, attention, ckpt)
+    torch._dynamo.reset()
+    compiled = torch.compile(gpt, backend="inductor", dynamic=False)
+    x = torch.randint(0, base.model.vocab_size, (BATCH, SEQ), generator=torch.Generator().manual_seed(1))
+    acts, copies = measure_saved(compiled, x, x, precision)
+    est = estimate_for(base, BATCH, SEQ, precision, attention, ckpt, "cpu", compiled=True)
+    logits = (2 if precision == "bf16" else 4) * BATCH * SEQ * base.model.padded_vocab_size
+    # The logits dominate: compare the rest on its own; the graph saves them in their own dtype.
+    got, want = acts - logits, est.saved_bytes - logits
+    assert abs(want - got) <= 0.03 * got, f"estimate {format_bytes(want)} vs inductor {format_bytes(got)}"
+    assert abs(est.saved_bytes - acts) <= 0.002 * acts
+    eager = estimate_for(base, BATCH, SEQ, precision, attention, ckpt, "cpu").saved_bytes
+    assert est.saved_bytes < eager  # no fp32 log-probs
+    # The graph saves the half weight copies it needs in backward (lm_head's only, under checkpointing).
+    m = base.model
+    head, blocks = 2 * m.padded_vocab_size * m.d_model, 2 * m.num_layers * (4 * m.d_model ** 2 + 2 * m.d_model * m.d_ff)
+    assert copies == (0 if precision == "fp32" else head if ckpt else head + blocks)
+
+
+# Whole compiled steps (plus one evaluation batch, as the trainer evaluates), each peaking at another moment.
+COMPILED_PEAKS = [
+    ("tiny", {"num_layers": 2}, 3, 128, "bf16", False, True, "evaluation"),
+    ("tiny", {"num_layers": 2}, 3, 128, "bf16", False, False, "start of backward"),
+    ("tiny", {"num_layers": 2}, 3, 128, "fp32", True, True, "start of backward"),
+    ("tiny", {"num_layers": 2, "vocab_size": 512}, 8, 128, "bf16", False, True, "start of backward"),
+]
+
+
+@pytest.mark.parametrize("preset,model,batch,seq,precision,ckpt,evaluate,phase", COMPILED_PEAKS)
+def test_compiled_whole_step_peak_matches_the_allocator(preset, model, batch, seq, precision, ckpt, evaluate, phase):
+    cfg = cfg_with(preset, model={**model, "max_seq_len": seq, "dropout": 0.0},
+                   train={"batch_size": batch, "precision": precision, "grad_checkpointing": ckpt})
+    est = estimate_memory(cfg, device="cpu", compiled=True)
+    phases = est.phases if evaluate else {k: v for k, v in est.phases.items() if k != "evaluation"}
+    want = max(phases.values())
+    assert max(phases, key=phases.__getitem__) == phase
+    measured = measure_peak_profiled(cfg, precision, compiled=True, evaluate=evaluate)
+    assert abs(want - measured) <= 0.03 * measured, (est.phases, measured)
+    eager = estimate_memory(cfg, device="cpu", compiled=False).phases
+    assert want <= max(eager.values())
 
 
 def test_attention_matrix_only_for_math_and_dropout_masks_by_device():
@@ -209,7 +299,7 @@ def test_whole_step_peak_matches_live_tensors(preset, model, batch, seq, precisi
     cfg = cfg_with(preset, model={**model, "max_seq_len": seq, "grad_checkpointing": ckpt},
                    train={"batch_size": batch, "precision": precision, "optimizer": optimizer})
     est = estimate_memory(cfg, device="cpu")
-    measured = bench.measure_peak(cfg, precision)
+    measured = measure_peak(cfg, precision)
     assert abs(est.allocated_bytes - measured) <= 0.03 * measured, (est.peak_phase, est.phases, measured)
 
 

@@ -78,6 +78,7 @@ def as_json(plan: RunPlan, est: MemoryEstimate, rows: list[dict[str, Any]]) -> d
         "micro_batch": est.micro_batch,
         "seq_len": est.seq_len,
         "precision": est.precision,
+        "compiled": est.compiled,  # train.compile resolved for the device (auto: on for CUDA)
         "tokens_per_step": est.tokens_per_step,
         "flops_per_token": est.flops_per_token,
         "peak_phase": est.peak_phase,
@@ -106,7 +107,7 @@ def print_report(plan: RunPlan, est: MemoryEstimate, rows: list[dict[str, Any]])
         f"[bold]{cfg.run.preset or 'custom'}[/]: {_count(est.num_params)} parameters, "
         f"batch_size {t.batch_size} = {t.grad_accum_steps} micro-step(s) x {world_size} rank(s) x "
         f"{est.micro_batch} sequences x {est.seq_len} tokens, {est.precision}, {m.attention} attention, "
-        f"checkpointing {'on' if t.grad_checkpointing else 'off'}"
+        f"checkpointing {'on' if t.grad_checkpointing else 'off'}, {'torch.compile' if est.compiled else 'eager'}"
     )
     console.print(f"Estimated peak per GPU: [bold]{format_bytes(est.total_bytes)}[/] (at {est.peak_phase})")
     table = Table()
