@@ -38,6 +38,7 @@ from engine.run_reader import METRICS, MetricsReader, backfill, downsample, open
 from tui_lm.messages import TrainingEvent
 
 POLL_S = 0.5  # how often the folder is looked at
+BACKFILL_DELAY_S = 1.0  # a large file's exact backfill waits this long: it holds the GIL much of the time
 HISTORY_BUCKETS = 400  # plot buckets of the history (two points each: about a wide plot's dot columns)
 RECENT_EVALS = 30  # evaluations of the history shown in the event log (all are on the loss plot)
 MAX_PENDING = 100_000
@@ -182,7 +183,8 @@ class FolderRunner:
         start, end = history.pending
 
         def work() -> None:
-            self._backfilled = backfill(history.path, start, end)
+            if not self._closed.wait(BACKFILL_DELAY_S):  # the attached view draws its first frame meanwhile
+                self._backfilled = backfill(history.path, start, end)
 
         threading.Thread(target=work, name="tui-lm-backfill", daemon=True).start()
 

@@ -192,3 +192,15 @@ def test_two_rank_torchrun_paused_resumed_and_stopped(prepared: Path, tmp_path: 
     assert out.count(f"paused at step {paused['step']}") == 1  # rank 0 speaks for both
     final = read_state(run_dir)
     assert final["status"] == "stopped" and final["step"] > paused["step"]
+
+
+def test_resume_picker_status_follows_the_heartbeat(tmp_path: Path) -> None:
+    """A run trained on another machine over a shared filesystem: running while its heartbeat is fresh."""
+    from engine.runs import read_run
+
+    (tmp_path / "run.toml").write_text('[run]\nrun_name = "x"\n')
+    state = {"status": "running", "pid": 1, "host": "other-node", "step": 3, "updated": time.time()}
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    assert read_run(tmp_path).status == "running"
+    (tmp_path / "state.json").write_text(json.dumps({**state, "updated": time.time() - 3600}))
+    assert read_run(tmp_path).status == "crashed"

@@ -121,9 +121,10 @@ class BrowseScreen(Screen):
         except OSError as e:
             config = f"run.toml cannot be read: {e}"
         self.app.call_from_thread(self._show, history, summary, checkpoints, config)
-        if history.pending is not None:
-            early = backfill(history.path, *history.pending)
-            self.app.call_from_thread(self._complete, early)
+
+    @work(thread=True, group="browse-backfill", exclusive=True, exit_on_error=False)
+    def _backfill(self, path: Path, start: int, end: int) -> None:
+        self.app.call_from_thread(self._complete, backfill(path, start, end))
 
     # ------------------------------------------------------------------ showing (UI thread)
 
@@ -151,6 +152,9 @@ class BrowseScreen(Screen):
         self.query_one("#browse-config", Static).update(Syntax(config, "toml", theme="ansi_dark"))
         self._header()
         self.loaded = True
+        if history.pending is not None:
+            # After the first frame: the backfill holds the GIL much of the time it runs.
+            self.call_after_refresh(self._backfill, history.path, *history.pending)
 
     def _complete(self, early: RunHistory) -> None:
         if self.history is None:
