@@ -1,4 +1,4 @@
-"""Steering a run from outside: real headless and torchrun trainers paused, resumed and stopped by `tui-lm pause|resume|stop`."""
+"""Steering a run from outside: real headless and torchrun trainers paused, resumed, stopped by `tui-lm pause|resume|stop`."""
 
 from __future__ import annotations
 

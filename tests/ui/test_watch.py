@@ -1,4 +1,4 @@
-"""The dashboard attached to a run a real headless trainer process writes: live view, steering keys, a trainer that dies, a resume elsewhere."""
+"""The dashboard attached to a run a real headless trainer writes: live view, steering keys, a dead trainer, a resume."""
 
 from __future__ import annotations
 
