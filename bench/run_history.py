@@ -69,11 +69,12 @@ def write_run(folder: Path, lines: int) -> Path:
                                                                   word_perplexity=80.0, bits_per_byte=1.1, tokens=4096,
                                                                   partial=True).to_dict()}) + "\n")
             if step % 10_000 == 0:
-                f.write(json.dumps({"time": T0, **ev.SampleGenerated(step=step, prompt="The", text="The cat").to_dict()})
-                        + "\n")
+                sample = ev.SampleGenerated(step=step, prompt="The", text="The cat")
+                f.write(json.dumps({"time": T0, **sample.to_dict()}) + "\n")
                 f.write(json.dumps({"time": T0, **ev.CheckpointSaved(step=step, path="x.pt", reason="interval")
                                     .to_dict()}) + "\n")
-        f.write(json.dumps({"time": T0, **ev.Finished(step=lines, run_dir=str(run_dir), stopped=False).to_dict()}) + "\n")
+        finished = ev.Finished(step=lines, run_dir=str(run_dir), stopped=False)
+        f.write(json.dumps({"time": T0, **finished.to_dict()}) + "\n")
     marker.write_text(json.dumps({"lines": lines}))
     return run_dir
 
@@ -143,7 +144,8 @@ def main() -> None:
     rows.append(("open + first draw, cold (numpy imported)", f"{time.perf_counter() - first_draw_start:.3f} s"))
     t, history = timed(lambda: open_history(MetricsReader(path)), args.repeats)
     rows.append(("open (tail exact, rest sampled)", f"{t:.3f} s"))
-    rows.append(("  exact at open / sampled overview", f"{len(history.train):,} / {len(history.overview or []):,} steps"))
+    sampled = len(history.overview or [])
+    rows.append(("  exact at open / sampled overview", f"{len(history.train):,} / {sampled:,} steps"))
     t = statistics.median(browse_open_s(run_dir) for _ in range(args.repeats))
     rows.append(("browse screen: push -> curves on screen", f"{t:.3f} s"))
     t, early = timed(lambda: backfill(path, *history.pending), 1) if history.pending else (0.0, None)

@@ -142,7 +142,8 @@ def test_browse_command_refuses_what_is_not_a_run(tmp_path: Path, capsys) -> Non
     from tui_lm.cli import main
 
     assert main(["browse", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.strip() == f"tui-lm browse: error: {tmp_path} is not a run folder (no run.toml in it)"
+    err = capsys.readouterr().err.strip()
+    assert err == f"tui-lm browse: error: {tmp_path} is not a run folder (no run.toml in it)"
 
 
 def test_a_long_history_opens_from_its_tail_and_keeps_its_spikes(tmp_path: Path, monkeypatch) -> None:

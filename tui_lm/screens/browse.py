@@ -139,7 +139,8 @@ class BrowseScreen(Screen):
                           f"{r.get('bits_per_byte', float('nan')):.3f}", f"{r.get('tokens', 0):,}", notes)
         samples = Text()
         for r in history.samples:
-            samples.append(f"step {r.get('step', 0):,}", style="bold").append(f"  {r.get('prompt', '')!r}\n", style="dim")
+            samples.append(f"step {r.get('step', 0):,}", style="bold")
+            samples.append(f"  {r.get('prompt', '')!r}\n", style="dim")
             samples.append(f"{r.get('text', '')}\n\n")
         self.query_one("#browse-samples", Static).update(samples if history.samples else Text("no samples", "dim"))
         table = self.query_one("#browse-checkpoints", DataTable)
