@@ -26,6 +26,7 @@ from typing import IO, Any, Callable
 import xxhash
 
 from engine.errors import ConfigError, FileError
+from engine.liveness import pid_alive
 
 HASH_NAME = "xxh3_128"
 HASH_CHUNK = 1 << 22
@@ -225,16 +226,6 @@ def open_append(path: Path) -> IO[str]:
     return os.fdopen(fd, "a", buffering=1, encoding="utf-8")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
-
-
 def remove_stale_temps(folder: Path, *, all_pids: bool = False) -> list[Path]:
     """Delete temp files left by processes that died mid-write; returns what was removed.
 
@@ -252,7 +243,7 @@ def remove_stale_temps(folder: Path, *, all_pids: bool = False) -> list[Path]:
         if not m or _is_symlink(p) or not p.is_file():
             continue
         pid = int(m.group(1)) if m.group(1) else None
-        if all_pids or (pid is not None and pid != os.getpid() and not _pid_alive(pid)):
+        if all_pids or (pid is not None and pid != os.getpid() and not pid_alive(pid)):
             try:
                 p.unlink()
                 removed.append(p)

@@ -129,6 +129,20 @@ def optimizer_state_bytes(m, t) -> int:
     return 8 * n
 
 
+def chunked_head_bytes(s: int, V: int, C: int, chunk: int, half: bool) -> tuple[int, int]:
+    """(forward, backward) peak bytes of engine.losses.chunked_linear_cross_entropy over s tokens.
+
+    Forward: the gradients it keeps for h (fp32, ln_f's output) and for the
+    weight (fp32), its half copy of the weight, and one chunk at a time: the
+    logits (half, then fp32, whose buffer becomes their gradient) and a
+    (chunk x C) product. Backward: those two gradients and their scaled copies.
+    """
+    k = min(chunk, s)
+    e = 2 if half else 4
+    fwd = 4 * s * C + 4 * V * C + (2 * V * C if half else 0) + k * V * (4 + (2 if half else 0)) + e * k * C
+    return fwd, 8 * s * C + 8 * V * C
+
+
 def _head_phases(compiled: bool, half: bool, sV: int, VC: int) -> dict[str, int]:
     """Live bytes of the (tokens x vocab) terms at each moment around the loss, besides saved activations.
 
@@ -152,14 +166,16 @@ def _head_phases(compiled: bool, half: bool, sV: int, VC: int) -> dict[str, int]
 
 def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1,
                     bf16_supported: bool = True, plan: RunPlan | None = None,
-                    compiled: bool | None = None) -> MemoryEstimate:
+                    compiled: bool | None = None, loss_chunk: int = 0) -> MemoryEstimate:
     """Peak memory of one training step of `cfg` on one device (see the module docstring).
 
     Micro-batch, accumulation, precision, compile, ranks and vocabulary come
     from the run plan (engine.plan); without one, a plan for a generic
     `device` ("cuda" unless told otherwise) with cfg.model.vocab_size is made
     here. `compiled` overrides the plan's torch.compile choice (the bench
-    measures both paths of one config).
+    measures both paths of one config). `loss_chunk` > 0 models the loss as
+    engine.losses.chunked_linear_cross_entropy with that many tokens a chunk
+    (eager; no setting selects it yet).
     """
     if plan is None:
         plan = plan_run(cfg, world_size=world_size, device=DeviceInfo.kind(device, bf16_supported),
@@ -213,6 +229,13 @@ def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1
         end_extra = wte_grad * (2 + (accum > 1)) if tied else 0
         W_fwd, W_bwd = W_all, (W_head if ckpt else W_all)  # autocast's cache holds every copy to the end of forward
         L_saved = 0  # the log-probs are in logits' own phases
+    if loss_chunk > 0:
+        # The loss makes its own head copy (in its forward phase) and keeps
+        # two gradients instead of any (tokens x vocab) tensor.
+        fwd, bwd = chunked_head_bytes(s, V, C, loss_chunk, half)
+        logits = {"end of forward": fwd, "start of backward": bwd, "lm_head backward": 0}
+        L_saved, W_fwd, W_bwd = 0, W_fwd - W_head, W_bwd - W_head
+        saved = A + 4 * s * C + 4 * VC
 
     def phase(grads: int, copies: int, acts: int, head_bytes: int) -> dict[str, int]:
         return {"parameters": P, "gradients": grads, "optimizer state": O,

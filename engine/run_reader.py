@@ -33,8 +33,8 @@ from engine.schedule import LRSchedule
 
 METRICS = "metrics.jsonl"
 FULL_READ_BYTES = 8 << 20  # files up to this size are parsed whole when opened (~35k steps)
-TAIL_BYTES = 4 << 20  # larger ones: this much of the end exactly at once...
-OVERVIEW_SAMPLES = 4096  # ...and this many step records sampled before it, until the backfill is done
+TAIL_BYTES = 2 << 20  # larger ones: this much of the end exactly at once (~8k steps)...
+OVERVIEW_SAMPLES = 2048  # ...and this many step records sampled before it (4 per column of a wide plot)
 CHUNK_BYTES = 4 << 20  # backfill reads this much at a time
 
 

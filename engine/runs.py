@@ -10,8 +10,6 @@ imports torch, and a damaged run is listed with its problem, never raised.
 
 from __future__ import annotations
 
-import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 from engine.config import read_toml
 from engine.errors import ConfigError, FileError
 from engine.files import read_json_object
+from engine.liveness import trainer_gone
 from engine.run_folder import default_out_dir  # noqa: F401  (where --resume looks by default)
 from engine.snapshots import good_checkpoints, list_checkpoints
 
@@ -48,18 +47,6 @@ class RunInfo:
         return not self.problem and self.status != "finished"
 
 
-def _process_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
-
-
 def _number(value: Any, kind: type, default: Any) -> Any:
     """A field of a JSON file that may have been edited or damaged: the value when it has the right type."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -81,8 +68,9 @@ def read_run(run_dir: Path) -> RunInfo:
         except FileError as e:
             problem = problem or str(e)
     status = state.get("status") if state.get("status") in STATUSES else "crashed"
-    # A "running" run whose process is gone on this host died without saying so.
-    if status == "running" and (state.get("host") != socket.gethostname() or not _process_alive(state.get("pid"))):
+    # A "running" run whose trainer is gone (a dead pid on this host, a silent heartbeat
+    # from another one sharing the filesystem) died without saying so.
+    if status == "running" and trainer_gone(state):
         status = "crashed"
     good = good_checkpoints(run_dir)
     last, meta = good[-1] if good else (None, {})

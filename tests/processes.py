@@ -22,7 +22,7 @@ def headless_flags(corpus: Path, out: Path, name: str, steps: int, **extra: obje
 
 
 class TrainerProcess:
-    """`python -m tui_lm ARGS` (under torchrun with nproc > 1), its output in files: a pipe nobody reads would block it."""
+    """`python -m tui_lm ARGS` (torchrun when nproc > 1), output in files: a pipe nobody reads would block it."""
 
     def __init__(self, args: list[str], folder: Path, nproc: int = 1, tag: str = "trainer") -> None:
         launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),

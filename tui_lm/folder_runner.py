@@ -38,6 +38,7 @@ from engine.run_reader import METRICS, MetricsReader, backfill, downsample, open
 from tui_lm.messages import TrainingEvent
 
 POLL_S = 0.5  # how often the folder is looked at
+BACKFILL_DELAY_S = 1.0  # a large file's exact backfill waits this long: it holds the GIL much of the time
 HISTORY_BUCKETS = 400  # plot buckets of the history (two points each: about a wide plot's dot columns)
 RECENT_EVALS = 30  # evaluations of the history shown in the event log (all are on the loss plot)
 MAX_PENDING = 100_000
@@ -81,6 +82,7 @@ class FolderRunner:
         self.result: ev.Event | None = None
         self.state: dict[str, Any] = {}
         self.alive = False  # a live trainer process is writing the folder
+        self.trainer = ""  # who that is, for the view's header ("watching pid 123 on node7")
         self.history: RunHistory | None = None
         self._backfilled: RunHistory | None = None
         self._pid: Any = None
@@ -182,7 +184,8 @@ class FolderRunner:
         start, end = history.pending
 
         def work() -> None:
-            self._backfilled = backfill(history.path, start, end)
+            if not self._closed.wait(BACKFILL_DELAY_S):  # the attached view draws its first frame meanwhile
+                self._backfilled = backfill(history.path, start, end)
 
         threading.Thread(target=work, name="tui-lm-backfill", daemon=True).start()
 
@@ -212,21 +215,18 @@ class FolderRunner:
 
     def _run_started(self, record: dict[str, Any] | None, state: dict[str, Any],
                      last: ev.Event | None) -> ev.RunStarted:
-        alive = state.get("status") in ACTIVE and not trainer_gone(state)
-        where = f"watching pid {state.get('pid', '?')} on {state.get('host', '?')}" if alive else "read from its folder"
         step = getattr(last, "step", 0) or int(state.get("step", 0) or 0)
         total = int(state.get("total_steps", 0) or getattr(last, "total_steps", 0) or 0)
         if record is not None and (started := to_event(record)) is not None:
             assert isinstance(started, ev.RunStarted)
             # The trainer's own paths may be relative to its working folder; the view shows this one.
-            return dataclasses.replace(started, run_dir=str(self.run_dir), resumed_from="", start_step=step,
-                                       device=f"{started.device}, {where}")
+            return dataclasses.replace(started, run_dir=str(self.run_dir), resumed_from="", start_step=step)
         tokens = 0
         if self.cfg is not None:
             tokens = self.cfg.train.batch_size * self.cfg.model.max_seq_len
         return ev.RunStarted(run_dir=str(self.run_dir), num_params=int(state.get("num_params", 0) or 0),
                              total_steps=total, start_step=step, steps_per_epoch=0, tokens_per_step=tokens,
-                             device=where, precision="", world_size=int(state.get("world_size", 1) or 1))
+                             device="", precision="", world_size=int(state.get("world_size", 1) or 1))
 
     def _record(self, event: ev.Event | None) -> None:
         """A record appended to metrics.jsonl, as the event it was written from."""
@@ -244,6 +244,8 @@ class FolderRunner:
         status, pid = state.get("status"), state.get("pid")
         gone = trainer_gone(state)
         self.alive = status in ACTIVE and not gone
+        self.trainer = (f"watching pid {pid} on {state.get('host', '?')}" if self.alive
+                        else "no trainer: read from its folder")
         step = int(state.get("step", 0) or 0)
         if pid != self._pid and self.alive:
             if not self._session_record:

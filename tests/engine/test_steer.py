@@ -1,4 +1,4 @@
-"""Steering a run from outside: real headless and torchrun trainers paused, resumed and stopped by `tui-lm pause|resume|stop`."""
+"""Steering a run from outside: real headless and torchrun trainers paused, resumed, stopped by `tui-lm pause|resume|stop`."""
 
 from __future__ import annotations
 
@@ -94,7 +94,9 @@ def test_headless_run_paused_resumed_and_stopped_from_another_shell(prepared: Pa
         checkpoint = run_dir / "snapshots" / paused["last_checkpoint"]
         assert checkpoint.is_file() and f"step_{paused['step']:07d}" in checkpoint.name
         assert "paused at step" in capsys.readouterr().out
-        time.sleep(2.5)  # paused means paused: no step goes by, yet the heartbeat goes on
+        # paused means paused: no step goes by, yet the heartbeat goes on (waited for, not slept:
+        # under load the heartbeat's gap can exceed any fixed sleep)
+        proc.wait_until(lambda: read_state(run_dir).get("updated", 0) > paused["updated"], what="heartbeat while paused")
         later = read_state(run_dir)
         assert later["step"] == paused["step"] and later["updated"] > paused["updated"]
         assert main(["pause", str(run_dir)]) == 0 and "already paused" in capsys.readouterr().out
@@ -192,3 +194,15 @@ def test_two_rank_torchrun_paused_resumed_and_stopped(prepared: Path, tmp_path: 
     assert out.count(f"paused at step {paused['step']}") == 1  # rank 0 speaks for both
     final = read_state(run_dir)
     assert final["status"] == "stopped" and final["step"] > paused["step"]
+
+
+def test_resume_picker_status_follows_the_heartbeat(tmp_path: Path) -> None:
+    """A run trained on another machine over a shared filesystem: running while its heartbeat is fresh."""
+    from engine.runs import read_run
+
+    (tmp_path / "run.toml").write_text('[run]\nrun_name = "x"\n')
+    state = {"status": "running", "pid": 1, "host": "other-node", "step": 3, "updated": time.time()}
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    assert read_run(tmp_path).status == "running"
+    (tmp_path / "state.json").write_text(json.dumps({**state, "updated": time.time() - 3600}))
+    assert read_run(tmp_path).status == "crashed"

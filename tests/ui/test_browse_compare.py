@@ -142,4 +142,35 @@ def test_browse_command_refuses_what_is_not_a_run(tmp_path: Path, capsys) -> Non
     from tui_lm.cli import main
 
     assert main(["browse", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.strip() == f"tui-lm browse: error: {tmp_path} is not a run folder (no run.toml in it)"
+    err = capsys.readouterr().err.strip()
+    assert err == f"tui-lm browse: error: {tmp_path} is not a run folder (no run.toml in it)"
+
+
+def test_a_long_history_opens_from_its_tail_and_keeps_its_spikes(tmp_path: Path, monkeypatch) -> None:
+    import engine.run_reader as run_reader
+
+    run_dir = tmp_path / "long"
+    run_dir.mkdir()
+    (run_dir / "run.toml").write_text('[run]\nrun_name = "long"\n')
+    (run_dir / "state.json").write_text(json.dumps({"status": "stopped", "step": 20_000}))
+    with open(run_dir / "metrics.jsonl", "w") as f:
+        for step in range(1, 20_001):
+            loss = 99.0 if step == 1234 else 3.0 + 1.0 / step
+            f.write(json.dumps(ev.StepMetrics(step=step, total_steps=50_000, epoch=0, loss=loss, lr=1e-3,
+                                              grad_norm=1.0, tokens_per_s=1.0, step_time_s=0.1, elapsed_s=step,
+                                              tokens_seen=64 * step).to_dict()) + "\n")
+    # Small limits, so that this file takes the path a million-line one takes.
+    monkeypatch.setattr(run_reader, "FULL_READ_BYTES", 100_000)
+    monkeypatch.setattr(run_reader, "TAIL_BYTES", 200_000)
+
+    async def flow() -> None:
+        app = make_app(browse=[run_dir])
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: isinstance(app.screen, BrowseScreen) and app.screen.complete, 30, "exact")
+            train = app.screen.query_one("#browse-loss", CurvePlot).series["train"]
+            assert train.xs[0] == 1 and train.xs[-1] == 20_000
+            assert len(train.xs) < 600  # two points per plot column, not twenty thousand
+            assert 99.0 in train.ys and train.xs[train.ys.index(99.0)] == 1234  # the spike survives
+            assert "20,000 records" in text(app.screen.query_one("#browse-header", Static), 140)
+
+    run(flow())

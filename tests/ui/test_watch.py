@@ -1,4 +1,4 @@
-"""The dashboard attached to a run a real headless trainer process writes: live view, steering keys, a trainer that dies, a resume elsewhere."""
+"""The dashboard attached to a run a real headless trainer writes: live view, steering keys, a dead trainer, a resume."""
 
 from __future__ import annotations
 
@@ -56,7 +56,8 @@ def test_attach_steer_survive_a_dead_trainer_and_follow_its_resume(corpus: Path,
                 seen = max(train_points(view))
                 await wait_for(pilot, lambda: max(train_points(view)) > seen + 20, 30, "live steps")
                 assert view.state == "running"
-                assert f"watching pid {first.pid}" in view.query_one(RunHeader).device
+                await wait_for(pilot, lambda: f"watching pid {first.pid} on" in view.query_one(RunHeader).device, 10,
+                               "the trainer named in the header")
 
                 # The dashboard's keys steer the other process.
                 await pilot.press("p")
@@ -71,13 +72,15 @@ def test_attach_steer_survive_a_dead_trainer_and_follow_its_resume(corpus: Path,
                 await wait_for(pilot, lambda: view.state == "failed", 30, "gone")
                 panel = view.query_one("#error-panel", Static)
                 assert panel.display and f"trainer process {first.pid} is gone" in text(panel)
+                await wait_for(pilot, lambda: "no trainer" in view.query_one(RunHeader).device, 10, "no trainer")
                 assert "tui-lm --no-ui --resume" in text(panel)
 
                 # Resumed in another shell: the view follows the new process.
                 second = TrainerProcess(["--no-ui", "--resume", str(run_dir)], tmp_path, tag="second")
                 await wait_for(pilot, lambda: view.state == "running", 120, "following the resumed run")
                 assert not panel.display
-                assert f"watching pid {second.pid}" in view.query_one(RunHeader).device
+                await wait_for(pilot, lambda: f"watching pid {second.pid} on" in view.query_one(RunHeader).device, 10,
+                               "the new trainer named in the header")
                 steps = read_state(run_dir)["step"]
                 await wait_for(pilot, lambda: max(train_points(view)) > steps + 10, 60, "steps of the new process")
                 xs = train_points(view)

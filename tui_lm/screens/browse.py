@@ -121,9 +121,10 @@ class BrowseScreen(Screen):
         except OSError as e:
             config = f"run.toml cannot be read: {e}"
         self.app.call_from_thread(self._show, history, summary, checkpoints, config)
-        if history.pending is not None:
-            early = backfill(history.path, *history.pending)
-            self.app.call_from_thread(self._complete, early)
+
+    @work(thread=True, group="browse-backfill", exclusive=True, exit_on_error=False)
+    def _backfill(self, path: Path, start: int, end: int) -> None:
+        self.app.call_from_thread(self._complete, backfill(path, start, end))
 
     # ------------------------------------------------------------------ showing (UI thread)
 
@@ -138,7 +139,8 @@ class BrowseScreen(Screen):
                           f"{r.get('bits_per_byte', float('nan')):.3f}", f"{r.get('tokens', 0):,}", notes)
         samples = Text()
         for r in history.samples:
-            samples.append(f"step {r.get('step', 0):,}", style="bold").append(f"  {r.get('prompt', '')!r}\n", style="dim")
+            samples.append(f"step {r.get('step', 0):,}", style="bold")
+            samples.append(f"  {r.get('prompt', '')!r}\n", style="dim")
             samples.append(f"{r.get('text', '')}\n\n")
         self.query_one("#browse-samples", Static).update(samples if history.samples else Text("no samples", "dim"))
         table = self.query_one("#browse-checkpoints", DataTable)
@@ -151,6 +153,9 @@ class BrowseScreen(Screen):
         self.query_one("#browse-config", Static).update(Syntax(config, "toml", theme="ansi_dark"))
         self._header()
         self.loaded = True
+        if history.pending is not None:
+            # After the first frame: the backfill holds the GIL much of the time it runs.
+            self.call_after_refresh(self._backfill, history.path, *history.pending)
 
     def _complete(self, early: RunHistory) -> None:
         if self.history is None:

@@ -89,10 +89,14 @@ class CompareScreen(Screen):
             opened.append(history)
             self.app.call_from_thread(self._show_run, i, history, summarize(run_dir, history))
         self.app.call_from_thread(self._show_tables)
+        self.app.call_from_thread(self.call_after_refresh, self._backfill, opened)
+
+    @work(thread=True, group="compare-backfill", exclusive=True, exit_on_error=False)
+    def _backfill(self, opened: list[RunHistory]) -> None:
+        """After the first frame: the exact histories of large files, one run at a time."""
         for i, history in enumerate(opened):
             if history.pending is not None:
-                early = backfill(history.path, *history.pending)
-                self.app.call_from_thread(self._complete_run, i, early)
+                self.app.call_from_thread(self._complete_run, i, backfill(history.path, *history.pending))
         self.app.call_from_thread(self._done)
 
     # ------------------------------------------------------------------ showing (UI thread)

@@ -22,6 +22,7 @@ from tui_lm.folder_runner import FolderRunner, HistoryLoaded
 from tui_lm.screens.dashboard import DashboardScreen
 from tui_lm.widgets.dashboard.line_plot import LinePlot
 from tui_lm.widgets.dashboard.metrics_panel import MetricsPanel
+from tui_lm.widgets.dashboard.run_header import RunHeader
 from tui_lm.widgets.dashboard.step_progress import StepProgress
 
 SERIES = (("#loss-plot", "train", "train"), ("#loss-plot", "valid", "valid"), ("#lr-plot", "done", "lr"))
@@ -41,6 +42,7 @@ class WatchScreen(DashboardScreen):
         self.runner = FolderRunner(run_dir, self, cfg)  # type: ignore[assignment]
         self.runner.on_replay = self._cut_from
         self.valid_upto = -math.inf  # the last evaluation step of the plotted history
+        self.trainer_device = ""  # the device the trainer reported ("cuda:0 (NVIDIA H100)")
         self.history_complete = False
 
     def on_unmount(self) -> None:
@@ -89,8 +91,17 @@ class WatchScreen(DashboardScreen):
             plot.set_points(key, [x for x, _ in kept], [y for _, y in kept])
         self.valid_upto = min(self.valid_upto, step - 1)
 
+    def drain(self, force: bool = False) -> None:
+        super().drain(force)
+        # Which process the view follows (it changes when the run is resumed elsewhere).
+        device = ", ".join(part for part in (self.trainer_device, self.runner.trainer) if part)
+        header = self.query_one(RunHeader)
+        if header.device != device:
+            header.device = device
+
     def _on_RunStarted(self, e: ev.RunStarted) -> None:
         super()._on_RunStarted(e)
+        self.trainer_device = e.device
         latest = self.query_one(MetricsPanel).train
         if latest is not None:  # drained before this event: the progress line shows it, not the plan
             self.query_one(StepProgress).show(latest)

@@ -1,0 +1,72 @@
+"""Linear + cross-entropy in token chunks: the (tokens x vocab) logits never exist whole.
+
+`chunked_linear_cross_entropy(h, weight, targets)` equals
+`F.cross_entropy(F.linear(h, weight).float(), targets)` (the mean over
+tokens, as GPT.forward computes its loss), but the forward pass works through
+the tokens `chunk` at a time: one chunk's logits (in the matmul dtype, then
+fp32), their log-sum-exp, and at once the logits' gradient (softmax minus the
+one-hot targets), the gradient of `h` for those tokens and the weight's
+gradient, accumulated in fp32. Backward only scales the two stored gradients
+by the incoming one. The logits terms of the step then cost one chunk's
+(chunk x vocab) buffers plus h's and the weight's gradients, instead of the
+three full (tokens x vocab) fp32 tensors of eager cross-entropy
+(engine.memory.chunked_head_bytes models it).
+
+Not the default anywhere: whether it is as fast as the plain path (one big
+matmul, or inductor's fused kernels) can only be judged on a GPU.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class _ChunkedLinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int,
+                dtype: torch.dtype) -> torch.Tensor:
+        n = h.shape[0]
+        w = weight.to(dtype)  # the matmul copy autocast would make
+        grad_h = torch.empty(h.shape, dtype=h.dtype, device=h.device)
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        total = torch.zeros((), dtype=torch.float32, device=h.device)
+        for start in range(0, n, chunk):
+            hc, tc = h[start:start + chunk].to(dtype), targets[start:start + chunk]
+            logits = (hc @ w.t()).float()
+            lse = torch.logsumexp(logits, dim=-1)
+            total += (lse - logits.gather(1, tc[:, None]).squeeze(1)).sum()
+            # d(summed loss)/d(logits) = softmax - one-hot, computed in place over the logits.
+            logits.sub_(lse[:, None]).exp_()
+            logits[torch.arange(logits.shape[0], device=logits.device), tc] -= 1.0
+            grad = logits.to(dtype)
+            del logits  # (a no-op in fp32, where grad is the same tensor)
+            grad_h[start:start + chunk] = grad @ w
+            if dtype == torch.float32:
+                grad_w.addmm_(grad.t(), hc)
+            else:  # a half product, accumulated in fp32
+                grad_w += (grad.t() @ hc).float()
+            del grad, hc  # before the next chunk's logits: one chunk live at a time
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.n, ctx.weight_dtype = n, weight.dtype
+        return total / n
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        grad_h, grad_w = ctx.saved_tensors
+        scale = grad_out / ctx.n
+        return grad_h * scale.to(grad_h.dtype), (grad_w * scale).to(ctx.weight_dtype), None, None, None
+
+
+def chunked_linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                                 chunk: int = 4096) -> torch.Tensor:
+    """Mean cross-entropy of `h @ weight.T` against `targets`, `chunk` tokens at a time.
+
+    h: (..., C) hidden states; weight: (V, C) the output head's; targets:
+    (...) token ids. Under autocast the matmuls run in autocast's dtype, as
+    F.linear's would; the log-sum-exp and the loss are fp32.
+    """
+    device = h.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else h.dtype
+    with torch.autocast(device, enabled=False):
+        return _ChunkedLinearCrossEntropy.apply(h.reshape(-1, h.shape[-1]), weight, targets.reshape(-1),
+                                                max(1, chunk), dtype)
