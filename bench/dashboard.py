@@ -6,7 +6,12 @@
 
 Both sides train the same config on a generated corpus with torch's default
 threads, as `tui-lm --no-ui` and `tui-lm` do (nothing pins threads on either
-side). Headless is `Trainer(cfg, Printer()).run()` in the main thread, the
+side). Every run is a process of its own, as a user starts one: OpenMP keeps
+one thread team per thread that ran torch ops, and with two teams alive in
+one process (a headless run's on the main thread, the dashboard's on its
+worker) libgomp throttles its spin-waiting and every op pays a futex wake-up
+(the dashboard ran at 45% of headless measured in one process, at 100% in its
+own). Headless is `Trainer(cfg, Printer()).run()` in the main thread, the
 sink `tui-lm --no-ui` uses (its lines go to /dev/null); the dashboard is
 `make_app(...).run_test()` (headless terminal, Start pressed, every widget
 live). Throughput is the median `tokens_per_s` of the StepMetrics a run wrote
@@ -33,6 +38,7 @@ import os
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -179,6 +185,24 @@ def _ms(values: list[float]) -> str:
     return f"{1000 * statistics.median(values):.0f} / {1000 * max(values):.0f} ms"
 
 
+def child(kind: str, profile: Path, presses: int) -> int:
+    """One run in this process; its results as one JSON line on stdout."""
+    import torch
+
+    from engine.config import build_config
+
+    if kind == "headless":
+        result = {"tokens_per_s": run_headless(build_config(file=profile))}
+    elif kind == "dashboard":
+        tps, share = asyncio.run(run_dashboard(profile))
+        result = {"tokens_per_s": tps, "ui_share": share}
+    else:
+        pausing, paused = asyncio.run(run_dashboard_latency(profile, presses))
+        result = {"pausing_s": pausing, "paused_s": paused}
+    print(json.dumps({**result, "threads": torch.get_num_threads()}))
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda: the gpu model unless --model says otherwise)")
@@ -190,51 +214,61 @@ def main() -> int:
     p.add_argument("--compile", dest="compile_", default="off", choices=("auto", "on", "off"),
                    help="torch.compile for every run (default off: compilation is not what is measured)")
     p.add_argument("--json", action="store_true", help="also print the results as one JSON line")
+    p.add_argument("--child", choices=("headless", "dashboard", "latency"), help=argparse.SUPPRESS)
+    p.add_argument("--profile", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.child:
+        return child(args.child, args.profile, args.presses)
     model = args.model or ("gpu" if args.device.startswith("cuda") else "micro")
     steps = args.steps or MODELS[model][2]
     work = Path(tempfile.mkdtemp(prefix="tui-lm-bench-"))
-    os.environ["TUI_LM_CACHE"] = str(work / "cache")
-    os.environ["TUI_LM_PROFILES"] = str(work / "profiles")
-    os.chdir(work)  # the apps' working folder: no lm_* of the checkout in the picture
+    env = {**os.environ, "TUI_LM_CACHE": str(work / "cache"), "TUI_LM_PROFILES": str(work / "profiles")}
     headless: list[float] = []
     dashboard: list[float] = []
     ratios: list[float] = []
     ui_shares: list[float] = []
     pausing: list[float] = []
     paused: list[float] = []
+    threads = 0
     started = time.perf_counter()
     try:
         corpus = write_corpus(work / "corpus", 4000 if model == "gpu" else 1000)
 
-        def cfg(name: str, n: int = steps) -> RunConfig:
-            return bench_config(corpus, work / "runs", name, n, model, args.device, args.compile_)
+        def run(kind: str, name: str, n: int = steps) -> dict:
+            """One run in a fresh process (in `work`: no lm_* of the checkout in the picture)."""
+            nonlocal threads
+            profile = work / f"{name}.toml"
+            write_toml(bench_config(corpus, work / "runs", name, n, model, args.device, args.compile_), profile)
+            out = subprocess.run([sys.executable, __file__, "--child", kind, "--profile", str(profile),
+                                  "--presses", str(args.presses)],
+                                 cwd=work, env=env, capture_output=True, text=True)
+            if out.returncode:
+                raise SystemExit(f"{kind} run failed:\n{out.stdout[-2000:]}{out.stderr[-4000:]}")
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            threads = result["threads"]
+            return result
 
-        run_headless(cfg("warmup", 20))  # token cache, imports, CUDA context
+        run("headless", "warmup", 20)  # the token cache, shared by every later run
 
         def one_dashboard(name: str) -> float:
-            profile = work / f"{name}.toml"
-            write_toml(cfg(name), profile)
-            tps, share = asyncio.run(run_dashboard(profile))
-            ui_shares.append(share)
-            return tps
+            result = run("dashboard", name)
+            ui_shares.append(result["ui_share"])
+            return result["tokens_per_s"]
 
         for i in range(args.pairs):
             # ABBA: a drift in the machine's load over a pair hits both sides alike.
             if i % 2 == 0:
-                h, d = run_headless(cfg(f"headless-{i}")), one_dashboard(f"dashboard-{i}")
+                h, d = run("headless", f"headless-{i}")["tokens_per_s"], one_dashboard(f"dashboard-{i}")
             else:
-                d, h = one_dashboard(f"dashboard-{i}"), run_headless(cfg(f"headless-{i}"))
+                d, h = one_dashboard(f"dashboard-{i}"), run("headless", f"headless-{i}")["tokens_per_s"]
             headless.append(h)
             dashboard.append(d)
             ratios.append(d / h)
             print(f"pair {i + 1}: headless {h:,.0f}, dashboard {d:,.0f} tokens/s ({d / h:.1%})", flush=True)
         if args.presses:
-            profile = work / "latency.toml"
-            write_toml(cfg("latency", 1_000_000), profile)
-            pausing, paused = asyncio.run(run_dashboard_latency(profile, args.presses))
+            latency = run("latency", "latency", 1_000_000)
+            pausing, paused = latency["pausing_s"], latency["paused_s"]
     finally:
-        os.chdir(Path(__file__).resolve().parents[1])
         shutil.rmtree(work, ignore_errors=True)
 
     import torch
@@ -244,9 +278,9 @@ def main() -> int:
     shape, batch, _ = MODELS[model]
     print()
     print(f"{model} model {shape} batch {batch}, {steps} steps, {args.pairs} ABBA pairs, compile {args.compile_}; "
-          f"{where}; torch {torch.__version__}, {torch.get_num_threads()} threads "
+          f"{where}; torch {torch.__version__}, {threads} threads "
           f"({'OMP_NUM_THREADS=' + os.environ['OMP_NUM_THREADS'] if 'OMP_NUM_THREADS' in os.environ else 'default'}, "
-          f"both sides); "
+          f"both sides, a process per run); "
           f"load {os.getloadavg()[0]:.1f}; {time.perf_counter() - started:.0f} s")
     print(f"{'measure':<46}{'value':>20}")
     print("-" * 66)

@@ -5,7 +5,7 @@ for each preset x {eager, compiled} x checkpointing {off, on}, bf16 (fp16
 on cards without bf16), real training steps written like engine.trainer's
 (GPT, engine.optim's fused AdamW, autocast, the loader's batch layout,
 zero_grad(set_to_none=True), torch.compile(dynamic=False) for compiled
-rows) followed by one evaluation micro-batch (engine.evaluate.score_tokens,
+rows) followed by one evaluation batch (engine.evaluate.score_tokens,
 as the trainer evaluates); over the last step and that evaluation:
 - torch.cuda.max_memory_allocated against the estimate's allocated bytes,
 - torch.cuda.max_memory_reserved against allocated + allocator slack,
@@ -226,7 +226,7 @@ def gpu_row(preset: str, batch: int, compiled: bool, ckpt: bool, steps: int = 2,
                                                 "grad_checkpointing": ckpt, "compile": "on" if compiled else "off"}})
     est = estimate_memory(cfg, device="cuda", compiled=compiled, bf16_supported=major >= 8)
     row = {"preset": preset, "compile": compiled, "checkpointing": ckpt, "batch": batch, "precision": precision,
-           "seq": cfg.model.max_seq_len, "estimate_allocated": est.allocated_bytes,
+           "seq": cfg.model.max_seq_len, "eval_multiple": est.eval_multiple, "estimate_allocated": est.allocated_bytes,
            "estimate_reserved": est.reserved_bytes, "estimate_total": est.total_bytes, "peak_phase": est.peak_phase,
            "max_allocated": None, "max_reserved": None, "nvml_used": None, "nvml_source": "",
            "err_alloc_pct": None, "err_reserved_pct": None, "err_nvml_pct": None,
@@ -241,7 +241,8 @@ def gpu_row(preset: str, batch: int, compiled: bool, ckpt: bool, steps: int = 2,
         run = torch.compile(model, dynamic=False) if compiled else model
         buf = torch.randint(0, cfg.model.vocab_size, (batch, cfg.model.max_seq_len + 1), device="cuda")
         batches = [(buf[:, :-1], buf[:, 1:])]  # engine.loader's layout: views of one (B, T + 1) buffer
-        ids = torch.randint(0, cfg.model.vocab_size, (batch * cfg.model.max_seq_len + 1,)).numpy()
+        eval_batch = batch * est.eval_multiple  # as engine.trainer evaluates
+        ids = torch.randint(0, cfg.model.vocab_size, (eval_batch * cfg.model.max_seq_len + 1,)).numpy()
         for i in range(max(2, steps)):
             if i == max(2, steps) - 1:  # the earlier steps compile, create optimizer state, warm the allocator
                 torch.cuda.synchronize()
@@ -250,9 +251,10 @@ def gpu_row(preset: str, batch: int, compiled: bool, ckpt: bool, steps: int = 2,
             train_step(run, opt, scaler, batches, precision)
             torch.cuda.synchronize()
             row["compile_s" if i == 0 else "step_s"] = round(time.perf_counter() - start, 3)
-        # One evaluation micro-batch, as engine.trainer evaluates (the raw model, eager, same micro-batch).
-        score_tokens(model, ids, seq_len=cfg.model.max_seq_len, batch_size=batch, device=torch.device("cuda"),
-                     max_batches=1, autocast=autocast("cuda", precision))
+        # One evaluation batch, as engine.trainer evaluates (the raw model, eager, inference mode,
+        # the cross-entropy one training micro-batch at a time).
+        score_tokens(model, ids, seq_len=cfg.model.max_seq_len, batch_size=eval_batch, device=torch.device("cuda"),
+                     max_batches=1, autocast=autocast("cuda", precision), loss_chunk=batch)
         torch.cuda.synchronize()
         row["max_allocated"] = alloc = torch.cuda.max_memory_allocated()
         row["max_reserved"] = resv = torch.cuda.max_memory_reserved()
@@ -330,7 +332,7 @@ def format_gpu_rows(rows: list[dict]) -> str:
         errs = [abs(r[key]) for r in rows if r.get(key) is not None]
         if errs:
             lines.append(f"{name}: mean absolute error {sum(errs) / len(errs):.1f}%, worst {max(errs):.1f}%")
-    lines.append("GiB; bf16 (fp16 without bf16); last of the steps plus one evaluation micro-batch; "
+    lines.append("GiB; bf16 (fp16 without bf16); last of the steps plus one evaluation batch; "
                  f"NVML: {', '.join(sorted({r.get('nvml_source') or 'unavailable' for r in rows}))}")
     return "\n".join(lines)
 

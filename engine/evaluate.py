@@ -11,9 +11,10 @@ evaluation of a large split at once (`EvalInterrupted`) instead of at its end.
 
 Evaluation is a visible phase: `progress(done, total)` is called as batches
 are scored, and `EvalProgressReporter` turns that into a few
-`EvalProgress` events a second. It runs in inference mode with a micro-batch
-a bounded multiple of the training one (`eval_batch_multiple`): as large as
-fits in the memory the training step itself needs at its peak.
+`EvalProgress` events a second. It runs in inference mode with a batch of
+several training micro-batches (engine.memory's `eval_multiple`: as many as
+fit in the memory the training step itself needs at its peak), computing the
+fp32 cross-entropy one micro-batch at a time (`loss_chunk`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import torch.nn.functional as F
 
 from engine import events as ev
 
-EVAL_MULTIPLE_MAX = 8  # an evaluation micro-batch is at most this many training micro-batches
 PROGRESS_EVERY_S = 0.5
 
 
@@ -60,30 +60,6 @@ def eval_metrics(nll_sum: float, scored: int, total_tokens: int, n_words: int, n
         tokens=scored,
         partial=scored < total_tokens,
     )
-
-
-def eval_batch_multiple(cfg, device: str, precision: str) -> int:  # type: ignore[no-untyped-def]
-    """How many training micro-batches one evaluation batch holds: 1 to EVAL_MULTIPLE_MAX.
-
-    Per sequence of T tokens and a (padded) vocabulary V, a training step
-    holds at its peak at least the logits' backward buffers (saved fp32
-    log-probs and two fp32 gradients: 12·T·V bytes) and the activations saved
-    for backward (at least 16 bytes per layer, token and channel; 4 with
-    checkpointing, which keeps only each block's input). An inference-mode
-    evaluation holds the batch's logits (2 or 4 bytes each) and one block's
-    transient tensors per sequence, and the fp32 upcast and log-probs of one
-    training micro-batch at a time (score_tokens' `loss_chunk`: 8·T·V bytes).
-    The evaluation batch is the largest multiple whose memory stays within
-    the training step's, so it never raises the run's peak. `device` is kept
-    for callers that know it; the bound holds on any.
-    """
-    m = cfg.model
-    T, V, C, F, L = m.max_seq_len, m.padded_vocab_size, m.d_model, m.d_ff, m.num_layers
-    per_activation = 4 if cfg.train.grad_checkpointing else 16
-    train_seq = 12 * T * V + L * T * C * per_activation
-    chunk = 8 * T * V
-    eval_seq = (4 if precision == "fp32" else 2) * T * V + 4 * T * (3 * C + F)
-    return max(1, min(EVAL_MULTIPLE_MAX, (train_seq - chunk) // eval_seq))
 
 
 class EvalProgressReporter:

@@ -29,9 +29,12 @@ The peak is the largest of these moments; `rows` is its breakdown and
 - end of backward: parameters + gradients + optimizer state, plus the tied
   embedding's partial gradients being summed; the peak for big models at
   small batches.
-- evaluation (between steps, eager, the training micro-batch): the logits,
-  their fp32 upcast and cross-entropy's log-probabilities; the peak of
-  compiled half-precision runs with a large vocabulary.
+- evaluation (between steps, eager, inference mode, `eval_multiple`
+  training micro-batches at once): their logits, and one micro-batch's fp32
+  upcast and cross-entropy log-probabilities at a time. The evaluation batch
+  is the largest (up to 8 micro-batches) that stays within the training
+  step's peak; the peak of compiled half-precision runs with a large
+  vocabulary, where even one micro-batch exceeds it.
 
 Gradients do not exist before backward (set_to_none), except with gradient
 accumulation, where earlier micro-steps' are held, and under DDP, whose
@@ -41,11 +44,11 @@ buckets hold them for the whole run. Under DDP on CUDA, NCCL's own buffers
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from engine.config import RunConfig
-from engine.memory_acts import saved_activations, swiglu_hidden
-from engine.plan import DeviceInfo, RunPlan, plan_run, replan
+from engine.memory_acts import inference_block_bytes, saved_activations, swiglu_hidden
+from engine.plan import DeviceInfo, RunPlan, plan_run, replan, with_train
 
 MiB = 1024**2
 GiB = 1024**3
@@ -59,6 +62,15 @@ CUBLAS_WORKSPACE_BYTES = 64 * MiB
 # rule of thumb per rank, allocated by NCCL itself, so only NVML sees it.
 NCCL_BUFFER_BYTES = 384 * MiB
 ALLOCATOR_SLACK = 0.10  # caching allocator's reserved-over-allocated (fragmentation, rounding)
+# An eager half-precision step allocates and frees (tokens x vocab) blocks of
+# two sizes (the half logits and their gradient; the fp32 upcast, log-probs
+# and their gradients) between the other tensors, and the caching allocator
+# cannot pack them: with expandable segments an H200 held 0.5-1.0 fp32 logits
+# blocks beyond the allocated peak on all six eager rows of bench/memory_gpu.py
+# (three presets, checkpointing off and on; bench/README.md), where 10% of the
+# allocation fell 12-16% short on three. Compiled steps keep one logits dtype.
+EAGER_LOGITS_SLACK = 0.75  # of one fp32 (tokens x vocab) block
+EVAL_MULTIPLE_MAX = 8  # an evaluation batch holds at most this many training micro-batches
 TIGHT = 0.85  # above this share of the card a run may fail on fragmentation or another process
 
 # Row names in display order; "NCCL buffers" appears only with world_size > 1 on CUDA.
@@ -82,6 +94,7 @@ class MemoryEstimate:
     gradient_bytes: int = 0  # all gradients, whether or not they are live at the peak
     phases: dict[str, int] = field(default_factory=dict)  # allocated bytes at each moment
     compiled: bool = False  # the path modelled: torch.compile (inductor) or eager
+    eval_multiple: int = 1  # training micro-batches per evaluation batch (engine.trainer evaluates with it)
 
     @property
     def reserved_bytes(self) -> int:
@@ -256,13 +269,26 @@ def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1
         in_flight = e * s * m.d_ff + (4 + e) * s * C
         phases["first recomputed block"] = phase(g_live + wte_grad, W_blk + (W_head if compiled else 0),
                                                  A - head + a["block"] + in_flight, 0)
-    # Evaluation (engine.evaluate, eager, same micro-batch) between steps: the
-    # half logits, their fp32 upcast and cross-entropy's fp32 log-probs.
-    # (The autocast copies live until its forward returns the logits.)
-    if half and W_all + 2 * sV > 10 * sV:
-        phases["evaluation"] = phase(g_live, W_all, 0, 2 * sV)
-    else:
-        phases["evaluation"] = phase(g_live, 0, 0, (10 if half else 8) * sV)
+    # Evaluation (engine.evaluate: the raw model, eager, inference mode)
+    # between steps, on `k` training micro-batches at once. Its peak is
+    # either inside a block (inference_block_bytes) or at the head: the
+    # logits, then one micro-batch at a time their fp32 upcast (half runs)
+    # and cross-entropy's fp32 log-probs; the autocast copies live until the
+    # forward returns the logits. k is the largest (up to EVAL_MULTIPLE_MAX)
+    # that stays within the training step's own peak, so evaluating never
+    # raises the run's peak; with none, k = 1 and the evaluation may be it.
+    def evaluation(k: int) -> dict[str, int]:
+        block = phase(g_live, 0, inference_block_bytes(m, k * s, precision), 0)
+        if half and W_all > 8 * sV:
+            head_phase = phase(g_live, W_all, 0, 2 * k * sV)
+        else:
+            head_phase = phase(g_live, 0, 0, (2 * k + 8 if half else 4 * k + 4) * sV)
+        return max(block, head_phase, key=lambda p: sum(p.values()))
+
+    train_peak = max(sum(v.values()) for v in phases.values())
+    eval_multiple = max((k for k in range(1, EVAL_MULTIPLE_MAX + 1) if sum(evaluation(k).values()) <= train_peak),
+                        default=1)
+    phases["evaluation"] = evaluation(eval_multiple)
     totals = {k: sum(v.values()) for k, v in phases.items()}
     peak = max(totals, key=totals.__getitem__)
     rows = phases[peak]
@@ -270,12 +296,14 @@ def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1
     rows["CUDA context"] = CUDA_CONTEXT_BYTES + CUBLAS_WORKSPACE_BYTES if cuda else 0
     if world > 1 and cuda:
         rows["NCCL buffers"] = NCCL_BUFFER_BYTES  # NCCL's own cudaMallocs, outside the caching allocator
-    rows["allocator slack"] = int(ALLOCATOR_SLACK * allocated) if cuda else 0
+    fragments = int(EAGER_LOGITS_SLACK * 4 * sV) if half and not compiled and not loss_chunk else 0
+    rows["allocator slack"] = max(int(ALLOCATOR_SLACK * allocated), fragments) if cuda else 0
     return MemoryEstimate(
         num_params=n, micro_batch=micro, seq_len=T, precision=precision,
         tokens_per_step=plan.tokens_per_step, flops_per_token=flops_per_token(m, T),
         rows=rows, total_bytes=sum(rows.values()), peak_phase=peak,
         allocated_bytes=allocated, saved_bytes=saved, gradient_bytes=G, phases=totals, compiled=compiled,
+        eval_multiple=eval_multiple,
     )
 
 
@@ -284,10 +312,6 @@ def verdict(total_bytes: int, gpu_bytes: int) -> str:
     if total_bytes > gpu_bytes:
         return "does not fit"
     return "tight" if total_bytes > TIGHT * gpu_bytes else "fits"
-
-
-def _with(cfg: RunConfig, **train) -> RunConfig:
-    return replace(cfg, train=replace(cfg.train, **train))
 
 
 def max_batch_size(cfg: RunConfig, gpu_bytes: int, *, device: str = "cuda", world_size: int = 1,
@@ -300,7 +324,7 @@ def max_batch_size(cfg: RunConfig, gpu_bytes: int, *, device: str = "cuda", worl
     unit = max(1, cfg.train.grad_accum_steps) * max(1, plan.world_size if plan else world_size)
 
     def fits(micro: int) -> bool:
-        trial = _with(cfg, batch_size=micro * unit)
+        trial = with_train(cfg, batch_size=micro * unit)
         est = (estimate_memory(trial, plan=replan(plan, trial), compiled=compiled) if plan is not None else
                estimate_memory(trial, device=device, world_size=world_size, bf16_supported=bf16_supported,
                                compiled=compiled))
@@ -325,48 +349,3 @@ def format_bytes(n: float) -> str:
         if abs(n) >= size:
             return f"{n / size:.2f} {unit}"
     return f"{int(n)} B"
-
-
-def oom_advice(cfg: RunConfig, gpu_name: str, gpu_bytes: int, *, plan: RunPlan | None = None) -> str:
-    """One paragraph: the estimate, the card, and the change most likely to make it fit.
-
-    `plan` is the run's (its device, ranks, precision, compile and
-    vocabulary); without one, a generic GPU's.
-    """
-    plan = plan or plan_run(cfg, device=DeviceInfo.gpu(), vocab_size=cfg.model.vocab_size)
-    est = estimate_memory(cfg, plan=plan)
-    t, m = cfg.train, cfg.model
-    big = sorted(((v, k) for k, v in est.rows.items() if v), reverse=True)[:2]
-    parts = ", ".join(f"{k} {format_bytes(v)}" for v, k in big)
-    head = (f"The estimated peak of this run is {format_bytes(est.total_bytes)} (largest: {parts}) "
-            f"against {format_bytes(gpu_bytes)} on {gpu_name}.")
-    if est.total_bytes <= TIGHT * gpu_bytes:
-        return head + (" The estimate fits with room to spare, so another process may be holding GPU "
-                       "memory (check nvidia-smi), or torch.compile's first steps needed extra.")
-    tips: list[str] = []
-    best = max_batch_size(cfg, gpu_bytes, plan=plan)
-    if 0 < best < t.batch_size:
-        tips.append(f"batch_size {best} fits")
-        # Same effective batch through accumulation: the smallest grad_accum_steps that fits.
-        for accum in range(t.grad_accum_steps + 1, t.batch_size + 1):
-            if t.batch_size % accum:
-                continue
-            trial = _with(cfg, grad_accum_steps=accum)
-            if estimate_memory(trial, plan=replan(plan, trial)).total_bytes <= gpu_bytes:
-                tips.append(f"or keep batch_size {t.batch_size} with grad_accum_steps {accum} "
-                            f"(micro-batch {t.batch_size // accum})")
-                break
-    if not t.grad_checkpointing:
-        ck = _with(cfg, grad_checkpointing=True)
-        ck_best = max_batch_size(ck, gpu_bytes, plan=replan(plan, ck))
-        if ck_best > best:
-            tips.append(f"turn on grad checkpointing (train.grad_checkpointing = true; "
-                        f"up to batch_size {ck_best} then fits)")
-    if est.precision == "fp32" and plan.device.type == "cuda":
-        bf = _with(cfg, precision="bf16")
-        if max_batch_size(bf, gpu_bytes, plan=replan(plan, bf)) > best:
-            tips.append("use bf16 (train.precision = \"bf16\", or fp16 on GPUs without bf16)")
-    if not tips:
-        tips.append(f"even batch_size {max(1, t.grad_accum_steps)} does not fit; reduce model.max_seq_len "
-                    f"({m.max_seq_len}), the model size or the vocabulary")
-    return head + " To fit: " + "; ".join(tips) + "."

@@ -134,3 +134,24 @@ def _modern_saved(m, batch: int, T: int, e: int, mask, attn: int) -> dict[str, i
         "head": head,
         "head_checkpointed": head,
     }
+
+
+def inference_block_bytes(m, tokens: int, precision: str) -> int:
+    """Peak transient bytes of one block in an inference-mode forward over `tokens` tokens (an evaluation).
+
+    Nothing is saved for backward, so the peak is inside one block: the
+    MLP's hidden tensors (gpt2: fc's output and GELU's; modern: SwiGLU's
+    gate, up and their product), modern's RoPE and q/k-norm copies, or math
+    attention's (T x T) scores and softmax, beside the residual stream's
+    (x, its norm, the sublayer output). Read off the CPU allocator
+    (tests/engine/test_memory.py).
+    """
+    e = 4 if precision == "fp32" else 2
+    C = m.d_model
+    if m.arch == "modern":
+        per_token = max(3 * e * swiglu_hidden(m.d_ff) + 12 * C, (6 * e + 12) * C)
+    else:
+        per_token = 2 * e * m.d_ff + 12 * C
+    if m.attention == "math":
+        per_token = max(per_token, 2 * e * m.num_heads * m.max_seq_len + (3 * e + 9) * C)
+    return tokens * per_token

@@ -222,13 +222,14 @@ def profiled_peak(fn) -> tuple[int, list[int]]:
 
 
 def measure_peak_profiled(cfg: RunConfig, precision: str, *, compiled: bool, model: GPT | None = None,
-                          warmup: int = 1, evaluate: bool = False) -> int:
+                          warmup: int = 1, evaluate: bool = False, eval_multiple: int = 1) -> int:
     """Peak live bytes of one CPU training step, eager or torch.compile'd (inductor), from allocator events.
 
     The compiled model runs `warmup` steps first (compilation, with the
     batches' real strides), as engine.trainer warms it up before the clock.
-    `evaluate` adds one evaluation micro-batch after the step, as the trainer
-    evaluates (engine.evaluate.score_tokens on the eager model).
+    `evaluate` adds one evaluation batch of `eval_multiple` micro-batches
+    after the step, as the trainer evaluates (engine.evaluate.score_tokens on
+    the eager model, the cross-entropy one micro-batch at a time).
     """
     import torch._dynamo
 
@@ -252,9 +253,9 @@ def measure_peak_profiled(cfg: RunConfig, precision: str, *, compiled: bool, mod
             from engine.evaluate import score_tokens
 
             micro, T = batches[0][0].shape
-            ids = torch.randint(0, cfg.model.vocab_size, (micro * T + 1,)).numpy()
-            score_tokens(model, ids, seq_len=T, batch_size=micro, device=torch.device("cpu"), max_batches=1,
-                         autocast=autocast("cpu", precision))
+            ids = torch.randint(0, cfg.model.vocab_size, (eval_multiple * micro * T + 1,)).numpy()
+            score_tokens(model, ids, seq_len=T, batch_size=eval_multiple * micro, device=torch.device("cpu"),
+                         max_batches=1, autocast=autocast("cpu", precision), loss_chunk=micro)
 
     peak, _ = profiled_peak(step)
     return base + peak

@@ -26,8 +26,9 @@ from engine.checkpoint import save_checkpoint
 from engine.config import RunConfig
 from engine.control import Interrupted, TrainingControl
 from engine.errors import DataError, FileError, UserError
-from engine.evaluate import EvalInterrupted, EvalProgressReporter, eval_batch_multiple, eval_metrics, score_tokens
+from engine.evaluate import EvalInterrupted, EvalProgressReporter, eval_metrics, score_tokens
 from engine.final_model import save_final_model
+from engine.memory import MemoryEstimate, estimate_memory
 from engine.optim import set_lr
 from engine.requests import take_request
 from engine.run_state import Progress, Relay, RunState, build_state, preset_params
@@ -79,6 +80,7 @@ class Trainer:
         self.progress = Progress()
         self.rt: Runtime | None = None  # for failure messages only; the loop reads self.s.rt
         self.s: RunState  # set by run(), fully built, before the loop starts
+        self.estimate: MemoryEstimate  # set by _announce(), before the loop starts
 
     # ------------------------------------------------------------------ entry point
 
@@ -125,7 +127,7 @@ class Trainer:
         return event
 
     def _oom_message(self, e: BaseException) -> str:
-        from engine.memory import oom_advice
+        from engine.memory_advice import oom_advice
 
         cfg = self.s.cfg if hasattr(self, "s") else self.cfg
         plan = self.s.plan if hasattr(self, "s") else None  # the path that runs: device, compile, micro-batch
@@ -138,9 +140,9 @@ class Trainer:
                                                      plan=plan)
 
     def _announce(self) -> None:
-        from engine.memory import estimate_memory
-
         s, plan = self.s, self.s.plan
+        # What the run is expected to hold; its evaluation batch is sized by it.
+        self.estimate = estimate_memory(s.cfg, plan=plan)
         if plan.compile:
             self.emit(ev.Log(f"torch.compile: compiled in {s.compile_s:.1f} s (not counted as training time)"))
         self.emit(ev.RunStarted(
@@ -150,7 +152,7 @@ class Trainer:
             world_size=plan.world_size, resumed_from=s.resumed_from, preset_params=preset_params(plan.vocab_size),
             vocab_size=plan.vocab_size, micro_batch=plan.micro_batch, compiled=plan.compile,
             compile_s=s.compile_s, schedule=plan.schedule,
-            estimated_bytes=estimate_memory(s.cfg, plan=plan).total_bytes,
+            estimated_bytes=self.estimate.total_bytes,
         ))
 
     # ------------------------------------------------------------------ loop
@@ -280,7 +282,7 @@ class Trainer:
                                         partial=0 < max_batches * micro < windows) if rt.is_main else None
         nll, count = score_tokens(
             s.raw_model, split.ids, seq_len=seq_len, device=rt.device,
-            batch_size=micro * eval_batch_multiple(s.cfg, rt.device.type, s.plan.precision),
+            batch_size=micro * self.estimate.eval_multiple,
             max_windows=max_batches * micro, autocast=s.autocast(), rank=rt.rank, world_size=rt.world_size,
             progress=progress, loss_chunk=micro,
             # Under DDP every rank must reach the all-reduce below, so a stop waits for the evaluation's end.

@@ -113,12 +113,13 @@ def test_evaluation_reports_progress_and_the_final_one_can_be_bounded_or_skipped
 def test_evaluation_batch_stays_within_the_training_peak_and_scores_the_same() -> None:
     """A larger evaluation micro-batch (inference mode, chunked cross-entropy) gives the same NLL."""
     from engine.config import build_config
-    from engine.evaluate import EVAL_MULTIPLE_MAX, eval_batch_multiple
+    from engine.memory import EVAL_MULTIPLE_MAX, estimate_memory
 
     medium = build_config("medium")
-    assert 1 < eval_batch_multiple(medium, "cuda", "bf16") <= EVAL_MULTIPLE_MAX
-    medium.train.grad_checkpointing = True  # little saved for backward: no room for a bigger batch
-    assert eval_batch_multiple(medium, "cuda", "bf16") == 1
+    est = estimate_memory(medium, compiled=False)
+    assert 1 < est.eval_multiple <= EVAL_MULTIPLE_MAX and est.peak_phase != "evaluation"
+    # A compiled half-precision step holds no fp32 log-probs: no room for a bigger batch.
+    assert estimate_memory(build_config("tiny"), compiled=True).eval_multiple == 1
     torch.manual_seed(0)
     model = GPT(ModelConfig(d_model=16, num_heads=2, num_layers=1, d_ff=32, max_seq_len=8, dropout=0.0, vocab_size=50))
     ids = np.random.default_rng(0).integers(0, 50, 1000).astype(np.uint16)

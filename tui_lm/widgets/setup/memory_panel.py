@@ -27,16 +27,13 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Select, Static
 
+from engine import gpus as _gpus
+from engine import memory as _memory
 from engine.config import DataConfig, RunConfig, preset_names, tokenizer_vocab, with_preset
-from engine.plan import DeviceInfo, RunPlan, plan_run, with_train
+from engine.memory_advice import memory_fixes
+from engine.plan import DeviceInfo, RunPlan, plan_run
 from tui_lm.widgets.common.format import bar, human_bytes, human_count
 from tui_lm.widgets.setup.messages import label, waiting_for
-
-try:  # engine.memory / engine.gpus are optional until they land; the panel then says so
-    from engine import gpus as _gpus
-    from engine import memory as _memory
-except ImportError:  # pragma: no cover - depends on the engine version
-    _gpus = _memory = None  # type: ignore[assignment]
 
 _VERDICT_STYLE = {"fits": "bold green", "tight": "bold yellow", "does not fit": "bold red"}
 SHORT_VERDICT = {"does not fit": "too big"}  # a narrow column
@@ -130,33 +127,22 @@ def estimate(cfg: RunConfig, device: DeviceInfo, vocab: int) -> tuple[RunPlan, A
     return plan, _memory.estimate_memory(cfg, plan=plan)
 
 
-def fixes(cfg: RunConfig, target: Target, vocab: int, plan: RunPlan) -> list[Fix]:
-    """Changes that bring the estimate under the target's capacity, as the estimator computes them."""
+def fixes(cfg: RunConfig, target: Target, plan: RunPlan) -> list[Fix]:
+    """engine.memory_advice's fixes for the target, in the user's words, one key each."""
     t = cfg.train
-    found: list[tuple[str, dict[str, Any]]] = []
-    largest = _memory.max_batch_size(cfg, target.capacity, plan=plan)
-    if 0 < largest < t.batch_size:
-        found.append((f"{label('train.batch_size')} {t.batch_size} → {largest}", {"train.batch_size": largest}))
-    # Accumulation keeps the batch (and so the training recipe) and shrinks what one forward holds.
-    for k in range(max(1, t.grad_accum_steps) + 1, t.batch_size + 1):
-        if t.batch_size % k == 0:
-            trial = with_train(cfg, grad_accum_steps=k)
-            if estimate(trial, target.device, vocab)[1].total_bytes <= target.capacity:
-                found.append((f"{label('train.grad_accum_steps')} {t.grad_accum_steps} → {k} "
-                              f"(same {t.batch_size} sequences a step)", {"train.grad_accum_steps": k}))
-                break
-    if not t.grad_checkpointing:
-        found.append((f"{label('train.grad_checkpointing')} on", {"train.grad_checkpointing": True}))
-    if plan.precision == "fp32" and target.device.bf16_native:
-        found.append(("precision bf16", {"train.precision": "bf16"}))
     out = []
-    for key, (what, changes) in zip(FIX_KEYS, found):
-        trial = copy.deepcopy(cfg)
-        for k, v in changes.items():
-            section, name = k.split(".")
-            setattr(getattr(trial, section), name, v)
-        total = estimate(trial, target.device, vocab)[1].total_bytes
-        out.append(Fix(key, what, changes, total, _memory.verdict(total, target.capacity)))
+    for key, f in zip(FIX_KEYS, memory_fixes(cfg, target.capacity, plan)):
+        (name, value), = f.changes.items()
+        if name == "batch_size":
+            what = f"{label('train.batch_size')} {t.batch_size} → {value}"
+        elif name == "grad_accum_steps":
+            what = f"{label('train.grad_accum_steps')} {t.grad_accum_steps} → {value} (same {t.batch_size} sequences a step)"
+        elif name == "grad_checkpointing":
+            what = f"{label('train.grad_checkpointing')} on"
+        else:
+            what = f"precision {value}"
+        out.append(Fix(key, what, {f"train.{name}": value}, f.total_bytes,
+                       _memory.verdict(f.total_bytes, target.capacity)))
     return out
 
 
@@ -206,9 +192,6 @@ class MemoryPanel(VerticalScroll):
 
     def _redraw(self) -> None:
         body = self.query_one("#memory-body", Static)
-        if _memory is None:
-            body.update(Text("memory estimator not available in this engine version", style="dim"))
-            return
         cfg = self.config
         if cfg is None:
             return
@@ -223,7 +206,7 @@ class MemoryPanel(VerticalScroll):
             plan, est = estimate(cfg, target.device, vocab)
             if plan.errors:
                 raise ValueError(plan.errors[0])
-            found = fixes(cfg, target, vocab, plan) if est.total_bytes > target.capacity else []
+            found = fixes(cfg, target, plan) if est.total_bytes > target.capacity else []
             presets = self._presets(cfg, target, vocab)
         except Exception as e:  # a combination the planner refuses: say so instead of a wrong number
             body.update(Text(f"no estimate: {e}", style="yellow"))
