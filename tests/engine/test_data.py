@@ -60,6 +60,7 @@ def folder(tmp_path: Path) -> Path:
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TUI_LM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # prepare_data also reuses a cache found there
     monkeypatch.delenv("TUI_LM_DATA", raising=False)
 
 

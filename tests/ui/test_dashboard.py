@@ -233,6 +233,29 @@ def test_headless_prints_evaluation_progress() -> None:
     assert "ETA 0m07s" in lines[1]
 
 
+def test_one_row_event_log_shows_the_start_of_the_latest_line(tmp_path: Path, scripted) -> None:
+    """At 80x24 the log is one row: a long line shows its first words and an ellipsis, not a wrapped tail."""
+    message = ("data: tokenized train split with the BPE tokenizer trained on this corpus, 2,088,628 tokens "
+               "in 3.2 s; validation split 217,646 tokens; test split 245,569 tokens")
+    scripted(started(tmp_path / "runs" / "r"), step(10), ev.Log(message), step(20))
+
+    async def flow() -> None:
+        app = make_app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            dash = await open_dashboard(app, pilot)
+            await wait_for(pilot, lambda: dash.query_one(MetricsPanel).train is not None
+                           and dash.query_one(MetricsPanel).train.step == 20, 10, "metrics")
+            await pilot.pause(0.3)
+            rows = [line.strip() for line in screen_text(app).splitlines()]
+            shown = next(r for r in rows if r.startswith("data: tokenized"))
+            assert shown.endswith("…") and message.startswith(shown[:-1].rstrip())
+            assert shown[:-1].rstrip().split()[-1] in message.split()  # cut after a whole word
+            assert not any("test split 245,569 tokens" in r for r in rows)  # no wrapped tail
+            await pilot.press("s")
+
+    run(flow())
+
+
 @pytest.mark.parametrize("size", [(80, 24), (100, 30)])
 def test_small_terminals_keep_what_is_needed_whole(tmp_path: Path, scripted, size: tuple[int, int]) -> None:
     """At 100x30 and 80x24 the needed figures stay on screen, whole; the event log and memory details collapse."""

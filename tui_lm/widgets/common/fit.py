@@ -39,3 +39,16 @@ def fit_lines(lines: list[tuple[int, Text | str]], height: int) -> list[Text]:
         worst = max(p for p, _ in kept)
         del kept[max(i for i, (p, _) in enumerate(kept) if p == worst)]
     return [t for _, t in kept]
+
+
+def clip_words(text: Text, width: int) -> Text:
+    """`text` on one row of `width` cells: whole if it fits, else cut after its last whole word, with "…"."""
+    if text.cell_len <= width or width < 2:
+        return text
+    plain = text.plain
+    cut = plain.rfind(" ", 0, width)  # the ellipsis takes a cell: keep what ends before width - 1
+    cut = cut if cut > 0 else width - 1
+    out = text[:cut]
+    out.rstrip()
+    out.append("…", style="dim")
+    return out

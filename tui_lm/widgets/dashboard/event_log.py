@@ -1,5 +1,9 @@
 """The dashboard's log: evaluations, checkpoints, warnings and errors, one line each.
 
+Long lines wrap; in a log one row high (a small terminal, where the
+dashboard collapses it) each shows on one row, cut after a whole word, so
+the row never shows the tail of a wrapped line.
+
 Paths read the same in a new run (the trainer's relative paths) and a
 resumed one (the picker's absolute paths): relative to the working folder
 when under it (`display_path`).
@@ -13,6 +17,7 @@ from rich.text import Text
 from textual.widgets import RichLog
 
 from engine import events as ev
+from tui_lm.widgets.common.fit import clip_words
 from tui_lm.widgets.common.format import display_path as p
 
 
@@ -50,10 +55,26 @@ def describe(e: ev.Event) -> Text | None:
 
 
 class EventLog(RichLog):
+    MAX_LINES = 2000
+
     def __init__(self, **kwargs) -> None:
-        super().__init__(wrap=True, markup=False, max_lines=2000, **kwargs)
+        super().__init__(wrap=True, markup=False, max_lines=self.MAX_LINES, **kwargs)
+        self.lines_shown: list[Text] = []  # what was logged, to lay it out again when the size changes
+        self.one_row = False
 
     def add_event(self, e: ev.Event) -> None:
         line = describe(e)
         if line is not None:
-            self.write(line)
+            self.lines_shown = [*self.lines_shown[-self.MAX_LINES + 1:], line]
+            self._show(line)
+
+    def _show(self, line: Text) -> None:
+        self.write(clip_words(line, self.scrollable_content_region.width) if self.one_row else line)
+
+    def on_resize(self, event) -> None:  # type: ignore[no-untyped-def]
+        one_row = self.scrollable_content_region.height <= 1  # (the event's size includes the border)
+        if one_row or self.one_row:  # wrapped lines and clipped ones are laid out for one width and height
+            self.one_row = one_row
+            self.clear()
+            for line in self.lines_shown:
+                self._show(line)
