@@ -44,3 +44,20 @@ def tiny_overrides(corpus: Path, out: Path, **train) -> dict:
 
 def tiny_config(corpus: Path, out: Path, **train) -> RunConfig:
     return build_config("tiny", None, tiny_overrides(corpus, out, **train))
+
+
+def stopped_run(corpus: Path, out: Path, at: int = 6, **train) -> Path:
+    """A tiny run stopped by the user at step `at` (a checkpoint written): its run folder."""
+    from engine import events as ev
+    from engine.control import TrainingControl
+    from engine.trainer import Trainer
+
+    control = TrainingControl()
+
+    def sink(e: ev.Event) -> None:
+        if isinstance(e, ev.StepMetrics) and e.step == at:
+            control.stop()
+
+    result = Trainer(tiny_config(corpus, out, **train), sink, control).run()
+    assert isinstance(result, ev.Finished) and result.stopped and result.step == at
+    return out / "r"

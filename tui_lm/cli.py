@@ -22,6 +22,7 @@ from typing import Any
 
 from engine.config import user_settings
 from engine.errors import UserError
+from tui_lm.commands.common import run_app
 from tui_lm.flags import Parser, add_setting_flags, spellings
 from tui_lm.flags import overrides_from as flag_overrides
 
@@ -76,16 +77,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_app(args: argparse.Namespace) -> int:
-    from tui_lm.app import make_app
-
     profile = args.profile or args.config
     if profile and not Path(profile).is_file():
         raise UserError(f"profile {profile} does not exist")
     # A run folder is listed with its siblings and preselected; any other folder lists its runs.
-    app = make_app(profile=Path(profile) if profile else None, resume_picker=args.resume is not None,
+    return run_app(profile=Path(profile) if profile else None, resume_picker=args.resume is not None,
                    overrides=overrides_from(args), resume=Path(args.resume) if args.resume else None)
-    app.run()
-    return int(app.return_code or 0)
 
 
 if __name__ == "__main__":

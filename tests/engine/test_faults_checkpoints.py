@@ -14,11 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import stopped_run
 from engine import events as ev
 from engine.checkpoint import load_checkpoint, load_latest_checkpoint, save_checkpoint
 from engine.config import build_config
-from engine.control import TrainingControl
 from engine.errors import CheckpointError
 from engine.files import hash_file
 from engine.runs import read_run
@@ -124,18 +123,6 @@ def test_pickled_objects_are_refused_without_torchs_advice(tmp_path: Path) -> No
 
 
 # ----------------------------------------------------------------------------- real runs
-
-def stopped_run(corpus: Path, out: Path, at: int = 6, **train) -> Path:
-    control = TrainingControl()
-
-    def sink(e: ev.Event) -> None:
-        if isinstance(e, ev.StepMetrics) and e.step == at:
-            control.stop()
-
-    result = Trainer(tiny_config(corpus, out, **train), sink, control).run()
-    assert isinstance(result, ev.Finished) and result.stopped and result.step == at
-    return out / "r"
-
 
 def resume(run_dir: Path) -> tuple[ev.Event, list[ev.Event]]:
     seen: list[ev.Event] = []

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_config
+from conftest import stopped_run, tiny_config
 from engine import events as ev
 from engine.config import build_config
 from engine.control import TrainingControl
@@ -21,18 +21,6 @@ from engine.recorder import latest_records, read_metrics
 from engine.run_folder import new_run_dir
 from engine.snapshots import checkpoint_path
 from engine.trainer import Trainer
-
-
-def stopped_run(corpus: Path, out: Path, at: int = 6, **train) -> Path:
-    control = TrainingControl()
-
-    def sink(e: ev.Event) -> None:
-        if isinstance(e, ev.StepMetrics) and e.step == at:
-            control.stop()
-
-    result = Trainer(tiny_config(corpus, out, **train), sink, control).run()
-    assert isinstance(result, ev.Finished) and result.stopped and result.step == at
-    return out / "r"
 
 
 def resume(run_dir: Path, **kw) -> tuple[ev.Event, list[ev.Event]]:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import pytest
-from textual.widgets import DataTable
 
 from engine import events as ev
 from engine.config import build_config
@@ -75,11 +74,6 @@ def test_resume_picker(snap_compare, fixed_cwd: Path, corpus: Path) -> None:
     async def loaded(pilot) -> None:
         while not getattr(pilot.app.screen, "loaded", False):
             await asyncio.sleep(0.05)
-        # Under load the picture could still catch the columns at their headers' widths: wait for the
-        # run column to fit the longest run name.
-        table = pilot.app.screen.query_one(DataTable)
-        while table.ordered_columns[0].content_width < len("finished-run"):
-            await pilot.pause(0.05)
         # Let the table's focus and first row highlight settle before the picture.
         for _ in range(3):
             await pilot.pause()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from tui_lm.commands.common import run_folder, run_main
+from tui_lm.commands.common import run_app, run_folder, run_main
 from tui_lm.flags import Parser
 
 PROG = "tui-lm browse"
@@ -28,11 +28,7 @@ def build_parser() -> Parser:
 
 def run(argv: list[str]) -> int:
     runs = [run_folder(r) for r in build_parser().parse_args(argv).runs]
-    from tui_lm.app import make_app
-
-    app = make_app(roots=sorted({r.parent for r in runs}), browse=runs)
-    app.run()
-    return int(app.return_code or 0)
+    return run_app(roots=sorted({r.parent for r in runs}), browse=runs)
 
 
 def main(argv: list[str] | None = None) -> int:

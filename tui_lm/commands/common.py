@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from engine.errors import UserError
 
@@ -39,3 +39,12 @@ def run_main(run: Callable[[list[str]], int], argv: list[str] | None, prog: str)
         return 2
     except SystemExit as e:  # argparse: --help (0) or a bad flag (2, already reported)
         return e.code if isinstance(e.code, int) else 2
+
+
+def run_app(**kwargs: Any) -> int:
+    """Open the dashboard app (make_app's arguments) until it quits; its exit status."""
+    from tui_lm.app import make_app  # Textual and the screens load only when the app is opened
+
+    app = make_app(**kwargs)
+    app.run()
+    return int(app.return_code or 0)

@@ -13,7 +13,7 @@ Bad input prints one line `tui-lm watch: error: ...` and returns 2.
 from __future__ import annotations
 
 import sys
-from tui_lm.commands.common import run_folder, run_main
+from tui_lm.commands.common import run_app, run_folder, run_main
 from tui_lm.flags import Parser
 
 PROG = "tui-lm watch"
@@ -27,11 +27,7 @@ def build_parser() -> Parser:
 
 def run(argv: list[str]) -> int:
     run_dir = run_folder(build_parser().parse_args(argv).run)
-    from tui_lm.app import make_app
-
-    app = make_app(roots=[run_dir.parent], watch=run_dir)
-    app.run()
-    return int(app.return_code or 0)
+    return run_app(roots=[run_dir.parent], watch=run_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

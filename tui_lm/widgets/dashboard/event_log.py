@@ -11,6 +11,7 @@ when under it (`display_path`).
 
 from __future__ import annotations
 
+from collections import deque
 from pathlib import Path
 
 from rich.text import Text
@@ -59,13 +60,13 @@ class EventLog(RichLog):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(wrap=True, markup=False, max_lines=self.MAX_LINES, **kwargs)
-        self.lines_shown: list[Text] = []  # what was logged, to lay it out again when the size changes
+        self.lines_shown: deque[Text] = deque(maxlen=self.MAX_LINES)  # to lay them out again on a resize
         self.one_row = False
 
     def add_event(self, e: ev.Event) -> None:
         line = describe(e)
         if line is not None:
-            self.lines_shown = [*self.lines_shown[-self.MAX_LINES + 1:], line]
+            self.lines_shown.append(line)
             self._show(line)
 
     def _show(self, line: Text) -> None:
