@@ -52,9 +52,9 @@ class RunTable(DataTable):
     def show_runs(self, runs: list[Any], cursor: int = 0, on_ready: Callable[[], None] | None = None) -> None:
         """Replace the rows; `on_ready` runs once the table has measured them.
 
-        DataTable sizes its columns to new rows in its handler of the next
-        Idle event; `on_idle` below runs in the same pass, just before it, and
-        defers the callback until after the repaint that follows.
+        DataTable sizes its columns to new rows in its handler of an Idle
+        event; `on_idle` below waits for that, repaints, and runs the callback
+        after the repaint.
         """
         self.runs = list(runs)
         self.clear()
@@ -78,9 +78,21 @@ class RunTable(DataTable):
         self.check_idle()
 
     def on_idle(self) -> None:
-        if self._on_ready is not None:
-            callback, self._on_ready = self._on_ready, None
-            self.call_after_refresh(callback)
+        if self._on_ready is None:
+            return
+        # DataTable measures new rows in its own idle handler, after this one;
+        # until a pass finds nothing left to measure the columns have their
+        # headers' widths. Measuring widens the columns without invalidating
+        # the rows rendered before it (its render caches are keyed by an update
+        # count that measuring does not bump), so the picker could keep names
+        # cut to "fin" until the cursor moved: drop those renders, repaint.
+        if self._require_update_dimensions or self._updated_cells:
+            self.call_after_refresh(self.check_idle)
+            return
+        callback, self._on_ready = self._on_ready, None
+        self._clear_caches()
+        self.refresh()
+        self.call_after_refresh(callback)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
