@@ -8,7 +8,9 @@ budget left is below what it needs, so a lease never ends with nothing):
 - throughput: the engine's real Trainer on WikiText-2, tiny / small / medium,
   bf16, compile off and on, honest clock (read after the loop's host sync),
   tokens/s and MFU; plus medium at dropout 0 and batch 64, the configuration
-  published 450K tok/s figures use. bench/throughput.py does the measuring.
+  published 450K tok/s figures use, and medium with the chunked loss
+  (train.loss_chunk 4096) beside the plain one. bench/throughput.py does the
+  measuring.
 - torchrun: a one-GPU `torchrun` run with NCCL (compile on, DDP): trains,
   checkpoints, then `--resume` continues it; checks exit codes, the resumed
   start step and the final model on disk.
@@ -84,34 +86,38 @@ def log_to_stderr(message: str) -> None:
 
 # ----------------------------------------------------------------------------- sections
 
-# (preset, compile, batch or None for the bench's default, model overrides), most important first
+# (preset, compile, batch or None for the bench's default, model overrides, loss chunks), most important first
 THROUGHPUT_RUNS = (
-    ("medium", "on", None, {}),
-    ("medium", "on", 64, {"dropout": 0.0}),  # the configuration of the published 450K tok/s figures
-    ("small", "on", None, {}),
-    ("tiny", "on", None, {}),
-    ("medium", "off", None, {}),
-    ("small", "off", None, {}),
-    ("tiny", "off", None, {}),
+    ("medium", "on", None, {}, [0, 4096]),  # the chunked loss beside the plain one, interleaved
+    ("medium", "on", 64, {"dropout": 0.0}, [0]),  # the configuration of the published 450K tok/s figures
+    ("small", "on", None, {}, [0]),
+    ("tiny", "on", None, {}, [0]),
+    ("medium", "off", None, {}, [0, 4096]),
+    ("small", "off", None, {}, [0]),
+    ("tiny", "off", None, {}, [0]),
 )
 
 
 def throughput(check: Check, dataset: Path) -> None:
     import throughput as tp
-    from throughput_report import format_table
+    from throughput_report import chunk_ratios, format_table
 
     rows = []
-    for preset, mode, batch, overrides in THROUGHPUT_RUNS:
-        if rows and check.left() < 45:
+    for preset, mode, batch, overrides, chunks in THROUGHPUT_RUNS:
+        if rows and check.left() < 45 * len(chunks):
             check.say(f"(throughput: budget spent, {preset} compile={mode} not run)")
             break
         rows += tp.run_bench([preset], device="cuda", steps=50, batch_size=batch, precision="bf16", compile=mode,
-                             dataset=dataset, reference=[], log=log_to_stderr, model_overrides=overrides)
+                             dataset=dataset, reference=[], log=log_to_stderr, model_overrides=overrides,
+                             loss_chunks=chunks)
         if overrides:
             rows[-1].preset += ", " + ", ".join(f"{k} {v:g}" for k, v in overrides.items())
         check.record("throughput", [dataclasses.asdict(r) for r in rows])
     check.say("", "## throughput (bf16, 50 timed steps in windows of 10, clock read after the sync)",
               format_table(rows))
+    for base, chunked, ratio, _ in chunk_ratios(rows):
+        check.say(f"loss chunk {chunked.loss_chunk} / plain, {base.preset} compile={'on' if base.compile else 'off'}: "
+                  f"tokens/s {ratio:.3f}x, peak mem {chunked.peak_bytes / max(1, base.peak_bytes):.2f}x")
 
 
 def torchrun(check: Check, dataset: Path) -> None:
@@ -144,15 +150,12 @@ def torchrun(check: Check, dataset: Path) -> None:
 def memory(check: Check, dataset: Path) -> None:
     import memory_gpu
 
-    if not hasattr(memory_gpu, "gpu_memory_rows"):
-        check.say("", "## memory: bench/memory_gpu.py has no gpu_memory_rows() yet: skipped")
-        return
     from engine.runtime import configure_cuda_allocator
 
     configure_cuda_allocator()  # as the trainer runs: before this process's first CUDA allocation
     rows = memory_gpu.gpu_memory_rows(budget_s=max(30.0, check.left() - 40))
     check.say("", "## memory: estimate vs torch.cuda.max_memory_allocated / max_memory_reserved / NVML used",
-              memory_gpu.format_gpu_rows(rows) if hasattr(memory_gpu, "format_gpu_rows") else json.dumps(rows))
+              memory_gpu.format_gpu_rows(rows))
     check.record("memory", rows)
 
 

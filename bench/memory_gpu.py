@@ -1,7 +1,8 @@
 """Check engine.memory's estimate against what PyTorch really allocates, eager and torch.compile'd.
 
 On a CUDA machine (`gpu_memory_rows`, also called by bench/gpu_check.py):
-for each preset x {eager, compiled} x checkpointing {off, on}, bf16 (fp16
+for each preset x {eager, compiled} x checkpointing {off, on} (and small and
+medium with the chunked loss, train.loss_chunk 4096), bf16 (fp16
 on cards without bf16), real training steps written like engine.trainer's
 (GPT, engine.optim's fused AdamW, autocast, the loader's batch layout,
 zero_grad(set_to_none=True), torch.compile(dynamic=False) for compiled
@@ -210,7 +211,7 @@ def _phase_peaks(run, model, opt, batch_xy, precision: str) -> dict[str, int]:
 
 
 def gpu_row(preset: str, batch: int, compiled: bool, ckpt: bool, steps: int = 2,
-            nvml_baseline: int | None = None, diagnose: bool = False) -> dict:
+            nvml_baseline: int | None = None, diagnose: bool = False, loss_chunk: int = 0) -> dict:
     """One row of the CUDA grid (see the module docstring); errors (an OOM) come back in "error".
 
     `diagnose` adds "phases_measured" (peaks of forward, backward and the
@@ -223,9 +224,11 @@ def gpu_row(preset: str, batch: int, compiled: bool, ckpt: bool, steps: int = 2,
     major = torch.cuda.get_device_capability()[0]
     precision = "bf16" if major >= 8 else "fp16"
     cfg = build_config(preset, None, {"train": {"batch_size": batch, "precision": precision,
-                                                "grad_checkpointing": ckpt, "compile": "on" if compiled else "off"}})
+                                                "grad_checkpointing": ckpt, "compile": "on" if compiled else "off",
+                                                "loss_chunk": loss_chunk}})
     est = estimate_memory(cfg, device="cuda", compiled=compiled, bf16_supported=major >= 8)
-    row = {"preset": preset, "compile": compiled, "checkpointing": ckpt, "batch": batch, "precision": precision,
+    row = {"preset": preset, "compile": compiled, "checkpointing": ckpt, "loss_chunk": loss_chunk, "batch": batch,
+           "precision": precision,
            "seq": cfg.model.max_seq_len, "eval_multiple": est.eval_multiple, "estimate_allocated": est.allocated_bytes,
            "estimate_reserved": est.reserved_bytes, "estimate_total": est.total_bytes, "peak_phase": est.peak_phase,
            "max_allocated": None, "max_reserved": None, "nvml_used": None, "nvml_source": "",
@@ -235,7 +238,7 @@ def gpu_row(preset: str, batch: int, compiled: bool, ckpt: bool, steps: int = 2,
     model = opt = run = batches = None
     try:
         torch.manual_seed(0)
-        model = GPT(cfg.model, grad_checkpointing=ckpt).cuda().train()
+        model = GPT(cfg.model, grad_checkpointing=ckpt, loss_chunk=loss_chunk).cuda().train()
         opt = make_optimizer(model, cfg.train)
         scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
         run = torch.compile(model, dynamic=False) if compiled else model
@@ -254,7 +257,7 @@ def gpu_row(preset: str, batch: int, compiled: bool, ckpt: bool, steps: int = 2,
         # One evaluation batch, as engine.trainer evaluates (the raw model, eager, inference mode,
         # the cross-entropy one training micro-batch at a time).
         score_tokens(model, ids, seq_len=cfg.model.max_seq_len, batch_size=eval_batch, device=torch.device("cuda"),
-                     max_batches=1, autocast=autocast("cuda", precision), loss_chunk=batch)
+                     max_batches=1, autocast=autocast("cuda", precision), loss_rows=batch)
         torch.cuda.synchronize()
         row["max_allocated"] = alloc = torch.cuda.max_memory_allocated()
         row["max_reserved"] = resv = torch.cuda.max_memory_reserved()
@@ -276,8 +279,9 @@ def gpu_row(preset: str, batch: int, compiled: bool, ckpt: bool, steps: int = 2,
 
 def gpu_memory_rows(presets=PRESETS, batches: dict[str, int] | None = None, steps: int = 2,
                     budget_s: float | None = None, nvml_baseline: int | None = None,
-                    diagnose: bool = False) -> list[dict]:
-    """The CUDA grid: preset x eager/compiled x checkpointing off/on, one dict per row.
+                    diagnose: bool = False, loss_chunk: int = 4096) -> list[dict]:
+    """The CUDA grid: preset x eager/compiled x checkpointing off/on, one dict per row,
+    then small and medium (eager, compiled) with the chunked loss (train.loss_chunk = `loss_chunk`).
 
     Keys: preset, compile, checkpointing, batch, precision, seq, estimate_allocated,
     estimate_reserved, estimate_total, peak_phase, max_allocated, max_reserved,
@@ -291,21 +295,22 @@ def gpu_memory_rows(presets=PRESETS, batches: dict[str, int] | None = None, step
     batches = {**GPU_BATCH, **(batches or {})}
     base = nvml_baseline if nvml_baseline is not None else NVML_BASELINE
     start = time.monotonic()
+    grid = [(preset, compiled, ckpt, 0) for compiled in (False, True) for preset in presets for ckpt in (False, True)]
+    grid += [(preset, compiled, False, loss_chunk) for compiled in (False, True) for preset in presets
+             if preset != "tiny" and loss_chunk]
     rows = []
-    for compiled in (False, True):
-        for preset in presets:
-            for ckpt in (False, True):
-                if budget_s is not None and time.monotonic() - start > budget_s:
-                    rows.append({"preset": preset, "compile": compiled, "checkpointing": ckpt,
-                                 "batch": batches[preset], "error": "skipped: time budget"})
-                    continue
-                rows.append(gpu_row(preset, batches[preset], compiled, ckpt, steps, base, diagnose))
+    for preset, compiled, ckpt, chunk in grid:
+        if budget_s is not None and time.monotonic() - start > budget_s:
+            rows.append({"preset": preset, "compile": compiled, "checkpointing": ckpt, "loss_chunk": chunk,
+                         "batch": batches[preset], "error": "skipped: time budget"})
+            continue
+        rows.append(gpu_row(preset, batches[preset], compiled, ckpt, steps, base, diagnose, chunk))
     return rows
 
 
 def format_gpu_rows(rows: list[dict]) -> str:
     """The CUDA grid as a table (bytes in GiB), with the mean and worst errors."""
-    head = (f"{'preset':7} {'path':8} {'ckpt':4} {'batch':>5} {'est alloc':>9} {'max alloc':>9} {'err':>7} "
+    head = (f"{'preset':7} {'path':18} {'ckpt':4} {'batch':>5} {'est alloc':>9} {'max alloc':>9} {'err':>7} "
             f"{'est resv':>9} {'max resv':>9} {'err':>7} {'est total':>9} {'nvml':>9} {'err':>7} "
             f"{'compile':>7} {'step':>6}  peak phase")
     lines = [head]
@@ -318,12 +323,12 @@ def format_gpu_rows(rows: list[dict]) -> str:
         return f"{v:+6.1f}%" if v is not None else f"{'-':>7}"
 
     for r in rows:
-        path = "compiled" if r["compile"] else "eager"
+        path = ("compiled" if r["compile"] else "eager") + (f" chunk {r['loss_chunk']}" if r.get("loss_chunk") else "")
         ckpt = "on" if r["checkpointing"] else "off"
         if r.get("error"):
-            lines.append(f"{r['preset']:7} {path:8} {ckpt:4} {r['batch']:5} {r['error']}")
+            lines.append(f"{r['preset']:7} {path:18} {ckpt:4} {r['batch']:5} {r['error']}")
             continue
-        lines.append(f"{r['preset']:7} {path:8} {ckpt:4} {r['batch']:5} {g(r['estimate_allocated'])} "
+        lines.append(f"{r['preset']:7} {path:18} {ckpt:4} {r['batch']:5} {g(r['estimate_allocated'])} "
                      f"{g(r['max_allocated'])} {pct(r['err_alloc_pct'])} {g(r['estimate_reserved'])} "
                      f"{g(r['max_reserved'])} {pct(r['err_reserved_pct'])} {g(r['estimate_total'])} "
                      f"{g(r['nvml_used'])} {pct(r['err_nvml_pct'])} {r['compile_s'] or 0:6.1f}s "

@@ -22,10 +22,14 @@ CUDA; "n/a" on the CPU), step ms, peak memory (torch.cuda.max_memory_allocated
 on a GPU, peak RSS of this process during the run on the CPU), compile s
 (torch.compile's warm-up compile as the trainer logs it, plus the first
 window's excess over steady steps: for compile-off rows only eager warm-up).
+`--loss-chunk N` adds a row per preset trained with train.loss_chunk N (the
+chunked loss), its runs interleaved with the plain ones; a context line gives
+the median of the per-pair tokens/s ratios and the two peaks.
 
     python bench/throughput.py                       # CPU here: tiny + small + reference, a few minutes
     python bench/throughput.py --device cuda         # GPU: tiny, small, medium at seed seq lengths
     python bench/throughput.py --device cuda --presets medium --compile both --json
+    python bench/throughput.py --device cuda --presets medium --loss-chunk 4096
 """
 
 from __future__ import annotations
@@ -86,7 +90,7 @@ class EngineRun:
 
 def engine_config(preset: str, *, device: str, precision: str, compile: str, batch: int, seq_len: int | None,
                   steps: int, log_interval: int, dataset: Path, vocab_size: int, out_dir: Path,
-                  run_name: str, model_overrides: dict | None = None) -> RunConfig:
+                  run_name: str, model_overrides: dict | None = None, loss_chunk: int = 0) -> RunConfig:
     """The run config of one engine measurement: one warm-up window plus `steps` timed steps."""
     windows = max(1, math.ceil(steps / log_interval))
     total = (1 + windows) * log_interval
@@ -96,7 +100,7 @@ def engine_config(preset: str, *, device: str, precision: str, compile: str, bat
         "data": {"dataset": str(dataset), "vocab_size": vocab_size},
         "train": {"batch_size": batch, "max_steps": total + 1, "log_interval": log_interval,
                   "eval_interval": 0, "save_interval": 0, "sample_tokens": 0, "keep_checkpoints": 1,
-                  "device": device, "precision": precision, "compile": compile},
+                  "device": device, "precision": precision, "compile": compile, "loss_chunk": loss_chunk},
         "run": {"out_dir": str(out_dir), "run_name": run_name},
     })
 
@@ -165,6 +169,7 @@ def run_bench(
     threads: int | None = None,
     log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
     model_overrides: dict | None = None,
+    loss_chunks: list[int] | None = None,
 ) -> list[Row]:
     """Measure each preset with the engine (and the reference loop for the presets in `reference`).
 
@@ -173,7 +178,9 @@ def run_bench(
     runs alternate, `repeats` times each (None: 1 on a GPU, CPU_REPEATS on
     the CPU). `threads` sets torch's intra-op threads for the bench
     (restored afterwards); None keeps torch's default. `model_overrides`
-    changes the presets' model settings (e.g. {"dropout": 0.0}).
+    changes the presets' model settings (e.g. {"dropout": 0.0}). `loss_chunks`
+    (default [0]) measures each preset with each train.loss_chunk, the runs
+    interleaved, so their rows compare side by side.
     """
     from engine.config import DataConfig
     from engine.tokenizer import prepare_data
@@ -198,7 +205,7 @@ def run_bench(
         _measure(rows, presets, modes, reference, data, device=device, on_gpu=on_gpu, steps=steps,
                  batch_size=batch_size, precision=precision, seq_len=seq_len, dataset=dataset,
                  vocab_size=vocab_size, repeats=repeats, log_interval=log_interval, log=log,
-                 model_overrides=model_overrides)
+                 model_overrides=model_overrides, loss_chunks=list(loss_chunks or [0]))
     finally:
         torch.set_num_threads(saved_threads)
     return rows
@@ -207,7 +214,7 @@ def run_bench(
 def _measure(rows: list[Row], presets: list[str], modes: list[str], reference: list[str], data, *, device: str,
              on_gpu: bool, steps: int | None, batch_size: int | None, precision: str, seq_len: int | None,
              dataset: Path | str, vocab_size: int, repeats: int | None, log_interval: int,
-             log: Callable[[str], None], model_overrides: dict | None) -> None:
+             log: Callable[[str], None], model_overrides: dict | None, loss_chunks: list[int]) -> None:
     with tempfile.TemporaryDirectory(prefix="tui-lm-bench-") as tmp:
         for preset in presets:
             batch = batch_size or (GPU_BATCH if on_gpu else CPU_BATCH)[preset]
@@ -215,32 +222,37 @@ def _measure(rows: list[Row], presets: list[str], modes: list[str], reference: l
             runs = repeats or (1 if on_gpu else CPU_REPEATS[preset])
             for mi, mode in enumerate(modes):
                 with_ref = preset in reference and mi == 0
-                engine_runs: list[EngineRun] = []
+                engine_runs: dict[int, list[EngineRun]] = {c: [] for c in loss_chunks}
                 ref_runs = []
-                cfg = None
+                cfgs: dict[int, RunConfig] = {}
                 for r in range(runs):
-                    cfg = engine_config(preset, device=device, precision=precision, compile=mode, batch=batch,
-                                        seq_len=seq_len, steps=n, log_interval=log_interval, dataset=dataset,
-                                        vocab_size=vocab_size, out_dir=Path(tmp), run_name=f"{preset}-{mode}-{r}",
-                                        model_overrides=model_overrides)
-                    # ABBA order (engine first on even repeats, reference first on odd ones), so a
-                    # drift in the machine's load does not favour either side.
+                    # ABBA order (the first side first on even repeats, last on odd ones), so a drift
+                    # in the machine's load favours neither the reference nor a loss chunk.
+                    order = loss_chunks if r % 2 == 0 else loss_chunks[::-1]
                     if with_ref and r % 2:
-                        ref_runs.append(_run_reference(preset, cfg, data, batch, n, device, on_gpu, r, runs, log))
-                    log(f"engine {preset} compile={mode} run {r + 1}/{runs}: batch {batch} x seq "
-                        f"{cfg.model.max_seq_len}, {n} timed steps")
-                    run = run_engine(cfg)
-                    shutil.rmtree(Path(tmp) / f"{preset}-{mode}-{r}", ignore_errors=True)
-                    engine_runs.append(run)
-                    log(f"  -> {run.tokens_per_s:,.0f} tokens/s{' ' + run.error if run.error else ''}")
-                    if run.error:
-                        break
+                        ref_runs.append(_run_reference(preset, cfgs[loss_chunks[0]], data, batch, n, device, on_gpu,
+                                                       r, runs, log))
+                    for chunk in order:
+                        if engine_runs[chunk] and engine_runs[chunk][-1].error:
+                            continue
+                        name = f"{preset}-{mode}-{chunk}-{r}"
+                        cfg = cfgs[chunk] = engine_config(
+                            preset, device=device, precision=precision, compile=mode, batch=batch, seq_len=seq_len,
+                            steps=n, log_interval=log_interval, dataset=dataset, vocab_size=vocab_size,
+                            out_dir=Path(tmp), run_name=name, model_overrides=model_overrides, loss_chunk=chunk)
+                        log(f"engine {preset} compile={mode} loss_chunk={chunk} run {r + 1}/{runs}: batch {batch} "
+                            f"x seq {cfg.model.max_seq_len}, {n} timed steps")
+                        run = run_engine(cfg)
+                        shutil.rmtree(Path(tmp) / name, ignore_errors=True)
+                        engine_runs[chunk].append(run)
+                        log(f"  -> {run.tokens_per_s:,.0f} tokens/s{' ' + run.error if run.error else ''}")
                     if with_ref and not r % 2:
-                        ref_runs.append(_run_reference(preset, cfg, data, batch, n, device, on_gpu, r, runs, log))
-                assert cfg is not None
-                rows.append(_engine_row(preset, cfg, engine_runs))
-                if ref_runs:
-                    rows.append(_reference_row(preset, cfg, ref_runs))
+                        ref_runs.append(_run_reference(preset, cfgs[loss_chunks[0]], data, batch, n, device, on_gpu,
+                                                       r, runs, log))
+                for chunk in loss_chunks:
+                    rows.append(_engine_row(preset, cfgs[chunk], engine_runs[chunk]))
+                    if ref_runs and chunk == loss_chunks[0]:
+                        rows.append(_reference_row(preset, cfgs[chunk], ref_runs))
 
 
 def _run_reference(preset: str, cfg: RunConfig, data, batch: int, steps: int, device: str, on_gpu: bool,
@@ -269,7 +281,7 @@ def _engine_row(preset: str, cfg: RunConfig, runs: list[EngineRun]) -> Row:
     params, fpt = _flops_per_token(cfg)
     precision = runs[0].precision
     row = Row("engine", preset, runs[0].device or rt.describe(), precision, runs[0].compiled, cfg.train.batch_size,
-              cfg.model.max_seq_len, num_params=params, flops_per_token=fpt)
+              cfg.model.max_seq_len, num_params=params, flops_per_token=fpt, loss_chunk=cfg.train.loss_chunk)
     failed = [r for r in runs if r.error]
     if failed:
         row.error = failed[0].error
@@ -325,6 +337,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's own choice)")
     p.add_argument("--dataset", default=str(DEFAULT_DATA))
     p.add_argument("--vocab-size", type=int, default=50257)
+    p.add_argument("--loss-chunk", default="",
+                   help="also measure train.loss_chunk N (the chunked loss) beside the plain loss, interleaved; "
+                        "comma-separated values, e.g. 4096 or 2048,8192")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
     a = p.parse_args(argv)
 
@@ -340,7 +355,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = run_bench(presets, device=device, steps=a.steps or None, batch_size=a.batch_size or None,
                      precision=a.precision, compile=a.compile, seq_len=a.seq_len or None, dataset=a.dataset,
                      vocab_size=a.vocab_size, repeats=a.repeats or None, reference=reference,
-                     log_interval=a.log_interval or None, threads=a.threads or None)
+                     log_interval=a.log_interval or None, threads=a.threads or None,
+                     loss_chunks=[0] + [int(c) for c in a.loss_chunk.split(",") if c.strip()])
     settings = {"steps": a.steps or "default", "repeats": a.repeats or "default",
                 "threads": a.threads or torch.get_num_threads(), "log_interval": a.log_interval or "default",
                 "wall_s": round(time.perf_counter() - start)}

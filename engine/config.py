@@ -136,6 +136,10 @@ class TrainConfig:
                                placeholder="0 = off", group=TRAINING)
     grad_checkpointing: bool = setting(False, "recompute each block in backward to save activation memory",
                                        label="grad checkpointing", resume="safe", group=TRAINING, estimate=True)
+    loss_chunk: int = setting(0, "compute the loss this many tokens at a time, so the (tokens x vocab) "
+                                 "logits never exist whole: lower peak memory, the same loss and gradients",
+                              label="loss chunk", unit="tokens", ge=0, zero="off", placeholder="0 = off",
+                              resume="safe", group=ADVANCED, estimate=True)
     precision: str = setting("auto", "auto: bf16 on GPUs with native bf16, fp16 on older GPUs, fp32 on the CPU",
                              choices=PRECISIONS, group=TRAINING, estimate=True)
     compile: str = setting("auto", "torch.compile the model: auto = on for CUDA, off elsewhere", choices=COMPILE,

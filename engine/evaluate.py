@@ -14,7 +14,8 @@ are scored, and `EvalProgressReporter` turns that into a few
 `EvalProgress` events a second. It runs in inference mode with a batch of
 several training micro-batches (engine.memory's `eval_multiple`: as many as
 fit in the memory the training step itself needs at its peak), computing the
-fp32 cross-entropy one micro-batch at a time (`loss_chunk`).
+fp32 cross-entropy one micro-batch at a time (`loss_rows`), or with the
+model's own chunked loss (train.loss_chunk), which never holds all the logits.
 """
 
 from __future__ import annotations
@@ -84,6 +85,19 @@ class EvalProgressReporter:
 
 
 @torch.inference_mode()
+def _summed_nll(model: torch.nn.Module, data: torch.Tensor, autocast, rows: int) -> float:
+    """Summed NLL of data[:, 1:] given data[:, :-1]: the model's own chunked loss
+    (model.loss_chunk, train.loss_chunk) where it has one, else its logits
+    scored `rows` rows at a time."""
+    inputs, targets = data[:, :-1], data[:, 1:]
+    with autocast or contextlib.nullcontext():
+        if getattr(model, "loss_chunk", 0) > 0:  # never all the logits at once
+            return float(model(inputs, targets)[1]) * targets.numel()
+        logits, _ = model(inputs)
+    return float(sum(F.cross_entropy(logits[i:i + rows].float().flatten(0, 1), targets[i:i + rows].flatten(),
+                                     reduction="sum") for i in range(0, len(data), rows)))
+
+
 def score_tokens(
     model: torch.nn.Module,
     ids: np.ndarray,
@@ -98,13 +112,13 @@ def score_tokens(
     should_stop: Callable[[], bool] | None = None,
     max_windows: int = 0,
     progress: Callable[[int, int], None] | None = None,
-    loss_chunk: int = 0,
+    loss_rows: int = 0,
 ) -> tuple[float, int]:
     """Summed NLL (nats) and number of scored targets over this rank's share of the windows.
 
     `max_windows` > 0 scores only the split's first windows (of all ranks
     together); `progress(done, total)` is called with this rank's batches;
-    `loss_chunk` > 0 computes the cross-entropy that many rows at a time, so
+    `loss_rows` > 0 computes the cross-entropy that many rows at a time, so
     its fp32 copies exist for one chunk only.
     """
     n_targets = len(ids) - 1
@@ -131,13 +145,7 @@ def score_tokens(
             for length, group in groups.items():
                 rows = np.stack([ids[s:s + length + 1] for s in group]).astype(np.int64)
                 data = torch.from_numpy(rows).to(device)
-                with autocast or contextlib.nullcontext():
-                    logits, _ = model(data[:, :-1])
-                targets = data[:, 1:]
-                step = loss_chunk or len(group)
-                loss = sum(F.cross_entropy(logits[i:i + step].float().flatten(0, 1), targets[i:i + step].flatten(),
-                                           reduction="sum") for i in range(0, len(group), step))
-                nll += float(loss)
+                nll += _summed_nll(model, data, autocast, loss_rows or len(group))
                 count += data[:, 1:].numel()
         if progress is not None:
             progress(len(mine), len(mine))

@@ -10,15 +10,39 @@ gradient, accumulated in fp32. Backward only scales the two stored gradients
 by the incoming one. The logits terms of the step then cost one chunk's
 (chunk x vocab) buffers plus h's and the weight's gradients, instead of the
 three full (tokens x vocab) fp32 tensors of eager cross-entropy
-(engine.memory.chunked_head_bytes models it).
+(engine.memory.chunked_head_bytes models it). Without gradients (evaluation)
+only the loss is computed, a chunk at a time.
 
-Not the default anywhere: whether it is as fast as the plain path (one big
-matmul, or inductor's fused kernels) can only be judged on a GPU.
+GPT uses it when train.loss_chunk > 0 (off by default: whether it is as fast
+as the plain path, one big matmul or inductor's fused kernels, is measured on
+a GPU by bench/throughput.py --loss-chunk).
 """
 
 from __future__ import annotations
 
 import torch
+
+
+def _chunk_nll(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed NLL, row sums of exp) of fp32 `logits`, which are left holding exp(logits - row max).
+
+    The log-sum-exp is taken in place (torch.logsumexp would allocate a
+    second chunk-sized buffer for logits - max).
+    """
+    picked = logits.gather(1, targets[:, None]).squeeze(1)
+    top = logits.amax(dim=1)
+    sums = logits.sub_(top[:, None]).exp_().sum(dim=1)
+    return (sums.log() + top - picked).sum(), sums
+
+
+def _loss_only(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int,
+               dtype: torch.dtype) -> torch.Tensor:
+    """The mean loss without gradients (evaluation): one chunk's logits at a time."""
+    w = weight.to(dtype)
+    total = torch.zeros((), dtype=torch.float32, device=h.device)
+    for start in range(0, h.shape[0], chunk):
+        total += _chunk_nll((h[start:start + chunk].to(dtype) @ w.t()).float(), targets[start:start + chunk])[0]
+    return total / h.shape[0]
 
 
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):
@@ -33,18 +57,18 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         for start in range(0, n, chunk):
             hc, tc = h[start:start + chunk].to(dtype), targets[start:start + chunk]
             logits = (hc @ w.t()).float()
-            lse = torch.logsumexp(logits, dim=-1)
-            total += (lse - logits.gather(1, tc[:, None]).squeeze(1)).sum()
+            nll, sums = _chunk_nll(logits, tc)
+            total += nll
             # d(summed loss)/d(logits) = softmax - one-hot, computed in place over the logits.
-            logits.sub_(lse[:, None]).exp_()
+            logits.div_(sums[:, None])
             logits[torch.arange(logits.shape[0], device=logits.device), tc] -= 1.0
             grad = logits.to(dtype)
             del logits  # (a no-op in fp32, where grad is the same tensor)
             grad_h[start:start + chunk] = grad @ w
             if dtype == torch.float32:
                 grad_w.addmm_(grad.t(), hc)
-            else:  # a half product, accumulated in fp32
-                grad_w += (grad.t() @ hc).float()
+            else:  # a half product, added into fp32 without an fp32 copy of it
+                grad_w += grad.t() @ hc
             del grad, hc  # before the next chunk's logits: one chunk live at a time
         ctx.save_for_backward(grad_h, grad_w)
         ctx.n, ctx.weight_dtype = n, weight.dtype
@@ -57,6 +81,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         return grad_h * scale.to(grad_h.dtype), (grad_w * scale).to(ctx.weight_dtype), None, None, None
 
 
+@torch.compiler.disable
 def chunked_linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                                  chunk: int = 4096) -> torch.Tensor:
     """Mean cross-entropy of `h @ weight.T` against `targets`, `chunk` tokens at a time.
@@ -64,9 +89,15 @@ def chunked_linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets:
     h: (..., C) hidden states; weight: (V, C) the output head's; targets:
     (...) token ids. Under autocast the matmuls run in autocast's dtype, as
     F.linear's would; the log-sum-exp and the loss are fp32.
+
+    Always eager, also inside a torch.compile'd model: compiled, it measured
+    a (V x C) fp32 buffer more than the eager path that engine.memory models
+    (inductor does not keep every in-place update in place).
     """
     device = h.device.type
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else h.dtype
     with torch.autocast(device, enabled=False):
+        if not (torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)):
+            return _loss_only(h.reshape(-1, h.shape[-1]), weight, targets.reshape(-1), max(1, chunk), dtype)
         return _ChunkedLinearCrossEntropy.apply(h.reshape(-1, h.shape[-1]), weight, targets.reshape(-1),
                                                 max(1, chunk), dtype)

@@ -146,14 +146,27 @@ def chunked_head_bytes(s: int, V: int, C: int, chunk: int, half: bool) -> tuple[
     """(forward, backward) peak bytes of engine.losses.chunked_linear_cross_entropy over s tokens.
 
     Forward: the gradients it keeps for h (fp32, ln_f's output) and for the
-    weight (fp32), its half copy of the weight, and one chunk at a time: the
-    logits (half, then fp32, whose buffer becomes their gradient) and a
+    weight (fp32), its half copy of the weight, and one chunk at a time the
+    larger of: the logits (half, then fp32, whose buffer becomes their
+    gradient), or their half gradient beside its (V x C) half product with
+    the chunk's hidden states (added into the fp32 weight gradient); plus a
     (chunk x C) product. Backward: those two gradients and their scaled copies.
     """
     k = min(chunk, s)
     e = 2 if half else 4
-    fwd = 4 * s * C + 4 * V * C + (2 * V * C if half else 0) + k * V * (4 + (2 if half else 0)) + e * k * C
+    per_chunk = max(6 * k * V, 2 * k * V + 2 * V * C) if half else 4 * k * V
+    fwd = 4 * s * C + 4 * V * C + (2 * V * C if half else 0) + per_chunk + e * k * C
     return fwd, 8 * s * C + 8 * V * C
+
+
+def chunked_eval_bytes(s: int, V: int, C: int, chunk: int, half: bool) -> int:
+    """Peak bytes of the chunked loss without gradients (evaluation) over s tokens.
+
+    The hidden states (fp32), the weight's half copy, and one chunk's logits
+    (half, then fp32) beside its half hidden states.
+    """
+    k = min(chunk, s)
+    return 4 * s * C + (2 * V * C + 6 * k * V + 2 * k * C if half else 4 * k * V)
 
 
 def _head_phases(compiled: bool, half: bool, sV: int, VC: int) -> dict[str, int]:
@@ -179,16 +192,16 @@ def _head_phases(compiled: bool, half: bool, sV: int, VC: int) -> dict[str, int]
 
 def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1,
                     bf16_supported: bool = True, plan: RunPlan | None = None,
-                    compiled: bool | None = None, loss_chunk: int = 0) -> MemoryEstimate:
+                    compiled: bool | None = None, loss_chunk: int | None = None) -> MemoryEstimate:
     """Peak memory of one training step of `cfg` on one device (see the module docstring).
 
     Micro-batch, accumulation, precision, compile, ranks and vocabulary come
     from the run plan (engine.plan); without one, a plan for a generic
     `device` ("cuda" unless told otherwise) with cfg.model.vocab_size is made
     here. `compiled` overrides the plan's torch.compile choice (the bench
-    measures both paths of one config). `loss_chunk` > 0 models the loss as
-    engine.losses.chunked_linear_cross_entropy with that many tokens a chunk
-    (eager; no setting selects it yet).
+    measures both paths of one config), `loss_chunk` cfg.train.loss_chunk
+    (> 0: the loss is engine.losses.chunked_linear_cross_entropy with that
+    many tokens a chunk).
     """
     if plan is None:
         plan = plan_run(cfg, world_size=world_size, device=DeviceInfo.kind(device, bf16_supported),
@@ -199,6 +212,7 @@ def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1
     T, V, C, L = m.max_seq_len, m.padded_vocab_size, m.d_model, m.num_layers
     precision = plan.precision
     compiled = plan.compile if compiled is None else compiled
+    loss_chunk = t.loss_chunk if loss_chunk is None else loss_chunk
     half = precision != "fp32"
     cuda = device.startswith("cuda")
     s = micro * T
@@ -243,11 +257,14 @@ def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1
         W_fwd, W_bwd = W_all, (W_head if ckpt else W_all)  # autocast's cache holds every copy to the end of forward
         L_saved = 0  # the log-probs are in logits' own phases
     if loss_chunk > 0:
-        # The loss makes its own head copy (in its forward phase) and keeps
-        # two gradients instead of any (tokens x vocab) tensor.
+        # The loss (eager, even in a compiled model) makes its own head copy in
+        # its forward phase and keeps two gradients instead of any (tokens x
+        # vocab) tensor. Its head gradient is contiguous, so autograd adds the
+        # embedding's into it in place: one gradient-sized buffer fewer.
         fwd, bwd = chunked_head_bytes(s, V, C, loss_chunk, half)
         logits = {"end of forward": fwd, "start of backward": bwd, "lm_head backward": 0}
         L_saved, W_fwd, W_bwd = 0, W_fwd - W_head, W_bwd - W_head
+        end_extra = wte_grad * (1 + (accum > 1)) if tied else 0
         saved = A + 4 * s * C + 4 * VC
 
     def phase(grads: int, copies: int, acts: int, head_bytes: int) -> dict[str, int]:
@@ -279,7 +296,9 @@ def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1
     # raises the run's peak; with none, k = 1 and the evaluation may be it.
     def evaluation(k: int) -> dict[str, int]:
         block = phase(g_live, 0, inference_block_bytes(m, k * s, precision), 0)
-        if half and W_all > 8 * sV:
+        if loss_chunk > 0:  # the model's own chunked loss, its own head copy
+            head_phase = phase(g_live, W_all - W_head, 0, chunked_eval_bytes(k * s, V, C, loss_chunk, half))
+        elif half and W_all > 8 * sV:
             head_phase = phase(g_live, W_all, 0, 2 * k * sV)
         else:
             head_phase = phase(g_live, 0, 0, (2 * k + 8 if half else 4 * k + 4) * sV)

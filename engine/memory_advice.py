@@ -14,6 +14,10 @@ from engine.config import RunConfig
 from engine.memory import TIGHT, estimate_memory, format_bytes, max_batch_size
 from engine.plan import DeviceInfo, RunPlan, plan_run, replan, with_train
 
+# The chunk a fix proposes: large enough that each chunk's matmul still fills a GPU, small enough that
+# its (chunk x vocab) logits are a fraction of a typical micro-batch's.
+SUGGESTED_LOSS_CHUNK = 4096
+
 
 @dataclass(frozen=True)
 class MemoryFix:
@@ -28,9 +32,10 @@ def memory_fixes(cfg: RunConfig, capacity: int, plan: RunPlan) -> list[MemoryFix
     """Changes that lower the estimate towards `capacity`, most direct first.
 
     The largest batch that fits; the same batch through more gradient
-    accumulation (the training recipe is kept, one forward holds less);
-    checkpointing; half precision on a GPU (bf16 where the card does it
-    natively, else fp16 with loss scaling).
+    accumulation (the training recipe is kept, one forward holds less); the
+    loss computed in chunks (train.loss_chunk: no (tokens x vocab) logits,
+    nothing recomputed); checkpointing; half precision on a GPU (bf16 where
+    the card does it natively, else fp16 with loss scaling).
     """
     t = cfg.train
 
@@ -48,6 +53,8 @@ def memory_fixes(cfg: RunConfig, capacity: int, plan: RunPlan) -> list[MemoryFix
         if t.batch_size % accum == 0 and (accumulated := fix(grad_accum_steps=accum)).total_bytes <= capacity:
             found.append(accumulated)
             break
+    if not t.loss_chunk:
+        found.append(fix(loss_chunk=SUGGESTED_LOSS_CHUNK))
     if not t.grad_checkpointing:
         found.append(fix(grad_checkpointing=True))
     if plan.precision == "fp32" and plan.device.type == "cuda":
@@ -81,8 +88,9 @@ def oom_advice(cfg: RunConfig, gpu_name: str, gpu_bytes: int, *, plan: RunPlan |
             tips.append(f"or keep batch_size {t.batch_size} with grad_accum_steps {value} "
                         f"(micro-batch {t.batch_size // value})")
         elif f.largest_batch > best:
-            setting = ("turn on grad checkpointing (train.grad_checkpointing = true" if name == "grad_checkpointing"
-                       else f"use {value} (train.precision = \"{value}\"")
+            setting = {"grad_checkpointing": "turn on grad checkpointing (train.grad_checkpointing = true",
+                       "loss_chunk": f"compute the loss in chunks (train.loss_chunk = {value}",
+                       }.get(name, f"use {value} (train.precision = \"{value}\"")
             tips.append(f"{setting}; up to batch_size {f.largest_batch} then fits)")
     if not tips:
         tips.append(f"even batch_size {max(1, t.grad_accum_steps)} does not fit; reduce model.max_seq_len "

@@ -158,6 +158,7 @@ def _prepare(cfg: RunConfig, model: GPT | None):
     torch.manual_seed(0)
     model = model if model is not None else GPT(m)
     set_variant(model.train(), m.attention, cfg.train.grad_checkpointing)
+    model.loss_chunk = cfg.train.loss_chunk
     if cfg.train.optimizer == "muon":
         from engine.optim import make_optimizer
 
@@ -255,7 +256,7 @@ def measure_peak_profiled(cfg: RunConfig, precision: str, *, compiled: bool, mod
             micro, T = batches[0][0].shape
             ids = torch.randint(0, cfg.model.vocab_size, (eval_multiple * micro * T + 1,)).numpy()
             score_tokens(model, ids, seq_len=T, batch_size=eval_multiple * micro, device=torch.device("cpu"),
-                         max_batches=1, autocast=autocast("cpu", precision), loss_chunk=micro)
+                         max_batches=1, autocast=autocast("cpu", precision), loss_rows=micro)
 
     peak, _ = profiled_peak(step)
     return base + peak

@@ -21,6 +21,7 @@ from torch.utils.checkpoint import checkpoint
 
 from engine.attention import KVCache, attend
 from engine.config import ModelConfig
+from engine.losses import chunked_linear_cross_entropy
 from engine.model_modern import ModernBlock, RMSNorm, rope_tables
 
 __all__ = ["GPT", "KVCache"]
@@ -74,11 +75,14 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, cfg: ModelConfig, *, grad_checkpointing: bool = False) -> None:
-        """`grad_checkpointing` (a training choice, train.grad_checkpointing) recomputes each block in backward."""
+    def __init__(self, cfg: ModelConfig, *, grad_checkpointing: bool = False, loss_chunk: int = 0) -> None:
+        """Training choices (train.*): `grad_checkpointing` recomputes each block in backward;
+        `loss_chunk` > 0 computes the loss with targets that many tokens at a time (engine.losses),
+        and forward then returns no logits."""
         super().__init__()
         self.cfg = cfg
         self.grad_checkpointing = grad_checkpointing
+        self.loss_chunk = loss_chunk
         modern = cfg.arch == "modern"
         self.wte = nn.Embedding(cfg.padded_vocab_size, cfg.d_model)
         if modern:
@@ -116,8 +120,8 @@ class GPT(nn.Module):
         idx: torch.Tensor,
         targets: torch.Tensor | None = None,
         cache: KVCache | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits for every position and, with targets, the mean cross-entropy."""
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Logits for every position and, with targets, the mean cross-entropy (chunked: no logits)."""
         T = idx.size(1)
         start = cache.length if cache is not None else 0
         if start + T > self.cfg.max_seq_len:
@@ -137,7 +141,10 @@ class GPT(nn.Module):
                 x = block(x, rope, cache, i)
         if cache is not None:
             cache.length += T
-        logits = self.lm_head(self.ln_f(x))
+        x = self.ln_f(x)
+        if targets is not None and self.loss_chunk > 0:
+            return None, chunked_linear_cross_entropy(x, self.lm_head.weight, targets, self.loss_chunk)
+        logits = self.lm_head(x)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))

@@ -143,7 +143,7 @@ def build_state(cfg: RunConfig, rt: Runtime, emit: Relay, progress: Progress, re
 
     t = resolved.train
     torch.manual_seed(t.seed + rt.rank)  # ranks differ in dropout masks; rank 0's weights are broadcast by DDP
-    raw_model = GPT(resolved.model, grad_checkpointing=t.grad_checkpointing).to(rt.device)
+    raw_model = GPT(resolved.model, grad_checkpointing=t.grad_checkpointing, loss_chunk=t.loss_chunk).to(rt.device)
     optimizer = make_optimizer(raw_model, t)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=plan.precision == "fp16")
     loader = TrainLoader(data.train.ids, seq_len=plan.seq_len, batch_size=plan.batch_size,

@@ -284,7 +284,7 @@ class Trainer:
             s.raw_model, split.ids, seq_len=seq_len, device=rt.device,
             batch_size=micro * self.estimate.eval_multiple,
             max_windows=max_batches * micro, autocast=s.autocast(), rank=rt.rank, world_size=rt.world_size,
-            progress=progress, loss_chunk=micro,
+            progress=progress, loss_rows=micro,
             # Under DDP every rank must reach the all-reduce below, so a stop waits for the evaluation's end.
             should_stop=None if rt.distributed else (lambda: self.control.should_stop),
         )

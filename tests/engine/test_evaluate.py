@@ -124,5 +124,5 @@ def test_evaluation_batch_stays_within_the_training_peak_and_scores_the_same() -
     model = GPT(ModelConfig(d_model=16, num_heads=2, num_layers=1, d_ff=32, max_seq_len=8, dropout=0.0, vocab_size=50))
     ids = np.random.default_rng(0).integers(0, 50, 1000).astype(np.uint16)
     one = score_tokens(model, ids, seq_len=8, batch_size=2, device=torch.device("cpu"))
-    big = score_tokens(model, ids, seq_len=8, batch_size=16, device=torch.device("cpu"), loss_chunk=2)
+    big = score_tokens(model, ids, seq_len=8, batch_size=16, device=torch.device("cpu"), loss_rows=2)
     assert one[1] == big[1] and big[0] == pytest.approx(one[0], rel=1e-5)

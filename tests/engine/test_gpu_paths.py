@@ -69,17 +69,23 @@ def test_throughput_counts_the_time_spent_waiting_for_the_device(corpus: Path, t
     assert steps[-1].elapsed_s == pytest.approx(20.0)
 
 
+@pytest.mark.parametrize("loss_chunk", [0, 24])
 def test_one_compiled_graph_over_warmup_training_and_evaluation(corpus: Path, tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                loss_chunk: int) -> None:
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
     torch._dynamo.reset()
     counters.clear()
     seen: list[ev.Event] = []
-    cfg = tiny_config(corpus, tmp_path, max_steps=6, eval_interval=3, compile="on", grad_accum_steps=2)
+    cfg = tiny_config(corpus, tmp_path, max_steps=6, eval_interval=3, compile="on", grad_accum_steps=2,
+                      loss_chunk=loss_chunk)
     done = Trainer(cfg, seen.append).run()
     assert isinstance(done, ev.Finished) and not done.stopped
     assert sum(isinstance(e, ev.EvalResult) for e in seen) >= 2
-    assert counters["stats"]["unique_graphs"] == 1  # the warm-up's graph serves every real step
+    # The warm-up's graph serves every real step; a chunked loss runs eagerly after it.
+    assert counters["stats"]["unique_graphs"] == 1
+    breaks = [reason for reason in counters["graph_break"] if "chunked_linear_cross_entropy" in reason]
+    assert len(breaks) == (loss_chunk > 0)
     assert any(isinstance(e, ev.Log) and "torch.compile" in e.message for e in seen)
     started = next(e for e in seen if isinstance(e, ev.RunStarted))
     assert started.compiled and started.compile_s > 0  # a typed field, so the bench needs no log parsing

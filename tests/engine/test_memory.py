@@ -150,7 +150,7 @@ def test_evaluation_batch_of_several_micro_batches_matches_the_allocator(precisi
     gpt = GPT(cfg.model)
     ids = torch.randint(0, cfg.model.vocab_size, (k * 2 * T + 1,)).numpy()
     growth, _ = profiled_peak(lambda: score_tokens(gpt, ids, seq_len=T, batch_size=k * 2, max_batches=1,
-                                                   device=torch.device("cpu"), loss_chunk=2,
+                                                   device=torch.device("cpu"), loss_rows=2,
                                                    autocast=autocast("cpu", precision)))
     want = est.phases["evaluation"] - 12 * est.num_params  # less the parameters and AdamW's moments
     assert abs(want - growth) <= 0.05 * growth, (want, growth)

@@ -65,6 +65,9 @@ def test_oom_advice_names_a_batch_size_that_fits():
     fitted = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=n))
     assert 0 < n < 64 and estimate_memory(fitted).total_bytes <= 16 * GiB
     assert "grad checkpointing" in advice
+    chunked = int(re.search(r"train.loss_chunk = 4096; up to batch_size (\d+) then fits", advice).group(1))
+    fitted = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=chunked, loss_chunk=4096))
+    assert chunked > n and estimate_memory(fitted).total_bytes <= 16 * GiB
 
 
 def test_oom_advice_when_even_one_sequence_is_too_much():

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import tiny_config
+from conftest import stopped_run, tiny_config
 from engine import events as ev
 from engine.config import build_config, read_toml
 from engine.control import TrainingControl
@@ -60,6 +60,39 @@ def test_resumed_run_is_bit_identical_to_uninterrupted(corpus: Path, tmp_path: P
     assert losses(first) + losses(second) == losses(straight)  # bit-identical, dropout included
     a, b = weights(tmp_path / "a" / "r"), weights(run_dir)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_chunked_loss_trains_the_same_model_and_can_be_switched_on_resume(corpus: Path, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.model
+
+    calls: list[int] = []
+    chunked_loss = engine.model.chunked_linear_cross_entropy
+    monkeypatch.setattr(engine.model, "chunked_linear_cross_entropy",
+                        lambda h, w, t, chunk: calls.append(chunk) or chunked_loss(h, w, t, chunk))
+
+    def run(out: Path, **train) -> list[ev.Event]:
+        seen: list[ev.Event] = []
+        assert isinstance(Trainer(tiny_config(corpus, out, **train), seen.append).run(), ev.Finished)
+        return seen
+
+    def valid(seen: list[ev.Event]) -> list[float]:
+        return [e.loss for e in seen if isinstance(e, ev.EvalResult)]
+
+    plain, chunked = run(tmp_path / "a"), run(tmp_path / "b", loss_chunk=24)  # 64 tokens a step: 24 + 24 + 16
+    assert calls and set(calls) == {24}  # training and evaluation
+    assert losses(chunked) == pytest.approx(losses(plain), rel=1e-4)
+    assert valid(chunked) == pytest.approx(valid(plain), rel=1e-4) and len(valid(plain)) >= 3
+    a, b = weights(tmp_path / "a" / "r"), weights(tmp_path / "b" / "r")
+    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
+
+    # How the loss is computed may change when a run is resumed (a memory fix); the run goes on the same.
+    run_dir = stopped_run(corpus, tmp_path / "c")
+    cfg = build_config(None, run_dir / "run.toml", {"train": {"loss_chunk": 16}})
+    second: list[ev.Event] = []
+    assert isinstance(Trainer(cfg, second.append, run_dir=run_dir, resume=True).run(), ev.Finished)
+    assert read_toml(run_dir / "run.toml")["train"]["loss_chunk"] == 16
+    assert losses(second) == pytest.approx(losses(plain)[6:], rel=1e-4)
 
 
 def test_pause_writes_checkpoint_then_waits_for_resume(corpus: Path, tmp_path: Path) -> None:

@@ -269,6 +269,8 @@ def test_fixes_when_the_run_does_not_fit_one_key_each() -> None:
             whats = [f.what for f in panel.fixes]
             assert whats[0].startswith("batch size 32 → ") and any("grad accumulation" in w for w in whats)
             assert "grad checkpointing on" in whats
+            chunked = next(f for f in panel.fixes if "train.loss_chunk" in f.changes)
+            assert chunked.what == "loss chunk 4096 tokens (the same loss, no whole logits)"
             shown = memory_text(app)
             for fix in panel.fixes:
                 assert f"{fix.key.upper()}  {fix.what}" in shown
@@ -278,6 +280,27 @@ def test_fixes_when_the_run_does_not_fit_one_key_each() -> None:
             form = app.screen.query_one(ConfigForm)
             assert form.config.train.batch_size == largest
             assert "does not fit" not in memory_text(app) and not panel.fixes
+
+    run(flow())
+
+
+def test_the_chunked_loss_fix_sets_the_field_and_lowers_the_estimate() -> None:
+    async def flow() -> None:
+        app = make_app(out_dir="runs")
+        async with app.run_test(size=(160, 48)) as pilot:
+            await pilot.pause()
+            app.screen.query_one("#source-select", Select).value = "preset:medium"
+            await wait_for(pilot, lambda: app.screen.query_one(ConfigForm).config.model.d_model == 768, 5, "medium")
+            app.screen.query_one("#gpu-select", Select).value = "catalogue:RTX 4090 24GB"
+            await pilot.pause()
+            panel = app.screen.query_one(MemoryPanel)
+            before = panel.estimate.total_bytes
+            fix = next(f for f in panel.fixes if "train.loss_chunk" in f.changes)
+            await pilot.press(fix.key)
+            await pilot.pause()
+            assert app.screen.query_one(ConfigForm).config.train.loss_chunk == 4096
+            assert panel.estimate.total_bytes == fix.total_bytes < 0.7 * before
+            assert not any("train.loss_chunk" in f.changes for f in panel.fixes)  # applied: no longer offered
 
     run(flow())
 

@@ -107,7 +107,9 @@ def print_report(plan: RunPlan, est: MemoryEstimate, rows: list[dict[str, Any]])
         f"[bold]{cfg.run.preset or 'custom'}[/]: {_count(est.num_params)} parameters, "
         f"batch_size {t.batch_size} = {t.grad_accum_steps} micro-step(s) x {world_size} rank(s) x "
         f"{est.micro_batch} sequences x {est.seq_len} tokens, {est.precision}, {m.attention} attention, "
-        f"checkpointing {'on' if t.grad_checkpointing else 'off'}, {'torch.compile' if est.compiled else 'eager'}"
+        f"checkpointing {'on' if t.grad_checkpointing else 'off'}, "
+        f"{f'loss in chunks of {t.loss_chunk} tokens, ' if t.loss_chunk else ''}"
+        f"{'torch.compile' if est.compiled else 'eager'}"
     )
     console.print(f"Estimated peak per GPU: [bold]{format_bytes(est.total_bytes)}[/] (at {est.peak_phase})")
     table = Table()

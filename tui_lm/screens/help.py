@@ -16,7 +16,7 @@ KEYS = [
     ("setup", "ctrl+t", "start training with the settings shown"),
     ("", "ctrl+r", "resume picker: the runs you can continue"),
     ("", "ctrl+s", "save the settings as a named profile"),
-    ("", "F6-F9", "apply a fix the memory panel offers when the run does not fit"),
+    ("", "F6-F10", "apply a fix the memory panel offers when the run does not fit"),
     ("dashboard", "p", "pause: the step finishes and a checkpoint is written"),
     ("", "r", "resume a paused run"),
     ("", "s", "stop: checkpoint, then back to setup"),

@@ -2,7 +2,7 @@
 
 Start stays disabled while any field is invalid (the dataset included); the
 form's messages say why, beside each field. When the run does not fit the
-memory panel offers fixes, F6-F9, which this screen applies to the form.
+memory panel offers fixes, F6-F10, which this screen applies to the form.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class SetupScreen(Screen):
             status.update(Text("ready to start" + (f" · {note}" if note else ""), style="green"))
 
     def action_fix(self, index: int) -> None:
-        """Apply the memory panel's fix number `index` (F6-F9) to the form."""
+        """Apply the memory panel's fix number `index` (F6-F10) to the form."""
         fixes = self.query_one(MemoryPanel).fixes
         if index >= len(fixes):
             return

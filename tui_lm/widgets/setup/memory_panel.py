@@ -9,7 +9,8 @@ none, the panel says "no GPU detected" and defaults to this machine's RAM
 "would this fit on an H100?". While a field is invalid the panel estimates
 nothing and says which field it waits for. When the run does not fit it
 offers the fixes the estimator can check (largest batch, gradient
-accumulation, checkpointing, bf16), one key each (the setup screen's F6-F9).
+accumulation, chunked loss, checkpointing, bf16), one key each (the setup
+screen's F6-F10).
 Above the breakdown, the three presets side by side on the same target.
 """
 
@@ -38,7 +39,7 @@ from tui_lm.widgets.setup.messages import label, waiting_for
 _VERDICT_STYLE = {"fits": "bold green", "tight": "bold yellow", "does not fit": "bold red"}
 SHORT_VERDICT = {"does not fit": "too big"}  # a narrow column
 CPU = "cpu"  # the Select value of "this machine (CPU RAM)"
-FIX_KEYS = ("f6", "f7", "f8", "f9")
+FIX_KEYS = ("f6", "f7", "f8", "f9", "f10")
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,8 @@ def fixes(cfg: RunConfig, target: Target, plan: RunPlan) -> list[Fix]:
             what = f"{label('train.grad_accum_steps')} {t.grad_accum_steps} → {value} (same {t.batch_size} sequences a step)"
         elif name == "grad_checkpointing":
             what = f"{label('train.grad_checkpointing')} on"
+        elif name == "loss_chunk":
+            what = f"{label('train.loss_chunk')} {value} tokens (the same loss, no whole logits)"
         else:
             what = f"precision {value}"
         out.append(Fix(key, what, {f"train.{name}": value}, f.total_bytes,
