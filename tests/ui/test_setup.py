@@ -255,16 +255,21 @@ def test_messages_name_fields_by_their_labels_and_the_dataset_is_checked(tmp_pat
     run(flow())
 
 
+async def medium_on_a_4090(app, pilot) -> MemoryPanel:
+    """The medium preset (batch 32) estimated for an RTX 4090, where it does not fit: the memory panel."""
+    await pilot.pause()
+    app.screen.query_one("#source-select", Select).value = "preset:medium"
+    await wait_for(pilot, lambda: app.screen.query_one(ConfigForm).config.model.d_model == 768, 5, "medium")
+    app.screen.query_one("#gpu-select", Select).value = "catalogue:RTX 4090 24GB"
+    await pilot.pause()
+    return app.screen.query_one(MemoryPanel)
+
+
 def test_fixes_when_the_run_does_not_fit_one_key_each() -> None:
     async def flow() -> None:
         app = make_app(out_dir="runs")
         async with app.run_test(size=(160, 48)) as pilot:
-            await pilot.pause()
-            app.screen.query_one("#source-select", Select).value = "preset:medium"
-            await wait_for(pilot, lambda: app.screen.query_one(ConfigForm).config.model.d_model == 768, 5, "medium")
-            app.screen.query_one("#gpu-select", Select).value = "catalogue:RTX 4090 24GB"
-            await pilot.pause()
-            panel = app.screen.query_one(MemoryPanel)
+            panel = await medium_on_a_4090(app, pilot)
             assert "does not fit" in memory_text(app)
             whats = [f.what for f in panel.fixes]
             assert whats[0].startswith("batch size 32 → ") and any("grad accumulation" in w for w in whats)
@@ -288,12 +293,7 @@ def test_the_chunked_loss_fix_sets_the_field_and_lowers_the_estimate() -> None:
     async def flow() -> None:
         app = make_app(out_dir="runs")
         async with app.run_test(size=(160, 48)) as pilot:
-            await pilot.pause()
-            app.screen.query_one("#source-select", Select).value = "preset:medium"
-            await wait_for(pilot, lambda: app.screen.query_one(ConfigForm).config.model.d_model == 768, 5, "medium")
-            app.screen.query_one("#gpu-select", Select).value = "catalogue:RTX 4090 24GB"
-            await pilot.pause()
-            panel = app.screen.query_one(MemoryPanel)
+            panel = await medium_on_a_4090(app, pilot)
             before = panel.estimate.total_bytes
             fix = next(f for f in panel.fixes if "train.loss_chunk" in f.changes)
             await pilot.press(fix.key)
