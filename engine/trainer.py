@@ -145,6 +145,9 @@ class Trainer:
         self.estimate = estimate_memory(s.cfg, plan=plan)
         if plan.compile:
             self.emit(ev.Log(f"torch.compile: compiled in {s.compile_s:.1f} s (not counted as training time)"))
+        if s.cfg.train.loss_chunk:
+            self.emit(ev.Log(f"loss computed in chunks of {s.cfg.train.loss_chunk:,} tokens (train.loss_chunk): "
+                             f"no whole (tokens x vocab) logits"))
         self.emit(ev.RunStarted(
             run_dir=str(s.run_dir), num_params=s.raw_model.num_params(), total_steps=plan.total_steps,
             start_step=self.progress.step, steps_per_epoch=plan.steps_per_epoch,

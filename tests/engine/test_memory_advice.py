@@ -136,6 +136,11 @@ def test_estimate_json_and_spellings(capsys):
     assert hyphen["gpus"][0]["total_bytes"] < 0.85 * hyphen["gpus"][0]["memory_bytes"]
     assert hyphen["gpus"][0]["verdict"] == "fits"
     assert sum(hyphen["rows"].values()) == hyphen["total_bytes"]
+    # --loss-chunk: the same run with the chunked loss holds less, and evaluates more sequences at once.
+    assert estimate_main(argv + ["--loss-chunk", "1024"]) == 0
+    chunked = json.loads(capsys.readouterr().out)
+    assert chunked["loss_chunk"] == 1024 and hyphen["loss_chunk"] == 0
+    assert chunked["total_bytes"] < hyphen["total_bytes"] and chunked["eval_multiple"] >= hyphen["eval_multiple"]
 
 
 @pytest.mark.parametrize("argv,field", [

@@ -81,6 +81,7 @@ def test_a_chunked_loss_trains_the_same_model_and_can_be_switched_on_resume(corp
 
     plain, chunked = run(tmp_path / "a"), run(tmp_path / "b", loss_chunk=24)  # 64 tokens a step: 24 + 24 + 16
     assert calls and set(calls) == {24}  # training and evaluation
+    assert any(isinstance(e, ev.Log) and "loss computed in chunks of 24 tokens" in e.message for e in chunked)
     assert losses(chunked) == pytest.approx(losses(plain), rel=1e-4)
     assert valid(chunked) == pytest.approx(valid(plain), rel=1e-4) and len(valid(plain)) >= 3
     a, b = weights(tmp_path / "a" / "r"), weights(tmp_path / "b" / "r")

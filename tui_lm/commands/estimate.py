@@ -74,6 +74,7 @@ def as_json(plan: RunPlan, est: MemoryEstimate, rows: list[dict[str, Any]]) -> d
         "batch_size": cfg.train.batch_size,
         "grad_accum_steps": cfg.train.grad_accum_steps,
         "grad_checkpointing": cfg.train.grad_checkpointing,
+        "loss_chunk": cfg.train.loss_chunk,
         "num_params": est.num_params,
         "micro_batch": est.micro_batch,
         "seq_len": est.seq_len,
@@ -84,6 +85,7 @@ def as_json(plan: RunPlan, est: MemoryEstimate, rows: list[dict[str, Any]]) -> d
         "peak_phase": est.peak_phase,
         "total_bytes": est.total_bytes,
         "allocated_bytes": est.allocated_bytes,
+        "eval_multiple": est.eval_multiple,  # training micro-batches an evaluation batch holds
         "rows": est.rows,
         "gpus": rows,
     }
