@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_corpus
+from tests.conftest import make_corpus
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "throughput.py"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import stopped_run
+from tests.conftest import stopped_run
 from engine import events as ev
 from engine.checkpoint import load_checkpoint, load_latest_checkpoint, save_checkpoint
 from engine.config import build_config

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_corpus
+from tests.conftest import make_corpus
 from engine.checkpoint import load_checkpoint
 from engine.snapshots import checkpoint_path, list_checkpoints
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import stopped_run, tiny_config
+from tests.conftest import stopped_run, tiny_config
 from engine import events as ev
 from engine.config import build_config
 from engine.control import TrainingControl

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_corpus, tiny_config
+from tests.conftest import make_corpus, tiny_config
 from engine import events as ev
 from engine.control import TrainingControl
 from engine.snapshots import checkpoint_path

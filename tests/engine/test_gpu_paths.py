@@ -19,7 +19,7 @@ import torch
 import torch._dynamo
 from torch._dynamo.utils import counters
 
-from conftest import tiny_config
+from tests.conftest import tiny_config
 from engine import events as ev
 from engine import runtime
 from engine.config import RunConfig, TrainConfig

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_config
+from tests.conftest import tiny_config
 from engine import events as ev
 from engine.config import ModelConfig, build_config
 from engine.model import GPT

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_overrides
+from tests.conftest import tiny_overrides
 from engine.config import build_config
 from tui_lm.cli import main
 

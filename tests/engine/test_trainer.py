@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import stopped_run, tiny_config
+from tests.conftest import stopped_run, tiny_config
 from engine import events as ev
 from engine.config import build_config, read_toml
 from engine.control import TrainingControl
