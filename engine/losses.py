@@ -23,16 +23,21 @@ from __future__ import annotations
 import torch
 
 
-def _chunk_nll(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summed NLL, row sums of exp) of fp32 `logits`, which are left holding exp(logits - row max).
+def _chunk_softmax(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(summed NLL, exp(logits - row max) in fp32, its row sums) of one chunk's logits (in the matmul dtype).
 
-    The log-sum-exp is taken in place (torch.logsumexp would allocate a
-    second chunk-sized buffer for logits - max).
+    The target logits and row maxima are read from the matmul's own output
+    (exact: its fp32 copy holds the same values), and the subtraction writes
+    the fp32 copy: one pass instead of an upcast plus an in-place subtract,
+    and no second chunk-sized buffer as torch.logsumexp would make. (CPU
+    kernels do copy a half input to fp32 for the mixed-dtype subtraction;
+    CUDA kernels cast as they read.)
     """
-    picked = logits.gather(1, targets[:, None]).squeeze(1)
-    top = logits.amax(dim=1)
-    sums = logits.sub_(top[:, None]).exp_().sum(dim=1)
-    return (sums.log() + top - picked).sum(), sums
+    picked = logits.gather(1, targets[:, None]).squeeze(1).float()
+    top = logits.amax(dim=1).float()
+    shifted = logits.sub_(top[:, None]) if logits.dtype == torch.float32 else logits - top[:, None]
+    sums = shifted.exp_().sum(dim=1)
+    return (sums.log() + top - picked).sum(), shifted, sums
 
 
 def _loss_only(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int,
@@ -41,7 +46,7 @@ def _loss_only(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chu
     w = weight.to(dtype)
     total = torch.zeros((), dtype=torch.float32, device=h.device)
     for start in range(0, h.shape[0], chunk):
-        total += _chunk_nll((h[start:start + chunk].to(dtype) @ w.t()).float(), targets[start:start + chunk])[0]
+        total += _chunk_softmax(h[start:start + chunk].to(dtype) @ w.t(), targets[start:start + chunk])[0]
     return total / h.shape[0]
 
 
@@ -56,14 +61,14 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         total = torch.zeros((), dtype=torch.float32, device=h.device)
         for start in range(0, n, chunk):
             hc, tc = h[start:start + chunk].to(dtype), targets[start:start + chunk]
-            logits = (hc @ w.t()).float()
-            nll, sums = _chunk_nll(logits, tc)
+            nll, exps, sums = _chunk_softmax(hc @ w.t(), tc)
             total += nll
-            # d(summed loss)/d(logits) = softmax - one-hot, computed in place over the logits.
-            logits.div_(sums[:, None])
-            logits[torch.arange(logits.shape[0], device=logits.device), tc] -= 1.0
-            grad = logits.to(dtype)
-            del logits  # (a no-op in fp32, where grad is the same tensor)
+            # d(summed loss)/d(logits) = softmax - one-hot, written in the matmul dtype
+            # (in place in fp32, where the buffer is the logits' own).
+            grad = torch.div(exps, sums[:, None], out=exps if dtype == torch.float32 else
+                             torch.empty(exps.shape, dtype=dtype, device=exps.device))
+            del exps  # (a no-op in fp32, where grad is the same tensor)
+            grad[torch.arange(grad.shape[0], device=grad.device), tc] -= 1.0
             grad_h[start:start + chunk] = grad @ w
             if dtype == torch.float32:
                 grad_w.addmm_(grad.t(), hc)

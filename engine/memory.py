@@ -147,10 +147,12 @@ def chunked_head_bytes(s: int, V: int, C: int, chunk: int, half: bool) -> tuple[
 
     Forward: the gradients it keeps for h (fp32, ln_f's output) and for the
     weight (fp32), its half copy of the weight, and one chunk at a time the
-    larger of: the logits (half, then fp32, whose buffer becomes their
-    gradient), or their half gradient beside its (V x C) half product with
-    the chunk's hidden states (added into the fp32 weight gradient); plus a
-    (chunk x C) product. Backward: those two gradients and their scaled copies.
+    larger of: the logits (half) beside their shifted fp32 copy, that copy
+    beside the half gradient written from it, or the half gradient beside its
+    (V x C) half product with the chunk's hidden states (added into the fp32
+    weight gradient); plus a (chunk x C) product. In fp32 the logits' own
+    buffer becomes the gradient. Backward: the two gradients and their
+    scaled copies.
     """
     k = min(chunk, s)
     e = 2 if half else 4
