@@ -107,11 +107,12 @@ def throughput(check: Check, dataset: Path) -> None:
         if rows and check.left() < 45 * len(chunks):
             check.say(f"(throughput: budget spent, {preset} compile={mode} not run)")
             break
-        rows += tp.run_bench([preset], device="cuda", steps=50, batch_size=batch, precision="bf16", compile=mode,
+        added = tp.run_bench([preset], device="cuda", steps=50, batch_size=batch, precision="bf16", compile=mode,
                              dataset=dataset, reference=[], log=log_to_stderr, model_overrides=overrides,
                              loss_chunks=chunks)
-        if overrides:
-            rows[-1].preset += ", " + ", ".join(f"{k} {v:g}" for k, v in overrides.items())
+        for row in added if overrides else ():
+            row.preset += ", " + ", ".join(f"{k} {v:g}" for k, v in overrides.items())
+        rows += added
         check.record("throughput", [dataclasses.asdict(r) for r in rows])
     check.say("", "## throughput (bf16, 50 timed steps in windows of 10, clock read after the sync)",
               format_table(rows))

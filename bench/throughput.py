@@ -349,6 +349,14 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [s for s in presets if s not in PRESETS]
     if unknown:
         p.error(f"unknown preset(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
+    try:
+        chunks = [int(c) for c in a.loss_chunk.split(",") if c.strip()]
+    except ValueError:
+        p.error(f"--loss-chunk: expected token counts like 4096 or 2048,8192, got {a.loss_chunk!r}")
+    if any(c <= 0 for c in chunks):
+        p.error(f"--loss-chunk: token counts must be positive (the plain loss is always measured), "
+                f"got {a.loss_chunk!r}")
+    loss_chunks = list(dict.fromkeys([0] + chunks))
     reference = None if a.reference is None else [s.strip() for s in a.reference.split(",")
                                                   if s.strip() and s.strip() != "none"]
     start = time.perf_counter()
@@ -356,7 +364,7 @@ def main(argv: list[str] | None = None) -> None:
                      precision=a.precision, compile=a.compile, seq_len=a.seq_len or None, dataset=a.dataset,
                      vocab_size=a.vocab_size, repeats=a.repeats or None, reference=reference,
                      log_interval=a.log_interval or None, threads=a.threads or None,
-                     loss_chunks=[0] + [int(c) for c in a.loss_chunk.split(",") if c.strip()])
+                     loss_chunks=loss_chunks)
     settings = {"steps": a.steps or "default", "repeats": a.repeats or "default",
                 "threads": a.threads or torch.get_num_threads(), "log_interval": a.log_interval or "default",
                 "wall_s": round(time.perf_counter() - start)}
