@@ -281,7 +281,7 @@ def gpu_memory_rows(presets=PRESETS, batches: dict[str, int] | None = None, step
                     budget_s: float | None = None, nvml_baseline: int | None = None,
                     diagnose: bool = False, loss_chunk: int = 4096) -> list[dict]:
     """The CUDA grid: preset x eager/compiled x checkpointing off/on, one dict per row,
-    then small and medium (eager, compiled) with the chunked loss (train.loss_chunk = `loss_chunk`).
+    plus small and medium (eager, compiled) with the chunked loss (train.loss_chunk = `loss_chunk`).
 
     Keys: preset, compile, checkpointing, batch, precision, seq, estimate_allocated,
     estimate_reserved, estimate_total, peak_phase, max_allocated, max_reserved,
@@ -295,9 +295,13 @@ def gpu_memory_rows(presets=PRESETS, batches: dict[str, int] | None = None, step
     batches = {**GPU_BATCH, **(batches or {})}
     base = nvml_baseline if nvml_baseline is not None else NVML_BASELINE
     start = time.monotonic()
-    grid = [(preset, compiled, ckpt, 0) for compiled in (False, True) for preset in presets for ckpt in (False, True)]
-    grid += [(preset, compiled, False, loss_chunk) for compiled in (False, True) for preset in presets
-             if preset != "tiny" and loss_chunk]
+    def rows_of(compiled: bool, chunked: bool) -> list[tuple[str, bool, bool, int]]:
+        if chunked:
+            return [(p, compiled, False, loss_chunk) for p in presets if p != "tiny"] if loss_chunk else []
+        return [(p, compiled, ckpt, 0) for p in presets for ckpt in (False, True)]
+
+    # Quick eager rows first, then the compiled chunked ones, whose estimate is the least tried.
+    grid = rows_of(False, False) + rows_of(False, True) + rows_of(True, True) + rows_of(True, False)
     rows = []
     for preset, compiled, ckpt, chunk in grid:
         if budget_s is not None and time.monotonic() - start > budget_s:
