@@ -95,9 +95,9 @@ def chunked_linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets:
     (...) token ids. Under autocast the matmuls run in autocast's dtype, as
     F.linear's would; the log-sum-exp and the loss are fp32.
 
-    Always eager, also inside a torch.compile'd model: compiled, it measured
-    a (V x C) fp32 buffer more than the eager path that engine.memory models
-    (inductor does not keep every in-place update in place).
+    Always eager, also inside a torch.compile'd model (one graph break):
+    compiled by inductor it measured one (V x C) fp32 buffer more than this
+    eager path, which engine.memory models.
     """
     device = h.device.type
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else h.dtype
