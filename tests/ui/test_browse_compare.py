@@ -57,15 +57,20 @@ async def pick(pilot, app, name: str) -> None:
     await pilot.pause()
 
 
+async def browse(pilot, app, name: str) -> BrowseScreen:
+    """From the resume picker: select run `name`, press b, wait until its browse screen has loaded."""
+    await pick(pilot, app, name)
+    await pilot.press("b")
+    await wait_for(pilot, lambda: isinstance(app.screen, BrowseScreen) and app.screen.loaded, 30, name)
+    return app.screen
+
+
 def test_browse_finished_stopped_and_crashed_runs(runs: Path) -> None:
     async def flow() -> None:
         app = make_app(resume_picker=True, roots=[runs])
         async with app.run_test(size=SIZE) as pilot:
             await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen) and app.screen.loaded, 30, "picker")
-            await pick(pilot, app, "stopped")
-            await pilot.press("b")
-            await wait_for(pilot, lambda: isinstance(app.screen, BrowseScreen) and app.screen.loaded, 30, "browse")
-            view = app.screen
+            view = await browse(pilot, app, "stopped")
             header = text(view.query_one("#browse-header", Static), 140)
             assert "STOPPED" in header and "step 20 / 40" in header and "2,560 tokens" in header
             loss = view.query_one("#browse-loss", CurvePlot)
@@ -81,18 +86,14 @@ def test_browse_finished_stopped_and_crashed_runs(runs: Path) -> None:
             await pilot.press("escape")
 
             await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen), 5, "picker again")
-            await pick(pilot, app, "crashed")
-            await pilot.press("b")
-            await wait_for(pilot, lambda: isinstance(app.screen, BrowseScreen) and app.screen.loaded, 30, "crashed")
+            await browse(pilot, app, "crashed")
             header = text(app.screen.query_one("#browse-header", Static), 140)
             assert "CRASHED" in header and "RuntimeError: injected failure" in header
             assert app.screen.query_one("#browse-loss", CurvePlot).series["train"].xs == list(range(1, 8))
             await pilot.press("escape")
 
             await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen), 5, "picker again")
-            await pick(pilot, app, "finished")
-            await pilot.press("b")
-            await wait_for(pilot, lambda: isinstance(app.screen, BrowseScreen) and app.screen.loaded, 30, "finished")
+            await browse(pilot, app, "finished")
             header = text(app.screen.query_one("#browse-header", Static), 140)
             rows = [json.loads(line) for line in (runs / "finished" / "metrics.jsonl").read_text().splitlines()]
             best = min(r["loss"] for r in rows if r["event"] == "EvalResult" and r["split"] == "valid")

@@ -59,11 +59,16 @@ def scripted(monkeypatch: pytest.MonkeyPatch):
     return use
 
 
-async def open_dashboard(app, pilot) -> DashboardScreen:
+async def open_dashboard(app, pilot, until: str = "") -> DashboardScreen:
+    """Start the run from setup (ctrl+t); with `until`, wait for the dashboard to reach that state."""
     await pilot.pause()
     await pilot.press("ctrl+t")
     await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), 5, "dashboard")
-    return app.screen
+    dash = app.screen
+    if until:
+        await wait_for(pilot, lambda: dash.state == until, 10, until)
+        await pilot.pause()
+    return dash
 
 
 def test_resumed_run_shows_its_metrics_and_the_paused_step(tmp_path: Path, scripted, corpus: Path) -> None:
@@ -113,9 +118,7 @@ def test_keys_offered_follow_the_state_and_failure_is_not_toasted(tmp_path: Path
     async def flow() -> None:
         app = make_app()
         async with app.run_test(size=SIZE) as pilot:
-            dash = await open_dashboard(app, pilot)
-            await wait_for(pilot, lambda: dash.state == "failed", 10, "failed")
-            await pilot.pause()
+            dash = await open_dashboard(app, pilot, until="failed")
             keys = {a.binding.key for a in dash.active_bindings.values() if a.binding.action in ("pause", "resume", "stop")}
             assert keys == set(), f"keys still offered after the run failed: {keys}"
             assert dash.active_bindings["escape"].enabled  # back to setup is offered
@@ -134,9 +137,7 @@ def test_paused_and_finished_do_not_cover_the_log_with_toasts(tmp_path: Path, sc
     async def flow() -> None:
         app = make_app()
         async with app.run_test(size=SIZE) as pilot:
-            dash = await open_dashboard(app, pilot)
-            await wait_for(pilot, lambda: dash.state == "finished", 10, "finished")
-            await pilot.pause()
+            dash = await open_dashboard(app, pilot, until="finished")
             assert not list(app.screen.query("Toast"))
             assert "finished; model saved to runs/demo/models" in log_text(dash)
             assert "p" not in dash.active_bindings
