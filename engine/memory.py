@@ -36,6 +36,10 @@ The peak is the largest of these moments; `rows` is its breakdown and
   step's peak; the peak of compiled half-precision runs with a large
   vocabulary, where even one micro-batch exceeds it.
 
+With train.loss_chunk the logits terms of every phase are those of
+engine.losses' chunked loss instead (chunked_head_bytes, chunked_eval_bytes):
+one chunk's logits at a time, in training and in evaluation.
+
 Gradients do not exist before backward (set_to_none), except with gradient
 accumulation, where earlier micro-steps' are held, and under DDP, whose
 buckets hold them for the whole run. Under DDP on CUDA, NCCL's own buffers

@@ -1,7 +1,7 @@
 """What to change when a run does not fit: the fixes the estimator can vouch for, and the OOM advice.
 
 Pure arithmetic on engine.memory's estimate (no torch). One search serves
-both faces: the setup screen offers each fix on a key (F6-F9), and a run
+both faces: the setup screen offers each fix on a key (F6-F10), and a run
 that ran out of memory names the same fixes in its failure message.
 """
 

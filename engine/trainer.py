@@ -17,7 +17,7 @@ import math
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -94,9 +94,8 @@ class Trainer:
                 self.s = build_state(self.cfg, self.rt, self.emit, self.progress, resources,
                                      run_dir=self.run_dir, changes=self.changes,
                                      accept_data_change=self.accept_data_change,
-                                     # A stop during data preparation returns at once (not under
-                                     # DDP: the other ranks wait for rank 0's tokens).
-                                     should_stop=None if self.rt.distributed else (lambda: self.control.should_stop))
+                                     # A stop during data preparation returns at once.
+                                     should_stop=self._stop_check())
                 self._announce()
                 return self._loop()
             except Interrupted:  # stopped while the data was prepared: no run folder touched, nothing saved
@@ -138,6 +137,11 @@ class Trainer:
 
         return f"out of memory ({e}). " + oom_advice(cfg, "this machine's RAM", psutil.virtual_memory().total,
                                                      plan=plan)
+
+    def _stop_check(self) -> Callable[[], bool] | None:
+        """What data preparation and evaluation poll to end early on a stop. None under DDP: every rank
+        must reach the collectives that follow (rank 0's tokens, the evaluation's all-reduce)."""
+        return None if self.rt.distributed else (lambda: self.control.should_stop)
 
     def _announce(self) -> None:
         s, plan = self.s, self.s.plan
@@ -288,8 +292,7 @@ class Trainer:
             batch_size=micro * self.estimate.eval_multiple,
             max_windows=max_batches * micro, autocast=s.autocast(), rank=rt.rank, world_size=rt.world_size,
             progress=progress, loss_rows=micro,
-            # Under DDP every rank must reach the all-reduce below, so a stop waits for the evaluation's end.
-            should_stop=None if rt.distributed else (lambda: self.control.should_stop),
+            should_stop=self._stop_check(),
         )
         nll, count = all_reduce_sum([nll, float(count)], rt)
         m = eval_metrics(nll, int(count), len(split.ids) - 1, split.n_words, split.n_bytes)

@@ -88,12 +88,10 @@ def targets() -> tuple[list[tuple[str, str]], str, dict[str, Target], bool]:
     """Select options, the default value, {value: Target}, and whether a GPU was detected."""
     options: list[tuple[str, str]] = []
     found: dict[str, Target] = {}
-    detected = []
-    if _gpus is not None:
-        try:
-            detected = _gpus.detect_gpus()
-        except Exception:  # a broken driver must not break the setup screen
-            detected = []
+    try:
+        detected = _gpus.detect_gpus()
+    except Exception:  # a broken driver must not break the setup screen
+        detected = []
     for d in detected:
         value = f"detected:{d.index}"
         options.append((f"GPU {d.index}: {d.name} ({human_bytes(d.total_bytes)}, this machine)", value))
@@ -101,7 +99,7 @@ def targets() -> tuple[list[tuple[str, str]], str, dict[str, Target], bool]:
     ram = machine_ram()
     options.append((f"this machine: {human_bytes(ram)} RAM", CPU))
     found[CPU] = Target("this machine (CPU RAM)", ram, DeviceInfo("cpu"))
-    for g in _gpus.GPU_CATALOGUE if _gpus is not None else []:
+    for g in _gpus.GPU_CATALOGUE:
         value = f"catalogue:{g.name}"
         options.append((f"{g.name} ({human_bytes(g.memory_bytes)})", value))
         found[value] = Target(g.name, g.memory_bytes, DeviceInfo.gpu(g.name, g.bf16))
