@@ -228,10 +228,11 @@ def _compile_warmup(s: RunState) -> float:
     x, y = s.loader.example_batch()
     start = time.perf_counter()
     s.model.train()
-    sync = s.ddp.no_sync() if s.ddp is not None else contextlib.nullcontext()
-    with sync, s.autocast():
-        _, loss = s.model(x, y)
-    with sync:
+    # One no_sync context around forward and backward: it is a generator-based
+    # context manager, which cannot be entered twice.
+    with s.ddp.no_sync() if s.ddp is not None else contextlib.nullcontext():
+        with s.autocast():
+            _, loss = s.model(x, y)
         loss.backward()
     loss.item()
     s.optimizer.zero_grad(set_to_none=True)

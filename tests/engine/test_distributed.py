@@ -20,6 +20,9 @@ REPO = Path(__file__).resolve().parents[2]
 # Test scaffolding run by every rank: optional fault injection, then the real CLI.
 LAUNCHER = """
 import os, signal, sys
+if os.environ.get("TEST_COMPILE_BACKEND"):  # the CUDA default (compile on) with a backend fast on 2 cores
+    import functools, torch
+    torch.compile = functools.partial(torch.compile, backend=os.environ["TEST_COMPILE_BACKEND"])
 from engine import events as ev
 import tui_lm.headless as headless
 stop_at = int(os.environ.get("TEST_STOP_AT", "0"))
@@ -127,3 +130,21 @@ def test_failing_rank_ends_job_and_keeps_checkpoint(prepared: Path, tmp_path: Pa
     assert load_checkpoint(last)["trainer"]["step"] == 2
     again = run(["--no-ui", "--resume", str(run_dir)], tmp_path, 1)
     assert again.returncode == 0 and "finished at step 6" in again.stdout
+
+
+def test_compiled_ddp_with_accumulation_trains_stops_and_resumes(prepared: Path, tmp_path: Path) -> None:
+    # What a multi-GPU user runs by default: torch.compile on, DDP, accumulation micro-steps under no_sync.
+    accum = ["--grad_accum_steps", "2"]
+    one = run(flags(prepared, tmp_path, "one") + accum, tmp_path, 1)
+    assert one.returncode == 0, one.stderr
+    compiled = ["--compile", "on"] + accum
+    stopped = run(flags(prepared, tmp_path, "two") + compiled, tmp_path, 2, TEST_STOP_AT="3",
+                  TEST_COMPILE_BACKEND="aot_eager")
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    assert "torch.compile" in stopped.stdout and "stopped at step 3" in stopped.stdout
+    resumed = run(["--no-ui", "--resume", str(tmp_path / "two"), "--compile", "on"], tmp_path, 2,
+                  TEST_COMPILE_BACKEND="aot_eager")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "finished at step 6" in resumed.stdout
+    assert step_losses(tmp_path / "two") == pytest.approx(step_losses(tmp_path / "one"), rel=1e-4)
+    assert_same_weights(tmp_path / "one", tmp_path / "two")
