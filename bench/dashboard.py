@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from textual import events  # noqa: E402
 
-from engine.config import RunConfig, apply_overrides, write_toml  # noqa: E402
+from engine.config.run_config import RunConfig, apply_overrides, write_toml  # noqa: E402
 
 TARGET = 0.97
 WORDS = ("the cat dog sat on a mat , . and of history river king was is in to a an city war music film game "
@@ -99,7 +99,7 @@ def run_headless(cfg: RunConfig) -> float:
     """What `tui-lm --no-ui` does: the trainer in the main thread, its events printed."""
     from rich.console import Console
 
-    from engine.trainer import Trainer
+    from engine.train.trainer import Trainer
     from tui_lm.headless import Printer
 
     with open(os.devnull, "w") as sink:
@@ -189,7 +189,7 @@ def child(kind: str, profile: Path, presses: int) -> int:
     """One run in this process; its results as one JSON line on stdout."""
     import torch
 
-    from engine.config import build_config
+    from engine.config.run_config import build_config
 
     if kind == "headless":
         result = {"tokens_per_s": run_headless(build_config(file=profile))}

@@ -9,7 +9,7 @@ import sys
 import torch
 
 from engine.errors import ConfigError
-from engine.gpus import GPU, find_gpu
+from engine.memory.gpus import GPU, find_gpu
 
 
 def reset_peak_rss() -> None:
@@ -55,7 +55,7 @@ def read_peak(device: torch.device) -> int:
 
 
 def catalogue_gpu(device: torch.device) -> GPU | None:
-    """The engine.gpus entry of this CUDA device, looked up by name; None on the CPU or an unknown GPU."""
+    """The engine.memory.gpus entry of this CUDA device, looked up by name; None on the CPU or an unknown GPU."""
     if device.type != "cuda":
         return None
     try:

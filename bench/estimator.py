@@ -3,7 +3,7 @@
     python bench/estimator.py [--repeats 200]
 
 Times, per call, what the setup screen's memory panel does on each change:
-the run plan (engine.plan.plan_run), the estimate (engine.memory.estimate_memory)
+the run plan (engine.config.plan.plan_run), the estimate (engine.memory.estimate.estimate_memory)
 and the largest batch that fits (max_batch_size, a bisection of estimates),
 for each preset. Targets: under 1 ms for plan + estimate, under 20 ms for
 the largest batch (a keystroke should not wait on either).
@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.config import build_config, preset_names  # noqa: E402
-from engine.memory import GiB, estimate_memory, max_batch_size  # noqa: E402
-from engine.plan import DeviceInfo, plan_run  # noqa: E402
+from engine.config.plan import DeviceInfo, plan_run  # noqa: E402
+from engine.config.run_config import build_config, preset_names  # noqa: E402
+from engine.memory.estimate import GiB, estimate_memory, max_batch_size  # noqa: E402
 
 TARGETS_MS = {"plan": 1.0, "estimate": 1.0, "max batch": 20.0}
 

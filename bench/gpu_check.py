@@ -151,7 +151,7 @@ def torchrun(check: Check, dataset: Path) -> None:
 def memory(check: Check, dataset: Path) -> None:
     import memory_gpu
 
-    from engine.runtime import configure_cuda_allocator
+    from engine.train.runtime import configure_cuda_allocator
 
     configure_cuda_allocator()  # as the trainer runs: before this process's first CUDA allocation
     rows = memory_gpu.gpu_memory_rows(budget_s=max(30.0, check.left() - 40))

@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
 
+from engine.data.tokenizers import EOT, train_bpe  # noqa: E402
 from engine.files import new_hash  # noqa: E402
-from engine.bpe import EOT, train_bpe  # noqa: E402
 
 
 def plain_bpe(lines: list[str], vocab_size: int) -> Tokenizer:
@@ -74,9 +74,9 @@ def hash_table(mib: int) -> None:
 def save_table(repeats: int) -> None:
     import torch
 
-    from engine.checkpoint import save_checkpoint
-    from engine.config import ModelConfig
-    from engine.model import GPT
+    from engine.config.run_config import ModelConfig
+    from engine.model.gpt import GPT
+    from engine.runs.checkpoints import save_checkpoint
 
     model = GPT(ModelConfig(vocab_size=8192))
     state = {"model": model.state_dict(), "opt": {k: v.clone() for k, v in model.state_dict().items()}}

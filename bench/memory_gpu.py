@@ -1,12 +1,12 @@
-"""Check engine.memory's estimate against what PyTorch really allocates, eager and torch.compile'd.
+"""Check engine.memory.estimate's estimate against what PyTorch really allocates, eager and torch.compile'd.
 
 On a CUDA machine (`gpu_memory_rows`, also called by bench/gpu_check.py):
 for each preset x {eager, compiled} x checkpointing {off, on} (and small and
 medium with the chunked loss, train.loss_chunk 4096), bf16 (fp16
-on cards without bf16), real training steps written like engine.trainer's
-(GPT, engine.optim's fused AdamW, autocast, the loader's batch layout,
+on cards without bf16), real training steps written like engine.train.trainer's
+(GPT, engine.optim.groups's fused AdamW, autocast, the loader's batch layout,
 zero_grad(set_to_none=True), torch.compile(dynamic=False) for compiled
-rows) followed by one evaluation batch (engine.evaluate.score_tokens,
+rows) followed by one evaluation batch (engine.train.evaluate.score_tokens,
 as the trainer evaluates); over the last step and that evaluation:
 - torch.cuda.max_memory_allocated against the estimate's allocated bytes,
 - torch.cuda.max_memory_reserved against allocated + allocator slack,
@@ -15,7 +15,7 @@ as the trainer evaluates); over the last step and that evaluation:
 Compile time (the first step, compilation included) is reported apart.
 
 Everywhere (and on CPU only these), at a reduced batch and sequence length,
-with engine/memory_probe.py's yardsticks:
+with tests/memory_probe.py's yardsticks:
 1. the bytes autograd saves during one training forward, eager and compiled
    (inductor on the CPU), against the estimate's `saved_bytes`;
 2. the peak of live bytes over a whole CPU training step, eager and
@@ -39,11 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from engine.config import RunConfig, build_config  # noqa: E402
-from engine.memory import estimate_memory, format_bytes  # noqa: E402
-from engine.memory_probe import (autocast, measure_peak, measure_peak_profiled, measure_saved,  # noqa: E402
-                                 set_variant, train_step)
-from engine.model import GPT  # noqa: E402
+from engine.config.run_config import RunConfig, build_config  # noqa: E402
+from engine.memory.estimate import estimate_memory, format_bytes  # noqa: E402
+from engine.model.gpt import GPT  # noqa: E402
+from tests.memory_probe import autocast, measure_peak, measure_peak_profiled, measure_saved, set_variant, train_step  # noqa: E402
 
 PRESETS = ("tiny", "small", "medium")
 GPU_BATCH = {"tiny": 32, "small": 16, "medium": 16}  # moderate: the grid must finish in about two minutes
@@ -218,8 +217,8 @@ def gpu_row(preset: str, batch: int, compiled: bool, ckpt: bool, steps: int = 2,
     optimizer step, measured saved bytes) and the estimate's "phases" and
     "saved_estimate", from one more step after the measured one.
     """
-    from engine.evaluate import score_tokens
-    from engine.optim import make_optimizer
+    from engine.optim.groups import make_optimizer
+    from engine.train.evaluate import score_tokens
 
     major = torch.cuda.get_device_capability()[0]
     precision = "bf16" if major >= 8 else "fp16"
@@ -243,8 +242,8 @@ def gpu_row(preset: str, batch: int, compiled: bool, ckpt: bool, steps: int = 2,
         scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
         run = torch.compile(model, dynamic=False) if compiled else model
         buf = torch.randint(0, cfg.model.vocab_size, (batch, cfg.model.max_seq_len + 1), device="cuda")
-        batches = [(buf[:, :-1], buf[:, 1:])]  # engine.loader's layout: views of one (B, T + 1) buffer
-        eval_batch = batch * est.eval_multiple  # as engine.trainer evaluates
+        batches = [(buf[:, :-1], buf[:, 1:])]  # engine.data.loader's layout: views of one (B, T + 1) buffer
+        eval_batch = batch * est.eval_multiple  # as engine.train.trainer evaluates
         ids = torch.randint(0, cfg.model.vocab_size, (eval_batch * cfg.model.max_seq_len + 1,)).numpy()
         for i in range(max(2, steps)):
             if i == max(2, steps) - 1:  # the earlier steps compile, create optimizer state, warm the allocator
@@ -254,7 +253,7 @@ def gpu_row(preset: str, batch: int, compiled: bool, ckpt: bool, steps: int = 2,
             train_step(run, opt, scaler, batches, precision)
             torch.cuda.synchronize()
             row["compile_s" if i == 0 else "step_s"] = round(time.perf_counter() - start, 3)
-        # One evaluation batch, as engine.trainer evaluates (the raw model, eager, inference mode,
+        # One evaluation batch, as engine.train.trainer evaluates (the raw model, eager, inference mode,
         # the cross-entropy one training micro-batch at a time).
         score_tokens(model, ids, seq_len=cfg.model.max_seq_len, batch_size=eval_batch, device=torch.device("cuda"),
                      max_batches=1, autocast=autocast("cuda", precision), loss_rows=batch)

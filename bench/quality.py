@@ -30,14 +30,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-
 from device_stats import read_peak, release, reset_peak  # noqa: E402
+
 from engine import events as ev  # noqa: E402
-from engine.config import ARCHS, OPTIMIZERS, RunConfig, TrainConfig, build_config  # noqa: E402
-from engine.model import GPT  # noqa: E402
-from engine.plan import resolve_precision  # noqa: E402
-from engine.runtime import resolve_runtime  # noqa: E402
-from engine.trainer import Trainer  # noqa: E402
+from engine.config.plan import resolve_precision  # noqa: E402
+from engine.config.run_config import ARCHS, OPTIMIZERS, RunConfig, TrainConfig, build_config  # noqa: E402
+from engine.model.gpt import GPT  # noqa: E402
+from engine.train.runtime import resolve_runtime  # noqa: E402
+from engine.train.trainer import Trainer  # noqa: E402
 
 _ROOT = Path(__file__).resolve().parents[1]
 # The copy next to the repository, else the one gpu_check.sh carries, else $TUI_LM_DATA/wikitext-2 (or the hub).

@@ -15,7 +15,7 @@ so that load from other processes hits both alike; the engine/reference
 ratio is the median of the per-pair ratios.
 
 Columns: tokens/s (median over runs of the median steady window), MFU % =
-flops_per_token(seq) x tokens/s / the GPU's peak from engine.gpus (looked up
+flops_per_token(seq) x tokens/s / the GPU's peak from engine.memory.gpus (looked up
 by torch.cuda.get_device_name(); bf16/fp16 peak for half precision, TF32 =
 bf16 peak / 2 for fp32 with TF32 matmuls, which the engine turns on for
 CUDA; "n/a" on the CPU), step ms, peak memory (torch.cuda.max_memory_allocated
@@ -53,16 +53,16 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-
-from engine import events as ev  # noqa: E402
-from engine.config import RunConfig, build_config  # noqa: E402
-from engine.control import TrainingControl  # noqa: E402
-from engine.model import GPT  # noqa: E402
-from engine.runtime import resolve_runtime  # noqa: E402
-from engine.trainer import Trainer  # noqa: E402
 from device_stats import catalogue_gpu, peak_flops, peak_rss, read_peak, release, reset_peak  # noqa: E402
 from reference_gpt import RefConfig, measure_reference  # noqa: E402
 from throughput_report import Row, context_lines, format_table, ratios  # noqa: E402
+
+from engine import events as ev  # noqa: E402
+from engine.config.run_config import RunConfig, build_config  # noqa: E402
+from engine.control import TrainingControl  # noqa: E402
+from engine.model.gpt import GPT  # noqa: E402
+from engine.train.runtime import resolve_runtime  # noqa: E402
+from engine.train.trainer import Trainer  # noqa: E402
 
 PRESETS = ("tiny", "small", "medium")
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2"
@@ -182,8 +182,8 @@ def run_bench(
     (default [0]) measures each preset with each train.loss_chunk, the runs
     interleaved, so their rows compare side by side.
     """
-    from engine.config import DataConfig
-    from engine.tokenizer import prepare_data
+    from engine.config.run_config import DataConfig
+    from engine.data.token_cache import prepare_data
 
     os.environ.setdefault("TUI_LM_CACHE", str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
                                               / "tui-lm"))

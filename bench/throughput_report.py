@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from engine.memory import format_bytes
+from engine.memory.estimate import format_bytes
 
 COLUMNS = ("loop", "preset", "device", "precision", "compile", "loss chunk", "batch", "seq", "tokens/s", "MFU %",
            "step ms", "peak mem", "compile s")
@@ -38,7 +38,7 @@ class Row:
     compile_s: float | None = None  # compile_logged_s + first_window_excess_s
     compile_logged_s: float = 0.0  # the trainer's own "torch.compile: compiled in X s" (before the clock)
     first_window_excess_s: float = 0.0  # first window minus as many steady steps: warm-up, recompiles
-    gpu: str = ""  # engine.gpus catalogue entry of the device, "" on the CPU or an unknown GPU
+    gpu: str = ""  # engine.memory.gpus catalogue entry of the device, "" on the CPU or an unknown GPU
     num_params: int = 0
     flops_per_token: int = 0
     runs: list[float] = field(default_factory=list)  # tokens/s of each repeat, in run order
@@ -121,7 +121,7 @@ def context_lines(rows: list[Row], settings: dict) -> list[str]:
             where = "" if r.gpu == TARGET["gpu"] else f" (measured on {r.device}, target is for one H100 SXM)"
             lines.append(f"medium bf16 compile={'on' if r.compile else 'off'}: {r.tokens_per_s:,.0f} tok/s, "
                          f"{verdict} the target{where}")
-    lines.append("MFU = flops_per_token(seq) x tokens/s / peak (engine.gpus, by torch.cuda.get_device_name()); "
+    lines.append("MFU = flops_per_token(seq) x tokens/s / peak (engine.memory.gpus, by torch.cuda.get_device_name()); "
                  "n/a on the CPU. compile s = logged torch.compile warm-up + first window's excess over steady.")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines.append(f"settings: {settings}; host: {os.cpu_count()} CPU threads, torch {torch.__version__}, "

@@ -3,7 +3,7 @@
 Thread-safe: the UI thread (or a signal handler) calls the methods, the
 training thread polls `should_pause` / `should_stop` at step boundaries and,
 while paused, waits in `wait_for_change`. Requests from other processes
-(engine.requests) are applied to this object by the trainer, so they take
+(engine.runs.requests) are applied to this object by the trainer, so they take
 the same path as the dashboard's keys.
 """
 

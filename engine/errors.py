@@ -28,3 +28,10 @@ class FileError(UserError):
 
 class RunLocked(UserError):
     """Another process is training in this run folder."""
+
+
+def short_reason(exc: BaseException) -> str:
+    """One line naming an exception, for error messages."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from engine.schedule import LRSchedule
+from engine.config.schedule import LRSchedule
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Log(Event):
 
 @dataclass(frozen=True)
 class RunStarted(Event):
-    """The run's plan (engine.plan.RunPlan) as the trainer resolved it; readers take numbers from here."""
+    """The run's plan (engine.config.plan.RunPlan) as the trainer resolved it; readers take numbers from here."""
 
     run_dir: str
     num_params: int
@@ -47,7 +47,7 @@ class RunStarted(Event):
     compiled: bool = False  # torch.compile on
     compile_s: float = 0.0  # compilation time before the first step (not counted as training time)
     schedule: LRSchedule | None = None  # the learning rate at every step
-    estimated_bytes: int = 0  # the memory estimate of this plan (engine.memory)
+    estimated_bytes: int = 0  # the memory estimate of this plan (engine.memory.estimate)
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class EvalResult(Event):
 
 @dataclass(frozen=True)
 class EvalProgress(Event):
-    """An evaluation under way: a few a second (engine.evaluate.EvalProgressReporter), and at its end."""
+    """An evaluation under way: a few a second (engine.train.evaluate.EvalProgressReporter), and at its end."""
 
     step: int
     split: str  # "valid" | "test"

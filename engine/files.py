@@ -26,7 +26,6 @@ from typing import IO, Any, Callable
 import xxhash
 
 from engine.errors import ConfigError, FileError
-from engine.liveness import pid_alive
 
 HASH_NAME = "xxh3_128"
 HASH_CHUNK = 1 << 22
@@ -250,3 +249,15 @@ def remove_stale_temps(folder: Path, *, all_pids: bool = False) -> list[Path]:
             except OSError:
                 pass
     return removed
+
+
+def pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import RunConfig, build_config
+from engine.config.run_config import RunConfig, build_config
 
 WORDS = ("the cat dog sat on a mat and ran to house tree river city king queen war peace "
          "history of music film game north south east west old new great small").split()
@@ -50,7 +50,7 @@ def stopped_run(corpus: Path, out: Path, at: int = 6, **train) -> Path:
     """A tiny run stopped by the user at step `at` (a checkpoint written): its run folder."""
     from engine import events as ev
     from engine.control import TrainingControl
-    from engine.trainer import Trainer
+    from engine.train.trainer import Trainer
 
     control = TrainingControl()
 

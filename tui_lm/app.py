@@ -1,7 +1,7 @@
 """The Textual app: setup screen, training dashboard, resume picker.
 
 `make_app()` is the one factory the CLI and the tests use. Importing this
-module must stay fast: no torch, no datasets, no engine.trainer (the trainer is
+module must stay fast: no torch, no datasets, no engine.train.trainer (the trainer is
 imported inside the training worker, run folders are scanned in a worker).
 """
 
@@ -14,10 +14,10 @@ from textual.app import App
 from textual.binding import Binding
 from textual.screen import Screen
 
-from engine.config import RunConfig, build_config
+from engine.config.run_config import RunConfig, build_config
 from engine.errors import ConfigError
-from engine.launch import picker_roots, resume_request
-from engine.runs import default_roots
+from engine.runs.listing import default_roots
+from engine.train.launch import picker_roots, resume_request
 from tui_lm.messages import BrowseRuns, OpenResumePicker, ResumeRun, StartTraining, WatchRun
 from tui_lm.profiles import profiles_dir
 from tui_lm.screens.dashboard import DashboardScreen

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.config import user_settings
+from engine.config.run_config import user_settings
 from engine.errors import UserError
 from tui_lm.commands.common import run_app
 from tui_lm.flags import Parser, add_setting_flags, spellings

@@ -1,10 +1,10 @@
-"""Command-line flags generated from the settings schema (engine.config.SCHEMA).
+"""Command-line flags generated from the settings schema (engine.config.run_config.SCHEMA).
 
 Used by the main CLI and by `tui-lm estimate`, so a setting has the same
 spellings, metavar, help and default text in both. Every multi-word flag is
 accepted with underscores and with hyphens; a boolean setting gets `--x` and
 `--no-x`. Values are converted by argparse (a bad number is one line, exit 2);
-ranges and choices are checked by engine.config.validate, which names the
+ranges and choices are checked by engine.config.run_config.validate, which names the
 field.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Iterable
 
-from engine.settings import Setting, help_text, metavar
+from engine.config.schema import Setting, help_text, metavar
 
 
 class Parser(argparse.ArgumentParser):
@@ -53,7 +53,7 @@ def add_setting_flags(parser: argparse.ArgumentParser, settings: Iterable[Settin
 
 
 def overrides_from(args: argparse.Namespace, settings: Iterable[Setting]) -> dict[str, dict[str, Any]]:
-    """The flags given, as {section: {name: value}} for engine.config.build_config."""
+    """The flags given, as {section: {name: value}} for engine.config.run_config.build_config."""
     out: dict[str, dict[str, Any]] = {}
     for s in settings:
         value = getattr(args, s.key, None)

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from engine import events as ev
 from engine.control import TrainingControl
-from engine.launch import resolve
+from engine.train.launch import resolve
 
 
 def _millions(n: int) -> str:
@@ -164,7 +164,7 @@ def install_signal_handlers(control: TrainingControl, say) -> None:
 
 def run_headless(args: argparse.Namespace, overrides: dict[str, dict[str, Any]]) -> int:
     cfg, request = resolve(args.config, overrides, args.resume)
-    from engine.trainer import Trainer  # torch is imported only once the config is known to be valid
+    from engine.train.trainer import Trainer  # torch is imported only once the config is known to be valid
 
     control = TrainingControl()
     printer = Printer()

@@ -13,7 +13,7 @@ from pathlib import Path
 from textual.message import Message
 from textual.screen import Screen
 
-from engine.config import RunConfig
+from engine.config.run_config import RunConfig
 from engine.events import Event
 
 

@@ -11,9 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.checkpoint import load_checkpoint, load_latest_checkpoint, save_checkpoint
-from engine.snapshots import checkpoint_path, list_checkpoints, prune_checkpoints
 from engine.errors import CheckpointError
+from engine.runs.checkpoints import (
+    checkpoint_path,
+    list_checkpoints,
+    load_checkpoint,
+    load_latest_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
 
 
 def resume_state(step: int) -> dict:
@@ -36,8 +42,8 @@ def test_kill_during_save_leaves_previous_checkpoint_loadable(tmp_path: Path) ->
     script = textwrap.dedent(f"""
         import time, torch
         from pathlib import Path
-        import engine.checkpoint as c
-        import engine.snapshots as s
+        import engine.runs.checkpoints as c
+        import engine.runs.checkpoints as s
         real_save = torch.save
         def slow_save(obj, f):
             f.write(b"PK" + b"x" * 100000)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.config.run_config import build_config, write_toml
 from tests.conftest import tiny_overrides
-from engine.config import write_toml, build_config
 from tui_lm.cli import main
 
 REPO = Path(__file__).resolve().parents[2]

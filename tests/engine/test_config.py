@@ -6,10 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import RunConfig, build_config, load_preset, preset_names, read_toml, validation_errors, write_toml
+from engine.config.run_config import (
+    RunConfig,
+    build_config,
+    load_preset,
+    preset_names,
+    read_toml,
+    validation_errors,
+    write_toml,
+)
+from engine.config.schedule import lr_at
 from engine.errors import ConfigError
-from engine.model import GPT
-from engine.schedule import lr_at
+from engine.model.gpt import GPT
 
 
 @pytest.mark.parametrize("name", ["tiny", "small", "medium"])

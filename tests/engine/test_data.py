@@ -1,4 +1,4 @@
-"""Tests for text loading (engine.data) and tokenization + caching (engine.tokenizer).
+"""Tests for text loading (engine.data.sources) and tokenization + caching (engine.data.token_cache).
 
 Everything runs on small generated text in tmp_path with TUI_LM_CACHE in
 tmp_path, except the WikiText-2 checks, which use the shared read-only copy
@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import tokenizer as tok_mod
-from engine.config import DataConfig
-from engine.data import canonical_name, count_words, load_text_splits
+from engine.config.run_config import DataConfig
+from engine.data import token_cache as tok_mod
+from engine.data.sources import canonical_name, count_words, load_text_splits
+from engine.data.token_cache import EOT, cache_root, prepare_data
 from engine.errors import DataError
-from engine.tokenizer import EOT, cache_root, prepare_data
 
 WIKITEXT2 = Path(__file__).resolve().parents[3] / "shared/data/wikitext-2"
 WORDS = ("the cat dog sat on a mat , . and of history river king café naïve 日本 "
@@ -318,7 +318,7 @@ def test_cache_root_choices(folder: Path, tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_data_modules_import_neither_textual_nor_datasets() -> None:
-    code = ("import sys, engine.data, engine.tokenizer; "
+    code = ("import sys, engine.data.sources, engine.data.token_cache; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'textual', 'datasets'}))")
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)

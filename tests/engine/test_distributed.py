@@ -12,8 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine.checkpoint import load_checkpoint
-from engine.snapshots import list_checkpoints
+from engine.runs.checkpoints import list_checkpoints, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,7 +31,7 @@ def call(self, e):
     real(self, e)
 def step_hook(trainer_step):
     pass
-import engine.trainer as t
+import engine.train.trainer as t
 real_train_step = t.Trainer._train_step
 def train_step(self, batches):
     if self.progress.step + 1 == int(fail_step) and self.s.rt.rank == int(fail_rank):
@@ -77,8 +76,8 @@ def assert_same_weights(a: Path, b: Path, atol: float = 1e-5) -> None:
 @pytest.fixture
 def prepared(corpus: Path, tmp_path: Path) -> Path:
     """Tokenize once in this process so the ranks only read the cache."""
-    from engine.config import DataConfig
-    from engine.tokenizer import prepare_data
+    from engine.config.run_config import DataConfig
+    from engine.data.token_cache import prepare_data
 
     prepare_data(DataConfig(dataset=str(corpus), vocab_size=300))
     return corpus

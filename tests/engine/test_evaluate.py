@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine.config import DataConfig, ModelConfig
-from engine.evaluate import eval_metrics, score_tokens
-from engine.loader import TrainLoader
-from engine.model import GPT
-from engine.tokenizer import prepare_data
+from engine.config.run_config import DataConfig, ModelConfig
+from engine.data.loader import TrainLoader
+from engine.data.token_cache import prepare_data
+from engine.model.gpt import GPT
+from engine.train.evaluate import eval_metrics, score_tokens
 
 
 def test_word_perplexity_of_a_uniform_model_on_known_text(tmp_path: Path, monkeypatch) -> None:
@@ -80,7 +80,7 @@ def test_evaluation_reports_progress_and_the_final_one_can_be_bounded_or_skipped
     """EvalProgress from 0 to total batches for every evaluation; train.final_eval_batches bounds the final
     evaluation (results marked partial) or skips it (-1)."""
     from engine import events as ev
-    from engine.trainer import Trainer
+    from engine.train.trainer import Trainer
     from tests.conftest import tiny_config
 
     def train(name: str, **train_overrides) -> list[ev.Event]:
@@ -112,8 +112,8 @@ def test_evaluation_reports_progress_and_the_final_one_can_be_bounded_or_skipped
 
 def test_evaluation_batch_stays_within_the_training_peak_and_scores_the_same() -> None:
     """A larger evaluation micro-batch (inference mode, chunked cross-entropy) gives the same NLL."""
-    from engine.config import build_config
-    from engine.memory import EVAL_MULTIPLE_MAX, estimate_memory
+    from engine.config.run_config import build_config
+    from engine.memory.estimate import EVAL_MULTIPLE_MAX, estimate_memory
 
     medium = build_config("medium")
     est = estimate_memory(medium, compiled=False)

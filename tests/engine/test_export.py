@@ -1,4 +1,4 @@
-"""Tests for engine.export (Hugging Face GPT-2 export) and the `tui-lm export` command.
+"""Tests for engine.artifacts.export (Hugging Face GPT-2 export) and the `tui-lm export` command.
 
 The export is checked by loading it with transformers itself: weights load
 with no missing or unexpected keys, logits equal the engine's on every real
@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
 import transformers
+from safetensors import safe_open
 from safetensors.torch import save_file
 
-from engine.config import ModelConfig, RunConfig, write_toml
-from engine.export import export_hf
-from engine.model import GPT
-from engine.sampling import generate
-from engine.tokenizer import EOT, train_bpe
+from engine.artifacts.export import export_hf
+from engine.config.run_config import ModelConfig, RunConfig, write_toml
+from engine.data.token_cache import EOT, train_bpe
+from engine.model.gpt import GPT
+from engine.model.sampling import generate
 
 WORDS = "the cat dog sat on a mat and ran to house river king history of music old new café 日本".split()
 SENTENCES = [" The history of the cat, naïve café 日本!", "the king ran\n\nto  the river", "x<|endoftext|>y"]
@@ -105,7 +105,7 @@ def test_export_of_other_layouts_loads_with_the_same_logits(tmp_path, tokenizer,
 
 @pytest.mark.parametrize("arch", ["gpt2", "modern"])
 def test_hf_greedy_generation_matches(tmp_path, tokenizer, tokenizer_path, arch):
-    # With "modern", HF's cache applies RoPE at offset positions, as engine.sampling does.
+    # With "modern", HF's cache applies RoPE at offset positions, as engine.model.sampling does.
     vocab = tokenizer.get_vocab_size()
     model = make_model(vocab, seed=1, arch=arch)
     hf = load_hf(export_hf(model, tokenizer_path, tmp_path / "hf"), transformers.AutoModelForCausalLM)
@@ -134,8 +134,7 @@ def test_auto_tokenizer_matches(tmp_path, tokenizer, tokenizer_path):
 def make_run(tmp_path: Path, tokenizer, final: bool = True) -> tuple[Path, GPT]:
     """A run folder by hand: run.toml, models/{model.safetensors, config.toml, tokenizer.json},
     or with final=False a snapshots/step_0000300.pt checkpoint instead of the model files."""
-    from engine.checkpoint import save_checkpoint
-    from engine.snapshots import checkpoint_path
+    from engine.runs.checkpoints import checkpoint_path, save_checkpoint
 
     run = tmp_path / "run"
     (run / "models").mkdir(parents=True)

@@ -14,15 +14,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import stopped_run
 from engine import events as ev
-from engine.checkpoint import load_checkpoint, load_latest_checkpoint, save_checkpoint
-from engine.config import build_config
+from engine.config.run_config import build_config
 from engine.errors import CheckpointError
 from engine.files import hash_file
-from engine.runs import read_run
-from engine.snapshots import checkpoint_path, list_checkpoints, prune_checkpoints
-from engine.trainer import Trainer
+from engine.runs.checkpoints import (
+    checkpoint_path,
+    list_checkpoints,
+    load_checkpoint,
+    load_latest_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from engine.runs.listing import read_run
+from engine.train.trainer import Trainer
+from tests.conftest import stopped_run
 
 SIDECAR_DAMAGE = {
     "garbage": b"\x00\xff\xfe not json at all",

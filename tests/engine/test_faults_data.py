@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import bpe
-from engine import tokenizer as tok_mod
-from engine.config import DataConfig
+from engine.config.run_config import DataConfig
+from engine.data import token_cache as tok_mod
+from engine.data import tokenizers as bpe
+from engine.data.token_cache import prepare_data
+from engine.data.tokenizers import MAX_PRETOKEN, bounded_pre_tokenizer
 from engine.errors import DataError
-from engine.bpe import MAX_PRETOKEN, bounded_pre_tokenizer
-from engine.tokenizer import prepare_data
 
 
 @pytest.fixture(autouse=True)

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.runs.checkpoints import checkpoint_path, list_checkpoints, load_checkpoint
 from tests.conftest import make_corpus
-from engine.checkpoint import load_checkpoint
-from engine.snapshots import checkpoint_path, list_checkpoints
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,7 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 LAUNCHER = """
 import os, sys, time
 import torch
-import engine.model as m
+import engine.model.gpt as m
 slow_eval = float(os.environ.get("TEST_SLOW_EVAL", "0"))
 slow_train = float(os.environ.get("TEST_SLOW_TRAIN", "0"))
 real_forward = m.GPT.forward
@@ -40,7 +39,7 @@ def forward(self, *a, **k):
 m.GPT.forward = forward
 stall = int(os.environ.get("TEST_STALL_SAVE", "0"))
 if stall:
-    import engine.checkpoint as c
+    import engine.runs.checkpoints as c
     real_save, count = torch.save, [0]
     def slow_save(obj, f, *a, **k):
         count[0] += 1

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import stopped_run, tiny_config
 from engine import events as ev
-from engine.config import build_config
+from engine.config.run_config import build_config
 from engine.control import TrainingControl
-from engine.recorder import latest_records, read_metrics
-from engine.run_folder import new_run_dir
-from engine.snapshots import checkpoint_path
-from engine.trainer import Trainer
+from engine.runs.checkpoints import checkpoint_path
+from engine.runs.folder import new_run_dir
+from engine.runs.recorder import latest_records, read_metrics
+from engine.train.trainer import Trainer
+from tests.conftest import stopped_run, tiny_config
 
 
 def resume(run_dir: Path, **kw) -> tuple[ev.Event, list[ev.Event]]:
@@ -187,8 +187,8 @@ def test_listing_runs_does_not_import_torch() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, engine.runs, engine.run_folder, engine.snapshots, engine.files; "
-            "print(','.join(m for m in ('torch', 'safetensors', 'engine.checkpoint') if m in sys.modules))")
+    code = ("import sys, engine.runs.listing, engine.runs.folder, engine.runs.checkpoints, engine.files; "
+            "print(','.join(m for m in ('torch', 'safetensors') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == ""
@@ -212,7 +212,7 @@ def small_disk(tmp_path: Path):
 
 
 def test_full_disk_during_save_is_one_line_and_keeps_the_last_checkpoint(corpus: Path, small_disk: Path) -> None:
-    from engine.checkpoint import load_checkpoint
+    from engine.runs.checkpoints import load_checkpoint
 
     result = Trainer(tiny_config(corpus, small_disk, save_interval=2, keep_checkpoints=1)).run()
     assert isinstance(result, ev.Failed) and result.kind == "io"

@@ -19,13 +19,13 @@ import torch
 import torch._dynamo
 from torch._dynamo.utils import counters
 
-from tests.conftest import tiny_config
 from engine import events as ev
-from engine import runtime
-from engine.config import RunConfig, TrainConfig
-from engine.plan import plan_run
-from engine.gpus import GPU_CATALOGUE, find_gpu
-from engine.trainer import Trainer
+from engine.config.plan import plan_run
+from engine.config.run_config import RunConfig, TrainConfig
+from engine.memory.gpus import GPU_CATALOGUE, find_gpu
+from engine.train import runtime as runtime
+from engine.train.trainer import Trainer
+from tests.conftest import tiny_config
 
 GiB = 1024**3
 
@@ -48,7 +48,7 @@ class DeviceClock:
 def test_throughput_counts_the_time_spent_waiting_for_the_device(corpus: Path, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     clock = DeviceClock(per_sync=10.0)
-    monkeypatch.setattr("engine.trainer.time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+    monkeypatch.setattr("engine.train.trainer.time", types.SimpleNamespace(perf_counter=clock.perf_counter))
     real_item = torch.Tensor.item
 
     def item(self: torch.Tensor):

@@ -1,4 +1,4 @@
-"""engine.losses: the chunked linear + cross-entropy equals the plain one, and holds less memory."""
+"""engine.model.losses: the chunked linear + cross-entropy equals the plain one, and holds less memory."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.losses import chunked_linear_cross_entropy
-from engine.memory_probe import LiveTensors
+from engine.model.losses import chunked_linear_cross_entropy
+from tests.memory_probe import LiveTensors
 
 
 def _inputs(n: int, c: int, v: int, seed: int = 0):
@@ -66,7 +66,7 @@ def test_never_holds_the_full_logits():
 @pytest.mark.parametrize("n,c,v,chunk", [(512, 32, 4096, 64), (1024, 64, 2048, 256), (300, 48, 1000, 1000),
                                          (2048, 128, 1024, 128), (512, 256, 2048, 32)])
 def test_estimate_rows_match_the_measured_peak(precision, n, c, v, chunk):
-    from engine.memory import chunked_head_bytes
+    from engine.memory.estimate import chunked_head_bytes
 
     h, w, t = _inputs(n, c, v, seed=3)
     mode = LiveTensors()
@@ -117,9 +117,9 @@ CHUNKED_STEPS = [
 @pytest.mark.parametrize("model,batch,seq,accum,precision,ckpt,chunk,compiled,phase", CHUNKED_STEPS)
 def test_whole_step_with_a_chunked_loss_matches_the_allocator(model, batch, seq, accum, precision, ckpt, chunk,
                                                               compiled, phase):
-    from engine.memory import estimate_memory
-    from engine.memory_probe import measure_peak, measure_peak_profiled
+    from engine.memory.estimate import estimate_memory
     from tests.engine.test_memory import cfg_with
+    from tests.memory_probe import measure_peak, measure_peak_profiled
 
     cfg = cfg_with("tiny", model={**model, "max_seq_len": seq, "dropout": 0.0},
                    train={"batch_size": batch, "grad_accum_steps": accum, "precision": precision,
@@ -138,8 +138,8 @@ def test_whole_step_with_a_chunked_loss_matches_the_allocator(model, batch, seq,
 
 
 def test_the_estimate_with_a_chunked_loss_is_far_smaller():
-    from engine.config import build_config
-    from engine.memory import estimate_memory
+    from engine.config.run_config import build_config
+    from engine.memory.estimate import estimate_memory
 
     cfg = build_config("small", None, {"train": {"batch_size": 16}})
     full = estimate_memory(cfg, compiled=False)

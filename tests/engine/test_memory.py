@@ -1,7 +1,7 @@
-"""engine.memory: the estimate against real PyTorch tensors (advice, GPUs and the CLI: test_memory_advice.py).
+"""engine.memory.estimate: the estimate against real PyTorch tensors (advice, GPUs and the CLI: test_memory_advice.py).
 
 The activation and whole-step checks count what PyTorch really holds on the
-CPU, eager and torch.compile'd with inductor (engine/memory_probe.py:
+CPU, eager and torch.compile'd with inductor (tests/memory_probe.py:
 saved-tensor hooks, a live-tensor dispatch mode, the allocator's profiler
 events; the same code as bench/memory_gpu.py) and hold the estimate to a
 tight tolerance.
@@ -14,10 +14,17 @@ import dataclasses
 import pytest
 import torch
 
-from engine.config import build_config
-from engine.memory import GiB, NCCL_BUFFER_BYTES, estimate_memory, format_bytes, max_batch_size, saved_activations
-from engine.memory_probe import measure_peak, measure_peak_profiled, measure_saved, set_variant
-from engine.model import GPT
+from engine.config.run_config import build_config
+from engine.memory.estimate import (
+    NCCL_BUFFER_BYTES,
+    GiB,
+    estimate_memory,
+    format_bytes,
+    max_batch_size,
+    saved_activations,
+)
+from engine.model.gpt import GPT
+from tests.memory_probe import measure_peak, measure_peak_profiled, measure_saved, set_variant
 
 PRESETS = ("tiny", "small", "medium")
 
@@ -94,7 +101,7 @@ def test_rows_sum_to_total_and_precision_resolves():
 
 @pytest.mark.parametrize("arch", ["gpt2", "modern"])
 def test_muon_state_is_one_buffer_for_block_matrices(arch):
-    from engine.optim import make_optimizer
+    from engine.optim.groups import make_optimizer
 
     cfg = cfg_with("tiny", train={"optimizer": "muon"}, model={"max_seq_len": 16, "vocab_size": 500, "arch": arch})
     model = GPT(cfg.model)
@@ -138,8 +145,8 @@ def test_evaluation_is_the_peak_of_compiled_half_runs_with_a_large_vocabulary():
 def test_evaluation_batch_of_several_micro_batches_matches_the_allocator(precision, model):
     """The trainer evaluates eval_multiple micro-batches at once (inference mode; the fp32 cross-entropy one
     micro-batch at a time): the estimate's evaluation moment against the CPU allocator, within the step's peak."""
-    from engine.evaluate import score_tokens
-    from engine.memory_probe import autocast, profiled_peak
+    from engine.train.evaluate import score_tokens
+    from tests.memory_probe import autocast, profiled_peak
 
     cfg = cfg_with("tiny", model={"num_layers": 2, "max_seq_len": 128, "dropout": 0.0, **model},
                    train={"batch_size": 2, "precision": precision, "compile": "off"})

@@ -1,4 +1,4 @@
-"""engine.memory's verdicts and largest batch, engine.memory_advice, the GPU catalogue and `tui-lm estimate`.
+"""engine.memory.estimate's verdicts and largest batch, engine.memory.advice, the GPU catalogue and `tui-lm estimate`.
 
 All of it is arithmetic on the estimate (no torch); test_memory.py holds the
 estimate itself to what PyTorch really allocates.
@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from engine.errors import ConfigError
-from engine.gpus import GPU_CATALOGUE, find_gpu
-from engine.memory import GiB, estimate_memory, format_bytes, max_batch_size, verdict
-from engine.memory_advice import oom_advice
+from engine.memory.advice import oom_advice
+from engine.memory.estimate import GiB, estimate_memory, format_bytes, max_batch_size, verdict
+from engine.memory.gpus import GPU_CATALOGUE, find_gpu
 from tests.engine.test_memory import cfg_with
 from tui_lm.commands.estimate import main as estimate_main
 
@@ -83,7 +83,7 @@ def test_format_bytes():
 
 
 def test_importing_memory_and_gpus_does_not_import_torch():
-    code = "import sys, engine.memory, engine.gpus, tui_lm.commands.estimate; print('torch' in sys.modules)"
+    code = "import sys, engine.memory.estimate, engine.memory.gpus, tui_lm.commands.estimate; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import tiny_config
 from engine import events as ev
-from engine.config import ModelConfig, build_config
-from engine.model import GPT
-from engine.model_modern import swiglu_hidden
-from engine.trainer import Trainer
+from engine.config.run_config import ModelConfig, build_config
+from engine.model.gpt import GPT
+from engine.model.modern import swiglu_hidden
+from engine.train.trainer import Trainer
+from tests.conftest import tiny_config
 
 
 def small(arch: str = "modern", **kw) -> ModelConfig:

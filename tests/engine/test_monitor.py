@@ -1,4 +1,4 @@
-"""engine.monitor on a machine without a GPU: process memory, the sampling thread, NVML failures."""
+"""engine.memory.monitor on a machine without a GPU: process memory, the sampling thread, NVML failures."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-import engine.monitor as monitor_mod
+import engine.memory.monitor as monitor_mod
 from engine.events import MemorySample
-from engine.monitor import CPU_LABEL, MemoryMonitor
+from engine.memory.monitor import CPU_LABEL, MemoryMonitor
 
 
 @pytest.fixture
@@ -96,7 +96,7 @@ def test_cpu_device_never_imports_torch():
     import subprocess
     import sys
 
-    code = ("import sys; from engine.monitor import MemoryMonitor; "
+    code = ("import sys; from engine.memory.monitor import MemoryMonitor; "
             "MemoryMonitor(lambda e: None, 'cpu').sample(); print('torch' in sys.modules)")
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)

@@ -1,14 +1,14 @@
-"""Tests for engine.optim: which weights Muon gets, per-group LRs under the schedule, and its state."""
+"""Tests for engine.optim.groups: which weights Muon gets, per-group LRs under the schedule, and its state."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from engine.config import ModelConfig, TrainConfig
-from engine.model import GPT
-from engine.muon import Muon
-from engine.optim import MuonAdamW, make_optimizer, set_lr
+from engine.config.run_config import ModelConfig, TrainConfig
+from engine.model.gpt import GPT
+from engine.optim.groups import MuonAdamW, make_optimizer, set_lr
+from engine.optim.muon import Muon
 
 
 def model(arch: str = "modern", tied: bool = True) -> GPT:

@@ -6,9 +6,9 @@ import copy
 
 import pytest
 
-from engine.config import build_config
+from engine.config.plan import DeviceInfo, plan_run
+from engine.config.run_config import build_config
 from engine.errors import DataError
-from engine.plan import DeviceInfo, plan_run
 
 
 def cfg(**train):

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.config.run_config import build_config
 from tests.conftest import tiny_overrides
-from engine.config import build_config
 from tui_lm.cli import main
 
 

@@ -9,8 +9,8 @@ from array import array
 from pathlib import Path
 
 from engine import events as ev
-from engine.run_reader import MetricsReader, backfill, downsample, open_history, to_event
-from engine.trainer import Trainer
+from engine.runs.reader import MetricsReader, backfill, downsample, open_history, to_event
+from engine.train.trainer import Trainer
 from tests.conftest import tiny_config  # by package: with tests/ui in the session, "conftest" may be that one
 
 

@@ -1,4 +1,4 @@
-"""Tests for engine.sampling (generate, sample_text) and the `tui-lm sample` command.
+"""Tests for engine.model.sampling (generate, sample_text) and the `tui-lm sample` command.
 
 Models are small random GPTs built here; their weights are re-drawn with a
 large spread so logits have clear winners and float noise between the cached
@@ -15,10 +15,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from engine.config import ModelConfig, RunConfig, write_toml
-from engine.model import GPT, KVCache
-from engine.sampling import generate, sample_text
-from engine.tokenizer import EOT, train_bpe
+from engine.config.run_config import ModelConfig, RunConfig, write_toml
+from engine.data.token_cache import EOT, train_bpe
+from engine.model.gpt import GPT, KVCache
+from engine.model.sampling import generate, sample_text
 
 WORDS = "the cat dog sat on a mat and ran to house river king history of music old new".split()
 

@@ -1,6 +1,6 @@
 """The settings schema: every setting reaches the CLI, `estimate`, the setup form and TOML; values are checked.
 
-These walk engine.config.SCHEMA, so a setting added with one `setting(...)`
+These walk engine.config.run_config.SCHEMA, so a setting added with one `setting(...)`
 declaration is covered here without editing this file, and one that some
 surface misses fails here.
 """
@@ -12,10 +12,18 @@ from typing import Any
 
 import pytest
 
-from engine.config import (SCHEMA, SETTINGS, RunConfig, build_config, read_toml, user_settings, validation_errors,
-                           write_toml)
+from engine.config.run_config import (
+    SCHEMA,
+    SETTINGS,
+    RunConfig,
+    build_config,
+    read_toml,
+    user_settings,
+    validation_errors,
+    write_toml,
+)
+from engine.config.schema import Setting, value_problem
 from engine.errors import ConfigError
-from engine.settings import Setting, value_problem
 from tui_lm.cli import build_parser, main, overrides_from
 from tui_lm.commands import estimate
 from tui_lm.widgets.setup.fields import ELSEWHERE, FIELDS, parse

@@ -14,12 +14,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine.liveness import read_state, trainer_gone
-from engine.requests import pending_request, take_request, write_request
-from tests.processes import REPO
+from engine.runs.liveness import read_state, trainer_gone
+from engine.runs.requests import pending_request, take_request, write_request
+from tests.processes import REPO, headless_flags
 from tests.processes import TrainerProcess as Trainer
-from tests.processes import headless_flags
 from tui_lm.cli import main
+
 
 def env() -> dict[str, str]:
     """Read when a process starts: the fixtures set TUI_LM_CACHE after import."""
@@ -38,8 +38,8 @@ def step_losses(run_dir: Path) -> list[float]:
 @pytest.fixture
 def prepared(corpus: Path) -> Path:
     """Tokenize once in this process so the trainers only read the cache."""
-    from engine.config import DataConfig
-    from engine.tokenizer import prepare_data
+    from engine.config.run_config import DataConfig
+    from engine.data.token_cache import prepare_data
 
     prepare_data(DataConfig(dataset=str(corpus), vocab_size=300))
     return corpus
@@ -198,7 +198,7 @@ def test_two_rank_torchrun_paused_resumed_and_stopped(prepared: Path, tmp_path: 
 
 def test_resume_picker_status_follows_the_heartbeat(tmp_path: Path) -> None:
     """A run trained on another machine over a shared filesystem: running while its heartbeat is fresh."""
-    from engine.runs import read_run
+    from engine.runs.listing import read_run
 
     (tmp_path / "run.toml").write_text('[run]\nrun_name = "x"\n')
     state = {"status": "running", "pid": 1, "host": "other-node", "step": 3, "updated": time.time()}

@@ -9,11 +9,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import stopped_run, tiny_config
 from engine import events as ev
-from engine.config import build_config, read_toml
+from engine.config.run_config import build_config, read_toml
 from engine.control import TrainingControl
-from engine.trainer import Trainer
+from engine.train.trainer import Trainer
+from tests.conftest import stopped_run, tiny_config
 
 
 def losses(events: list[ev.Event]) -> list[float]:
@@ -64,11 +64,11 @@ def test_resumed_run_is_bit_identical_to_uninterrupted(corpus: Path, tmp_path: P
 
 def test_a_chunked_loss_trains_the_same_model_and_can_be_switched_on_resume(corpus: Path, tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    import engine.model
+    import engine.model.gpt
 
     calls: list[int] = []
-    chunked_loss = engine.model.chunked_linear_cross_entropy
-    monkeypatch.setattr(engine.model, "chunked_linear_cross_entropy",
+    chunked_loss = engine.model.gpt.chunked_linear_cross_entropy
+    monkeypatch.setattr(engine.model.gpt, "chunked_linear_cross_entropy",
                         lambda h, w, t, chunk: calls.append(chunk) or chunked_loss(h, w, t, chunk))
 
     def run(out: Path, **train) -> list[ev.Event]:
@@ -166,7 +166,7 @@ def test_nan_loss_reports_and_keeps_checkpoint(corpus: Path, tmp_path: Path) -> 
 
 
 def test_out_of_memory_keeps_checkpoint_and_advises(corpus: Path, tmp_path: Path, monkeypatch) -> None:
-    from engine.model import GPT
+    from engine.model.gpt import GPT
 
     real_forward = GPT.forward
     calls = {"n": 0}
@@ -179,8 +179,9 @@ def test_out_of_memory_keeps_checkpoint_and_advises(corpus: Path, tmp_path: Path
         return real_forward(self, idx, targets, cache)
 
     monkeypatch.setattr(GPT, "forward", forward)
-    import psutil
     from collections import namedtuple
+
+    import psutil
 
     # The advice estimates the CPU run (fp32, eager): under 1 MiB for this model at batch 4.
     small_machine = namedtuple("vm", "total available")(600 * 2**10, 100 * 2**10)

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import pytest
 from rich.text import Text
 
-from engine.config import RunConfig, apply_overrides, write_toml
+from engine.config.run_config import RunConfig, apply_overrides, write_toml
 
 WORDS = ("the cat dog sat on a mat , . and of history river king was is in to a an "
          "city war music film game team season album").split()
@@ -49,10 +49,10 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cache_dir: Path) -
     # The home cache is a token cache too (prepare_data falls back to it): keep the machine's out.
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache_dir / "xdg"))
     monkeypatch.setenv("TUI_LM_PROFILES", str(tmp_path / "profiles"))
-    import engine.gpus
+    import engine.memory.gpus
     import tui_lm.widgets.setup.memory_panel as memory_panel
 
-    monkeypatch.setattr(engine.gpus, "detect_gpus", lambda: [])
+    monkeypatch.setattr(engine.memory.gpus, "detect_gpus", lambda: [])
     # The CPU target's capacity: the same on every machine, for the pictures.
     monkeypatch.setattr(memory_panel, "machine_ram", lambda: 16 * 2**30)
 

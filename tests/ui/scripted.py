@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from engine import events as ev
-from tui_lm.runner import TrainingRunner
+from tui_lm.runners.training import TrainingRunner
 from tui_lm.widgets.dashboard.step_progress import StepProgress
 
 

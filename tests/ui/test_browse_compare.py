@@ -24,7 +24,7 @@ SIZE = (140, 45)
 @pytest.fixture(scope="module")
 def runs(corpus: Path, tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
     """Three run folders: finished (lr 3e-3), stopped at step 20 (lr 1e-3), crashed at step 7."""
-    from engine.trainer import Trainer
+    from engine.train.trainer import Trainer
 
     root = tmp_path_factory.mktemp("runs")
 
@@ -148,7 +148,7 @@ def test_browse_command_refuses_what_is_not_a_run(tmp_path: Path, capsys) -> Non
 
 
 def test_a_long_history_opens_from_its_tail_and_keeps_its_spikes(tmp_path: Path, monkeypatch) -> None:
-    import engine.run_reader as run_reader
+    import engine.runs.reader as run_reader
 
     run_dir = tmp_path / "long"
     run_dir.mkdir()

@@ -8,13 +8,13 @@ from pathlib import Path
 
 from textual.widgets import Button, Input, Select, Static
 
-from engine.config import SCHEMA, read_toml
-from engine.memory import estimate_memory
+from engine.config.plan import DeviceInfo, plan_run
+from engine.config.run_config import SCHEMA, read_toml
+from engine.memory.estimate import estimate_memory
 from tests.ui.conftest import run, screen_text, text, wait_for
 from tui_lm.app import make_app
 from tui_lm.profiles import profiles_dir
 from tui_lm.widgets.setup.config_form import ConfigForm
-from engine.plan import DeviceInfo, plan_run
 from tui_lm.widgets.setup.memory_panel import MemoryPanel, planned_vocab
 
 # tiny at a 1,000-token vocabulary (padded to 1,024 rows): 1024*256 + 256*256 + 4 blocks + final LayerNorm
@@ -37,8 +37,8 @@ async def type_into(pilot, selector: str, value: str) -> None:
 
 
 def test_import_does_not_load_torch() -> None:
-    code = ("import sys, tui_lm.app; bad = [m for m in ('torch', 'datasets', 'engine.trainer', "
-            "'engine.checkpoint', 'tensorboard') if m in sys.modules]; print(','.join(bad))")
+    code = ("import sys, tui_lm.app; bad = [m for m in ('torch', 'datasets', 'engine.train.trainer', "
+            "'engine.runs.checkpoints', 'tensorboard') if m in sys.modules]; print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == "", f"importing tui_lm.app imported {out.stdout.strip()}"
@@ -181,7 +181,7 @@ def test_estimate_uses_the_vocabulary_typed() -> None:
 
 def test_target_is_this_machine_without_a_gpu_and_the_detected_gpu_with_one(monkeypatch) -> None:
     """Bug: without a GPU the estimate silently used an 'A100 80GB'."""
-    import engine.gpus
+    import engine.memory.gpus
 
     async def shown(app, pilot) -> tuple[str, str]:
         await pilot.pause()
@@ -194,8 +194,8 @@ def test_target_is_this_machine_without_a_gpu_and_the_detected_gpu_with_one(monk
             assert "no GPU detected" in text(app.screen.query_one("#gpu-note", Static))
             assert target == "cpu" and "of 16.0 GiB" in memory  # this machine's RAM (fixed by conftest)
             assert "CUDA context" not in memory
-        monkeypatch.setattr(engine.gpus, "detect_gpus", lambda: [
-            engine.gpus.DetectedGPU(index=0, name="NVIDIA H100 80GB HBM3", total_bytes=80 * 2**30, used_bytes=0,
+        monkeypatch.setattr(engine.memory.gpus, "detect_gpus", lambda: [
+            engine.memory.gpus.DetectedGPU(index=0, name="NVIDIA H100 80GB HBM3", total_bytes=80 * 2**30, used_bytes=0,
                                     utilization=0.0)])
         app = make_app(out_dir="runs")
         async with app.run_test(size=SIZE) as pilot:
@@ -306,7 +306,7 @@ def test_the_chunked_loss_fix_sets_the_field_and_lowers_the_estimate() -> None:
 
 
 def test_presets_side_by_side_and_every_setting_reachable() -> None:
-    from engine.config import PICKER, user_settings
+    from engine.config.run_config import PICKER, user_settings
 
     async def flow() -> None:
         app = make_app(out_dir="runs")

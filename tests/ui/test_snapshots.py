@@ -16,12 +16,12 @@ from typing import Any, Awaitable, Callable
 import pytest
 
 from engine import events as ev
-from engine.config import build_config
-from engine.memory import estimate_memory
-from engine.schedule import LRSchedule
+from engine.config.run_config import build_config
+from engine.config.schedule import LRSchedule
+from engine.memory.estimate import estimate_memory
 from tests.ui.test_resume_picker import make_runs
 from tui_lm.app import make_app
-from tui_lm.runner import TrainingRunner
+from tui_lm.runners.training import TrainingRunner
 from tui_lm.screens import dashboard as dashboard_module
 
 SIZE = (120, 40)

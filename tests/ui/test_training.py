@@ -13,13 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
-
-from engine.config import read_toml
 from textual.widgets import Static
 
+from engine.config.run_config import read_toml
 from tests.ui.conftest import run, text, wait_for
 from tui_lm.app import make_app
-from tui_lm.runner import TrainingRunner
+from tui_lm.runners.training import TrainingRunner
 from tui_lm.screens.dashboard import DashboardScreen
 from tui_lm.screens.quit_confirm import QuitConfirm
 from tui_lm.screens.resume import ResumeScreen
@@ -75,7 +74,7 @@ def test_train_pause_resume_stop_reopen_and_finish(tiny_profile, tmp_path: Path,
             assert dash.query_one("#loss-plot", LinePlot).point_count("train") > 0
             assert dash.state == "running"
 
-            # Live memory from engine.monitor: on a CPU machine the process, labelled as such.
+            # Live memory from engine.memory.monitor: on a CPU machine the process, labelled as such.
             gauge = dash.query_one(MemoryGauge)
             await wait_for(pilot, lambda: gauge.sample is not None, 10, "memory sample")
             if gauge.sample.kind == "cpu":

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from textual.widgets import Static
 
-from engine.liveness import read_state
+from engine.runs.liveness import read_state
 from tests.processes import TrainerProcess, headless_flags
 from tests.ui.conftest import run, text, wait_for
 from tui_lm.app import make_app

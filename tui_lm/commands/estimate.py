@@ -4,7 +4,7 @@
                     [--attention math] [--grad-accum N] [--seq-len N] [--d_model N] ...
                     [--vocab-size N] [--gpu "RTX 4080"] [--json]
 
-Prints the breakdown of the estimated peak (engine.memory), the parameter
+Prints the breakdown of the estimated peak (engine.memory.estimate), the parameter
 count, tokens per step and FLOPs per token, then for every catalogue GPU (or
 just --gpu) whether it fits and the largest batch_size that does. `--json`
 prints the same as one JSON object. Nothing here imports torch.
@@ -16,16 +16,16 @@ import json
 import sys
 from typing import Any
 
-from engine.config import RunConfig, build_config, user_settings
+from engine.config.plan import DeviceInfo, RunPlan, plan_run
+from engine.config.run_config import RunConfig, build_config, user_settings
 from engine.errors import ConfigError
-from engine.gpus import GPU, GPU_CATALOGUE, find_gpu
-from engine.plan import DeviceInfo, RunPlan, plan_run
-from engine.memory import MemoryEstimate, estimate_memory, format_bytes, max_batch_size, verdict
+from engine.memory.estimate import MemoryEstimate, estimate_memory, format_bytes, max_batch_size, verdict
+from engine.memory.gpus import GPU, GPU_CATALOGUE, find_gpu
 from tui_lm.flags import Parser, add_setting_flags, spellings
 from tui_lm.flags import overrides_from as flag_overrides
 
 VERDICT_STYLE = {"fits": "green", "tight": "yellow", "does not fit": "red"}
-# The settings that change the estimate, declared as such in engine/config.py.
+# The settings that change the estimate, declared as such in engine/config/run_config.py.
 SETTINGS = [s for s in user_settings() if s.estimate or s.key == "run.preset"]
 
 

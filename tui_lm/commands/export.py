@@ -2,7 +2,7 @@
 
     tui-lm export RUN --format hf OUT_DIR [--checkpoint PATH]
 
-`hf` writes a Hugging Face GPT-2 folder (see engine.export) that
+`hf` writes a Hugging Face GPT-2 folder (see engine.artifacts.export) that
 `GPT2LMHeadModel.from_pretrained` and `AutoTokenizer.from_pretrained` load
 without custom code. A run that has not finished has no final model; the
 newest checkpoint is exported instead, and the command says so.
@@ -33,8 +33,8 @@ def build_parser() -> Parser:
 
 
 def run(argv: list[str]) -> int:
-    from engine.export import export_hf
-    from engine.final_model import load_model
+    from engine.artifacts.export import export_hf
+    from engine.artifacts.final_model import load_model
 
     args = build_parser().parse_args(argv)
     if args.format not in FORMATS:

@@ -59,8 +59,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def run(argv: list[str]) -> int:
-    from engine.final_model import load_model
-    from engine.sampling import sample_text
+    from engine.artifacts.final_model import load_model
+    from engine.model.sampling import sample_text
 
     args = build_parser().parse_args(argv)
     if args.max_new_tokens < 0:

@@ -4,7 +4,7 @@
     tui-lm resume RUN [--wait] [--timeout SECONDS]
     tui-lm stop RUN   [--wait] [--timeout SECONDS]
 
-Writes a request into the run folder (engine.requests); the trainer takes it
+Writes a request into the run folder (engine.runs.requests); the trainer takes it
 at its next logging step: pause = checkpoint, then wait; resume = go on;
 stop = checkpoint, then exit (resume later with `tui-lm --no-ui --resume RUN`).
 Under torchrun rank 0 reads it and every rank follows. `--wait` returns once
@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from engine.errors import UserError
-from engine.liveness import ACTIVE, read_state, trainer_gone
-from engine.requests import ACTIONS, pending_request, write_request
+from engine.runs.liveness import ACTIVE, read_state, trainer_gone
+from engine.runs.requests import ACTIONS, pending_request, write_request
 from tui_lm.commands.common import run_folder, run_main
 from tui_lm.flags import Parser
 

@@ -13,6 +13,7 @@ Bad input prints one line `tui-lm watch: error: ...` and returns 2.
 from __future__ import annotations
 
 import sys
+
 from tui_lm.commands.common import run_app, run_folder, run_main
 from tui_lm.flags import Parser
 

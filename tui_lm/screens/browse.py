@@ -21,9 +21,9 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
-from engine.run_history import RunHistory
-from engine.run_reader import METRICS, MetricsReader, backfill, open_history
-from engine.run_summary import RunSummary, summarize
+from engine.runs.history import RunHistory
+from engine.runs.reader import METRICS, MetricsReader, backfill, open_history
+from engine.runs.summary import RunSummary, summarize
 from tui_lm.widgets.common.format import clock
 from tui_lm.widgets.compare.curve_plot import PALETTE, CurvePlot
 
@@ -34,7 +34,7 @@ STATUS_STYLE = {"running": "bold green", "paused": "bold yellow", "stopped": "bo
 def load_checkpoints(run_dir: Path) -> list[dict[str, Any]]:
     """Sidecars of the checkpoints on disk, oldest first (a damaged one is listed with its problem)."""
     from engine.errors import UserError
-    from engine.snapshots import list_checkpoints, read_sidecar
+    from engine.runs.checkpoints import list_checkpoints, read_sidecar
 
     rows = []
     for path in list_checkpoints(run_dir):

@@ -19,10 +19,10 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from engine.run_history import RunHistory
-from engine.run_reader import METRICS, MetricsReader, backfill, open_history
-from engine.run_summary import METRICS as METRIC_ROWS
-from engine.run_summary import RunSummary, differing_settings, summarize
+from engine.runs.history import RunHistory
+from engine.runs.reader import METRICS, MetricsReader, backfill, open_history
+from engine.runs.summary import METRICS as METRIC_ROWS
+from engine.runs.summary import RunSummary, differing_settings, summarize
 from tui_lm.widgets.compare.curve_plot import PALETTE, CurvePlot
 
 

@@ -24,9 +24,9 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from engine import events as ev
-from engine.config import RunConfig
+from engine.config.run_config import RunConfig
 from tui_lm.messages import TrainingEvent
-from tui_lm.runner import TrainingRunner
+from tui_lm.runners.training import TrainingRunner
 from tui_lm.widgets.common.format import display_path, duration
 from tui_lm.widgets.dashboard.event_log import EventLog
 from tui_lm.widgets.dashboard.line_plot import LinePlot

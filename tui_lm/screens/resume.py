@@ -2,7 +2,7 @@
 
 The folders are asked for anew at each open and reload (F5): a run created
 after the app started must show up. Runs are read in a thread worker:
-`engine.runs` imports the checkpoint module, which imports torch, and that
+`engine.runs.listing` imports the checkpoint module, which imports torch, and that
 must not freeze the screen while it loads.
 """
 
@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from textual import on, work
 from rich.markup import escape
 from rich.text import Text
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
@@ -26,7 +26,7 @@ from tui_lm.widgets.resume.run_table import RunTable
 
 def collect_runs(roots: list[Path]) -> list[Any]:
     """Runs under every root, newest first; a root that is itself a run folder is listed as one run."""
-    from engine.runs import find_runs, read_run
+    from engine.runs.listing import find_runs, read_run
 
     runs = find_runs([r for r in roots if not (r / "run.toml").is_file()])
     runs += [read_run(r) for r in roots if (r / "run.toml").is_file()]
@@ -144,7 +144,7 @@ class ResumeScreen(Screen):
 
     def action_attach(self) -> None:
         """Watch the highlighted run live, when another process is training it."""
-        from engine.liveness import ACTIVE, read_state, trainer_gone
+        from engine.runs.liveness import ACTIVE, read_state, trainer_gone
 
         info = self.query_one(RunTable).highlighted
         if info is None:

@@ -18,7 +18,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Static
 
-from engine.config import RunConfig, with_preset
+from engine.config.run_config import RunConfig, with_preset
 from engine.errors import ConfigError
 from tui_lm.messages import OpenResumePicker, StartTraining
 from tui_lm.profiles import load_profile, name_problem, save_profile
@@ -26,7 +26,6 @@ from tui_lm.widgets.setup.config_form import ConfigForm
 from tui_lm.widgets.setup.memory_panel import FIX_KEYS, MemoryPanel
 from tui_lm.widgets.setup.messages import label
 from tui_lm.widgets.setup.profile_picker import ProfilePicker
-
 
 COMPACT_WIDTH = 140
 

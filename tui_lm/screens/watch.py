@@ -17,8 +17,8 @@ from textual.binding import Binding
 from textual.widgets import Static
 
 from engine import events as ev
-from engine.config import RunConfig
-from tui_lm.folder_runner import FolderRunner, HistoryLoaded
+from engine.config.run_config import RunConfig
+from tui_lm.runners.folder import FolderRunner, HistoryLoaded
 from tui_lm.screens.dashboard import DashboardScreen
 from tui_lm.widgets.dashboard.line_plot import LinePlot
 from tui_lm.widgets.dashboard.metrics_panel import MetricsPanel

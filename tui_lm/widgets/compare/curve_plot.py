@@ -1,15 +1,15 @@
-"""A line plot of whole curves (engine.run_history arrays), downsampled to its own width.
+"""A line plot of whole curves (engine.runs.history arrays), downsampled to its own width.
 
 The dashboard's LinePlot draws the points it is given; this one keeps every
 curve at full resolution and hands LinePlot only each plot column's minimum and
-maximum (engine.run_reader.downsample), again on every resize, so a curve of a
+maximum (engine.runs.reader.downsample), again on every resize, so a curve of a
 million steps draws as fast as one of a hundred and no spike is lost.
 """
 
 from __future__ import annotations
 
-from engine.run_history import Curve
-from engine.run_reader import downsample
+from engine.runs.history import Curve
+from engine.runs.reader import downsample
 from tui_lm.widgets.dashboard.line_plot import LABEL_WIDTH, LinePlot
 
 # Distinct, readable on dark and light themes; runs beyond eight reuse them.

@@ -13,7 +13,6 @@ from engine.events import EvalResult, StepMetrics
 from tui_lm.widgets.common.fit import fit_lines
 from tui_lm.widgets.common.format import maybe
 
-
 FOOTNOTE = "* partial (first batches)"
 
 

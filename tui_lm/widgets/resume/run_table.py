@@ -1,6 +1,6 @@
 """The resume picker's table: one row per run folder, problems shown in place.
 
-Rows come from `engine.runs.RunInfo` (read from each run's small JSON/TOML
+Rows come from `engine.runs.listing.RunInfo` (read from each run's small JSON/TOML
 files only). Enter posts `RunTable.Chosen`; the screen decides whether the run
 can be started.
 """

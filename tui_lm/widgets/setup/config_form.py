@@ -2,7 +2,7 @@
 
 Each row is label · input · message. On any change the form rebuilds a
 `RunConfig` from every input (unparsable text becomes a message of its own),
-runs `engine.config.validation_errors` on it and checks that the dataset can
+runs `engine.config.run_config.validation_errors` on it and checks that the dataset can
 be read, writes each message in the user's words next to the field to change
 (tui_lm.widgets.setup.messages) and posts `ConfigForm.Changed`, which the
 setup screen uses to refresh the memory panel and enable or disable Start.
@@ -19,7 +19,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Checkbox, Collapsible, Input, Label, Select, Static
 
-from engine.config import RunConfig, validation_errors
+from engine.config.run_config import RunConfig, validation_errors
 from tui_lm.widgets.setup.fields import COLLAPSED, FIELDS, GROUPS, FieldSpec, parse, to_text, widget_id
 from tui_lm.widgets.setup.messages import dataset_problem, user_messages
 

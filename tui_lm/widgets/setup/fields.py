@@ -1,9 +1,9 @@
 """Which settings the setup form shows, in which groups, and how typed text becomes a value.
 
-Generated from the settings schema (engine.config.SCHEMA): every user setting
+Generated from the settings schema (engine.config.run_config.SCHEMA): every user setting
 has a form group in its declaration, so a new setting appears on the form
 without touching this file. Keys are the "section.field" strings that
-`engine.config.validation_errors` uses, so its messages land next to the
+`engine.config.run_config.validation_errors` uses, so its messages land next to the
 right field. Settings whose group is "picker" (the preset) are chosen with
 the setup screen's preset/profile picker instead of an input.
 """
@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from engine.config import PICKER, user_settings
-from engine.settings import Setting, format_value, parse_text
+from engine.config.run_config import PICKER, user_settings
+from engine.config.schema import Setting, format_value, parse_text
 
 FieldSpec = Setting  # one form field is one setting
 

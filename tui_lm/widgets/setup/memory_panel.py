@@ -1,6 +1,6 @@
 """Live memory estimate of the current settings against a chosen target, with fixes when it does not fit.
 
-Recomputed on every form change: `engine.memory` is pure arithmetic (no torch),
+Recomputed on every form change: `engine.memory.estimate` is pure arithmetic (no torch),
 so an estimate costs microseconds and the panel can follow each keystroke.
 
 The target is honest about the machine: a detected GPU is the default; with
@@ -28,11 +28,11 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Select, Static
 
-from engine import gpus as _gpus
-from engine import memory as _memory
-from engine.config import DataConfig, RunConfig, preset_names, tokenizer_vocab, with_preset
-from engine.memory_advice import memory_fixes
-from engine.plan import DeviceInfo, RunPlan, plan_run
+from engine.config.plan import DeviceInfo, RunPlan, plan_run
+from engine.config.run_config import DataConfig, RunConfig, preset_names, tokenizer_vocab, with_preset
+from engine.memory import estimate as _memory
+from engine.memory import gpus as _gpus
+from engine.memory.advice import memory_fixes
 from tui_lm.widgets.common.format import bar, human_bytes, human_count
 from tui_lm.widgets.setup.messages import label, waiting_for
 
@@ -111,7 +111,7 @@ def planned_vocab(data: DataConfig) -> tuple[int, str]:
     """(vocabulary to plan with, where it comes from): the prepared tokenizer's real size when the
     data is already tokenized with these settings ("tokenizer"), else the vocabulary asked for."""
     try:
-        from engine.tokenizer import cached_vocab_size
+        from engine.data.token_cache import cached_vocab_size
 
         real = cached_vocab_size(data)
     except Exception:  # an unreadable cache only costs the exact number
@@ -127,7 +127,7 @@ def estimate(cfg: RunConfig, device: DeviceInfo, vocab: int) -> tuple[RunPlan, A
 
 
 def fixes(cfg: RunConfig, target: Target, plan: RunPlan) -> list[Fix]:
-    """engine.memory_advice's fixes for the target, in the user's words, one key each."""
+    """engine.memory.advice's fixes for the target, in the user's words, one key each."""
     t = cfg.train
     out = []
     for key, f in zip(FIX_KEYS, memory_fixes(cfg, target.capacity, plan)):

@@ -1,6 +1,6 @@
 """The setup form's messages in the user's words, each beside the field it is about.
 
-engine.config.validation_errors speaks the config's language ("model.d_model
+engine.config.run_config.validation_errors speaks the config's language ("model.d_model
 (512) must be divisible by model.num_heads (3)", keyed to model.d_model). The
 form says it the way the fields are labelled, next to the field to change:
 "heads must divide d_model: 512 / 3" beside heads. Checks between fields are
@@ -14,8 +14,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from engine.config import SCHEMA, RunConfig
-from engine.settings import value_problem
+from engine.config.run_config import SCHEMA, RunConfig
+from engine.config.schema import value_problem
 
 SETTINGS = {s.key: s for s in SCHEMA}
 LABELS = {s.key: s.label for s in SCHEMA}
@@ -29,7 +29,7 @@ def label(key: str) -> str:
 def _between(cfg: RunConfig) -> dict[str, tuple[str, str]]:
     """{engine key: (the field to show it beside, the message)} for the checks between fields that fail.
 
-    The same conditions as engine.config.validation_errors' checks between fields.
+    The same conditions as engine.config.run_config.validation_errors' checks between fields.
     """
     m, t, d = cfg.model, cfg.train, cfg.data
     out: dict[str, tuple[str, str]] = {}
@@ -76,7 +76,7 @@ def dataset_problem(dataset: str) -> tuple[str, str]:
 
     Cheap: resolving a dataset stats a few files, never reads text or the network.
     """
-    from engine.data import resolve_dataset
+    from engine.data.sources import resolve_dataset
     from engine.errors import UserError
 
     if not dataset.strip():

@@ -1,0 +1,246 @@
+"""Everything a training loop needs, built once: data, plan, run folder, model, optimizer, loader, restore.
+
+`build_state(...)` returns a `RunState` with every part built (nothing
+optional), so engine.train.trainer's loop reads top to bottom without checks. The
+numbers come from the run plan (engine.config.plan), made here once the tokenizer's
+real vocabulary and the training split's length are known. Resources that
+must be released whatever happens next (the memory monitor) are registered on
+the caller's ExitStack as soon as they exist.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from engine import events as ev
+from engine.config.plan import RunPlan, plan_run
+from engine.config.run_config import ModelConfig, RunConfig, load_preset, preset_names, write_toml
+from engine.data.loader import TrainLoader
+from engine.errors import ConfigError
+from engine.memory.monitor import MemoryMonitor
+from engine.model.gpt import GPT
+from engine.optim.groups import make_optimizer
+from engine.runs.checkpoints import load_latest_checkpoint
+from engine.runs.folder import check_data, claim_run, create_run, run_tokenizer
+from engine.runs.recorder import RunRecorder
+from engine.runs.requests import clear_request
+from engine.train.launch import check_memory_is_sane
+from engine.train.runtime import Runtime, all_gather, autocast, rng_state, set_rng_state
+
+# Resuming on a different number of ranks: the saved RNG streams do not map
+# onto the new ranks, so each rank is seeded from (seed, step, rank). A prime
+# far above any rank count keeps the (step, rank) pairs from colliding.
+RESEED_STRIDE = 1000003
+
+
+class Relay:
+    """An event sink whose destination changes once the run folder's recorder exists."""
+
+    def __init__(self, target: ev.EventSink) -> None:
+        self.target = target
+
+    def __call__(self, event: ev.Event) -> None:
+        self.target(event)
+
+
+@dataclass
+class Progress:
+    """The loop's counters; saved in every checkpoint."""
+
+    step: int = 0  # optimizer steps done
+    tokens_seen: int = 0
+    best_val_loss: float = math.inf
+    elapsed: float = 0.0  # training wall time; compilation, evaluation and checkpoints excluded
+    last_checkpoint: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "tokens_seen": self.tokens_seen, "best_val_loss": self.best_val_loss,
+                "elapsed_s": self.elapsed}
+
+    def load(self, counters: dict[str, Any]) -> None:
+        self.step, self.tokens_seen = int(counters["step"]), int(counters["tokens_seen"])
+        self.best_val_loss, self.elapsed = float(counters["best_val_loss"]), float(counters["elapsed_s"])
+
+
+@dataclass
+class RunState:
+    rt: Runtime
+    plan: RunPlan
+    cfg: RunConfig  # plan.config: the caller's settings with the real vocabulary (what run.toml holds)
+    data: Any  # engine.data.token_cache.PreparedData
+    run_dir: Path
+    raw_model: GPT
+    model: torch.nn.Module  # raw_model, DDP-wrapped and/or compiled
+    ddp: Any  # the DistributedDataParallel wrapper, None on one process
+    optimizer: Any  # torch.optim.AdamW, or engine.optim.groups.MuonAdamW
+    scaler: torch.amp.GradScaler
+    loader: TrainLoader
+    progress: Progress
+    resumed_from: str  # checkpoint path, "" for a new run
+    compile_s: float  # compilation time before the first step
+    bad_checkpoints: list[Path]  # found corrupt on resume: never counted as kept when pruning
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return autocast(self.rt.device, self.plan.precision)
+
+
+def build_state(cfg: RunConfig, rt: Runtime, emit: Relay, progress: Progress, resources: contextlib.ExitStack,
+                *, run_dir: Path | None, changes: dict[str, tuple[Any, Any]] | None = None,
+                accept_data_change: bool = False, should_stop: Callable[[], bool] | None = None) -> RunState:
+    """Prepare the data, plan, create or reopen the run folder, build and (with `run_dir`) restore.
+
+    A resume locks the folder before touching it, tokenizes with the run's own
+    tokenizer and refuses data that changed since (unless `accept_data_change`).
+    A new run's folder is created exclusively and locked, with run.toml, its
+    tokenizer and data.json (engine.runs.folder). Locks are released by `resources`.
+    """
+    from engine.data.token_cache import prepare_data
+
+    ui = emit.target
+    log = (lambda m: emit(ev.Log(m))) if rt.is_main else (lambda m: None)
+    resuming = run_dir is not None
+    if run_dir is not None and rt.is_main:
+        resources.callback(claim_run(run_dir, log).release)
+    if not rt.is_main:
+        rt.wait_for_main()  # rank 0 trains the tokenizer and writes the token cache first
+    # should_stop: a stop during the download or tokenizing raises engine.control.Interrupted.
+    data = prepare_data(cfg.data, log=log, tokenizer_file=run_tokenizer(run_dir) if run_dir is not None else None,
+                        should_stop=should_stop)
+    if run_dir is not None and rt.is_main:
+        check_data(run_dir, data.fingerprint, data.source, accept_data_change, log)
+    if rt.is_main:
+        rt.wait_for_main()
+    plan = plan_run(cfg, world_size=rt.world_size, device=rt.info, vocab_size=data.vocab_size,
+                    train_tokens=len(data.train.ids))
+    if plan.errors:
+        raise ConfigError(plan.errors[0])
+    check_memory_is_sane(plan.config)
+    resolved = plan.config
+    if run_dir is None:
+        run_dir = Path()
+        if rt.is_main:  # created exclusively and locked, with run.toml, tokenizer and data.json
+            run_dir, lock = create_run(resolved, data.name, data.tokenizer_path, data.fingerprint, data.source)
+            resources.callback(lock.release)
+        if rt.distributed:
+            run_dir = Path(all_gather(str(run_dir), rt)[0])
+    if rt.is_main:
+        clear_request(run_dir)  # a request left in the folder was meant for an earlier process
+        emit.target = RunRecorder(run_dir, ui)
+        monitor = MemoryMonitor(emit, device=str(rt.device))
+        monitor.start()
+        resources.callback(monitor.stop)
+    else:  # other ranks stay quiet unless they fail
+        emit.target = lambda e: ui(e) if isinstance(e, ev.Failed) else None
+    for warning in plan.warnings:
+        emit(ev.Log(warning, "warning"))
+
+    t = resolved.train
+    torch.manual_seed(t.seed + rt.rank)  # ranks differ in dropout masks; rank 0's weights are broadcast by DDP
+    raw_model = GPT(resolved.model, grad_checkpointing=t.grad_checkpointing, loss_chunk=t.loss_chunk).to(rt.device)
+    optimizer = make_optimizer(raw_model, t)
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=plan.precision == "fp16")
+    loader = TrainLoader(data.train.ids, seq_len=plan.seq_len, batch_size=plan.batch_size,
+                         grad_accum_steps=plan.grad_accum_steps, seed=t.seed, rank=rt.rank,
+                         world_size=rt.world_size, device=str(rt.device))
+    resumed_from, bad_checkpoints = "", []
+    if resuming:
+        resumed_from = _restore(run_dir, rt, t.seed, raw_model, optimizer, scaler, loader, progress, emit,
+                                bad_checkpoints)
+        # Only now, with the checkpoint known to fit the settings, does run.toml
+        # take the flags given with --resume (the resume policy's safe changes).
+        # The run keeps its own tokenizer: it is never rewritten.
+        if rt.is_main:
+            write_toml(resolved, run_dir / "run.toml")
+        if changes:
+            _announce_changes(changes, progress.step, plan, emit)
+
+    model: torch.nn.Module = raw_model
+    ddp = None
+    if rt.distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        # Gradients are reduced in buckets as backward produces them; the
+        # buckets alias the .grad tensors (no second copy of the gradients).
+        model = ddp = DDP(raw_model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
+                          gradient_as_bucket_view=True)
+    state = RunState(rt, plan, resolved, data, run_dir, raw_model, model, ddp, optimizer, scaler, loader, progress,
+                     resumed_from, 0.0, bad_checkpoints)
+    if plan.compile:
+        # Compile the DDP wrapper, not the other way round: dynamo then splits
+        # the graph at bucket boundaries so all-reduce overlaps the backward.
+        # dynamic=False: every training batch has one shape, so one static graph.
+        state.model = torch.compile(model, dynamic=False)
+        state.compile_s = _compile_warmup(state)
+    return state
+
+
+def _announce_changes(changes: dict[str, tuple[Any, Any]], step: int, plan: RunPlan, emit: ev.EventSink) -> None:
+    said = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changes.items())
+    note = ""
+    if {"train.max_steps", "train.epochs"} & set(changes):
+        note = (f"; the run now has {plan.total_steps:,} steps, so the cosine learning-rate schedule changes "
+                f"from step {step:,} on (the run is no longer bit-identical to one started with these settings)")
+    emit(ev.Log(f"resumed with changed settings from step {step:,}: {said}{note}", "warning"))
+    emit(ev.SettingsChanged(step=step, changes={k: [old, new] for k, (old, new) in changes.items()}))
+
+
+def _restore(run_dir: Path, rt: Runtime, seed: int, model: GPT, optimizer: Any, scaler: torch.amp.GradScaler,
+             loader: TrainLoader, progress: Progress, emit: ev.EventSink, bad: list[Path]) -> str:
+    """Load the newest good checkpoint into everything (the corrupt ones it skips go to `bad`); returns its path."""
+    path, state = load_latest_checkpoint(run_dir, map_location="cpu", warn=lambda m: emit(ev.Log(m, "warning")),
+                                         skipped=bad)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise ConfigError(f"{path} does not match the model in run.toml (was the model shape changed?): "
+                          f"{str(e).splitlines()[0]}") from None
+    optimizer.load_state_dict(state["optimizer"])
+    if state["scaler"]:
+        scaler.load_state_dict(state["scaler"])
+    loader.load_state(state["loader"])
+    progress.load(state["trainer"])
+    rngs = state["rng"]
+    if len(rngs) == rt.world_size:
+        set_rng_state(rngs[rt.rank])
+    else:
+        torch.manual_seed(seed + RESEED_STRIDE * progress.step + rt.rank)
+    progress.last_checkpoint = str(path)
+    return str(path)
+
+
+def _compile_warmup(s: RunState) -> float:
+    """Compile before the clock starts, so compilation is reported apart from training time.
+
+    One throwaway forward/backward on a real batch; gradients are dropped and
+    the RNG restored, so the run's numbers are as without it. Returns seconds.
+    """
+    saved = rng_state()
+    # A real batch, not a fresh (B, T) tensor: inputs and targets are views of
+    # one (B, T + 1) buffer, and dynamo guards on their strides; any other
+    # layout would compile a second graph inside the timed window.
+    x, y = s.loader.example_batch()
+    start = time.perf_counter()
+    s.model.train()
+    # One no_sync context around forward and backward: it is a generator-based
+    # context manager, which cannot be entered twice.
+    with s.ddp.no_sync() if s.ddp is not None else contextlib.nullcontext():
+        with s.autocast():
+            _, loss = s.model(x, y)
+        loss.backward()
+    loss.item()
+    s.optimizer.zero_grad(set_to_none=True)
+    set_rng_state(saved)
+    return time.perf_counter() - start
+
+
+def preset_params(vocab_size: int) -> dict[str, int]:
+    """Each preset's parameter count at this vocabulary (shown beside the run's own)."""
+    return {name: GPT.count_params(ModelConfig(**load_preset(name)["model"], vocab_size=vocab_size))
+            for name in preset_names()}

@@ -1,0 +1,154 @@
+"""Evaluation: loss, token perplexity, word-level perplexity and bits per byte.
+
+The split's token stream starts with one end-of-text token, so scoring every
+later token exactly once (non-overlapping windows) scores the whole text.
+Word-level perplexity is exp(total NLL / words), words being whitespace tokens
+plus one end-of-line per line: the figure WikiText papers report, comparable
+across tokenizers. When only the first `max_batches` batches are scored the
+totals are extrapolated from the mean NLL, and the result says `partial`.
+A `should_stop` callback is polled between batches, so a stop request ends an
+evaluation of a large split at once (`EvalInterrupted`) instead of at its end.
+
+Evaluation is a visible phase: `progress(done, total)` is called as batches
+are scored, and `EvalProgressReporter` turns that into a few
+`EvalProgress` events a second. It runs in inference mode with a batch of
+several training micro-batches (engine.memory.estimate's `eval_multiple`: as many as
+fit in the memory the training step itself needs at its peak), computing the
+fp32 cross-entropy one micro-batch at a time (`loss_rows`), or with the
+model's own chunked loss (train.loss_chunk), which never holds all the logits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine import events as ev
+
+PROGRESS_EVERY_S = 0.5
+
+
+class EvalInterrupted(Exception):
+    """`should_stop` returned True during an evaluation; its partial sums are meaningless."""
+
+
+@dataclass
+class EvalTotals:
+    loss: float
+    perplexity: float
+    word_perplexity: float
+    bits_per_byte: float
+    tokens: int
+    partial: bool
+
+
+def eval_metrics(nll_sum: float, scored: int, total_tokens: int, n_words: int, n_bytes: int) -> EvalTotals:
+    """Turn a summed NLL over `scored` of the split's `total_tokens` targets into the reported figures."""
+    mean = nll_sum / max(scored, 1)
+    split_nll = mean * total_tokens  # == nll_sum when the whole split was scored
+    return EvalTotals(
+        loss=mean,
+        perplexity=math.exp(min(mean, 700.0)),
+        word_perplexity=math.exp(min(split_nll / max(n_words, 1), 700.0)),
+        bits_per_byte=split_nll / (max(n_bytes, 1) * math.log(2)),
+        tokens=scored,
+        partial=scored < total_tokens,
+    )
+
+
+class EvalProgressReporter:
+    """`progress(done, total)` for score_tokens, as EvalProgress events: first, every `every_s`, last."""
+
+    def __init__(self, emit: ev.EventSink, step: int, split: str, *, partial: bool = False,
+                 every_s: float = PROGRESS_EVERY_S) -> None:
+        self.emit, self.step, self.split, self.every_s, self.partial = emit, step, split, every_s, partial
+        self.start = self.last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done == 0:
+            self.start = now
+        elif done < total and now - self.last < self.every_s:
+            return
+        self.last = now
+        elapsed = now - self.start
+        eta = elapsed / done * (total - done) if done else math.nan
+        self.emit(ev.EvalProgress(step=self.step, split=self.split, done=done, total=total,
+                                  elapsed_s=elapsed, eta_s=eta, partial=self.partial))
+
+
+@torch.inference_mode()
+def _summed_nll(model: torch.nn.Module, data: torch.Tensor, autocast, rows: int) -> float:
+    """Summed NLL of data[:, 1:] given data[:, :-1]: the model's own chunked loss
+    (model.loss_chunk, train.loss_chunk) where it has one, else its logits
+    scored `rows` rows at a time."""
+    inputs, targets = data[:, :-1], data[:, 1:]
+    with autocast or contextlib.nullcontext():
+        if getattr(model, "loss_chunk", 0) > 0:  # never all the logits at once
+            return float(model(inputs, targets)[1]) * targets.numel()
+        logits, _ = model(inputs)
+    return float(sum(F.cross_entropy(logits[i:i + rows].float().flatten(0, 1), targets[i:i + rows].flatten(),
+                                     reduction="sum") for i in range(0, len(data), rows)))
+
+
+def score_tokens(
+    model: torch.nn.Module,
+    ids: np.ndarray,
+    *,
+    seq_len: int,
+    batch_size: int,
+    device: torch.device,
+    max_batches: int = 0,
+    autocast: contextlib.AbstractContextManager | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    should_stop: Callable[[], bool] | None = None,
+    max_windows: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+    loss_rows: int = 0,
+) -> tuple[float, int]:
+    """Summed NLL (nats) and number of scored targets over this rank's share of the windows.
+
+    `max_windows` > 0 scores only the split's first windows (of all ranks
+    together); `progress(done, total)` is called with this rank's batches;
+    `loss_rows` > 0 computes the cross-entropy that many rows at a time, so
+    its fp32 copies exist for one chunk only.
+    """
+    n_targets = len(ids) - 1
+    starts = list(range(0, n_targets, seq_len))
+    if max_windows:
+        starts = starts[:max_windows]
+    batches = [starts[i:i + batch_size] for i in range(0, len(starts), batch_size)]
+    if max_batches:
+        batches = batches[:max_batches]
+    mine = batches[rank::world_size]
+    was_training = model.training
+    model.eval()
+    nll, count = 0.0, 0
+    try:
+        for done, b in enumerate(mine):
+            if progress is not None:
+                progress(done, len(mine))
+            if should_stop is not None and should_stop():
+                raise EvalInterrupted()
+            # The last window can be short; it goes in a batch of its own length.
+            groups: dict[int, list[int]] = {}
+            for s in b:
+                groups.setdefault(min(seq_len, n_targets - s), []).append(s)
+            for length, group in groups.items():
+                rows = np.stack([ids[s:s + length + 1] for s in group]).astype(np.int64)
+                data = torch.from_numpy(rows).to(device)
+                nll += _summed_nll(model, data, autocast, loss_rows or len(group))
+                count += data[:, 1:].numel()
+        if progress is not None:
+            progress(len(mine), len(mine))
+    finally:
+        model.train(was_training)
+    return nll, count

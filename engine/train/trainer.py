@@ -1,0 +1,397 @@
+"""The training loop: from a RunConfig to a trained model, exactly resumable.
+
+`Trainer(cfg, emit, control).run()` starts the runtime, builds everything
+(engine.train.build: data, the run plan, the run folder, model, optimizer,
+loader, a restored checkpoint), announces the plan in `RunStarted`, and loops
+over optimizer steps. It talks to the outside world only through events
+(engine.events) and the control object (engine.control), so the dashboard and
+the headless CLI drive it the same way. Everything exact resumption needs is
+in each checkpoint; the LR is a pure function of the step (the plan's schedule).
+The caller's config is never modified.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from engine import events as ev
+from engine.artifacts.final_model import save_final_model
+from engine.config.run_config import RunConfig
+from engine.control import Interrupted, TrainingControl
+from engine.errors import DataError, FileError, UserError
+from engine.memory.estimate import MemoryEstimate, estimate_memory
+from engine.optim.groups import set_lr
+from engine.runs.checkpoints import checkpoint_path, prune_checkpoints, save_checkpoint
+from engine.runs.requests import take_request
+from engine.train.build import Progress, Relay, RunState, build_state, preset_params
+from engine.train.evaluate import EvalInterrupted, EvalProgressReporter, eval_metrics, score_tokens
+from engine.train.runtime import Runtime, all_gather, all_reduce_sum, resolve_runtime, rng_state
+
+PAUSE_POLL_S = 0.5  # while paused: how often rank 0 looks for a request and the ranks vote
+
+
+class NonFiniteLoss(Exception):
+    """The training loss became NaN or infinite."""
+
+
+def _oom_cause(e: BaseException | None) -> BaseException | None:
+    """The out-of-memory error `e` is or wraps (torch.compile re-raises it as its cause)."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, torch.OutOfMemoryError):
+            return e
+        seen.add(id(e))
+        e = getattr(e, "inner_exception", None) or e.__cause__ or e.__context__
+    return None
+
+
+class Trainer:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        emit: ev.EventSink = lambda _: None,
+        control: TrainingControl | None = None,
+        *,
+        run_dir: Path | None = None,
+        resume: bool = False,
+        changes: dict[str, tuple[Any, Any]] | None = None,
+        accept_data_change: bool = False,
+    ) -> None:
+        """`run_dir` + `resume`: continue that run; `changes`: the settings the resume changed (engine.train.launch).
+
+        A resume refuses data that changed since the run was trained unless
+        `accept_data_change`; either way it keeps the run's own tokenizer.
+        """
+        self.cfg = cfg
+        self.control = control or TrainingControl()
+        self.emit = Relay(emit)  # points at the run folder's recorder once there is one
+        self.run_dir = run_dir if resume else None
+        self.changes = changes or {}
+        self.accept_data_change = accept_data_change
+        self.progress = Progress()
+        self.rt: Runtime | None = None  # for failure messages only; the loop reads self.s.rt
+        self.s: RunState  # set by run(), fully built, before the loop starts
+        self.estimate: MemoryEstimate  # set by _announce(), before the loop starts
+
+    # ------------------------------------------------------------------ entry point
+
+    def run(self) -> ev.Event:
+        """Train until done, stopped or failed; returns the Finished or Failed event."""
+        with contextlib.ExitStack() as resources:
+            try:
+                self.rt = resolve_runtime(self.cfg.train)
+                if self.rt.distributed:
+                    resources.callback(torch.distributed.destroy_process_group)
+                self.s = build_state(self.cfg, self.rt, self.emit, self.progress, resources,
+                                     run_dir=self.run_dir, changes=self.changes,
+                                     accept_data_change=self.accept_data_change,
+                                     # A stop during data preparation returns at once.
+                                     should_stop=self._stop_check())
+                self._announce()
+                return self._loop()
+            except Interrupted:  # stopped while the data was prepared: no run folder touched, nothing saved
+                event = ev.Finished(step=self.progress.step, run_dir="", stopped=True)
+                self.emit(event)
+                return event
+            except NonFiniteLoss as e:
+                return self._fail(str(e), "nan")
+            except DataError as e:
+                return self._fail(str(e), "data")
+            except FileError as e:  # full disk, file-size limit, a file where a folder belongs
+                return self._fail(str(e), "io")
+            except UserError as e:
+                return self._fail(str(e), "config")
+            except Exception as e:
+                oom = _oom_cause(e)  # an OOM inside torch.compile arrives wrapped (BackendCompilerFailed)
+                if oom is not None:
+                    return self._fail(self._oom_message(oom), "oom")
+                # any other crash still reports and keeps the checkpoints
+                return self._fail(f"{type(e).__name__}: {e}", "error", traceback.format_exc())
+
+    def _fail(self, message: str, kind: str, tb: str = "") -> ev.Failed:
+        if self.rt is not None and self.rt.distributed:
+            message = f"[rank {self.rt.rank}] {message}"
+        p = self.progress
+        event = ev.Failed(message=message, step=p.step, kind=kind, checkpoint=p.last_checkpoint, traceback=tb)
+        self.emit(event)
+        return event
+
+    def _oom_message(self, e: BaseException) -> str:
+        from engine.memory.advice import oom_advice
+
+        cfg = self.s.cfg if hasattr(self, "s") else self.cfg
+        plan = self.s.plan if hasattr(self, "s") else None  # the path that runs: device, compile, micro-batch
+        if self.rt is not None and self.rt.device.type == "cuda":
+            props = torch.cuda.get_device_properties(self.rt.device)
+            return "CUDA out of memory. " + oom_advice(cfg, props.name, props.total_memory, plan=plan)
+        import psutil
+
+        return f"out of memory ({e}). " + oom_advice(cfg, "this machine's RAM", psutil.virtual_memory().total,
+                                                     plan=plan)
+
+    def _stop_check(self) -> Callable[[], bool] | None:
+        """What data preparation and evaluation poll to end early on a stop. None under DDP: every rank
+        must reach the collectives that follow (rank 0's tokens, the evaluation's all-reduce)."""
+        return None if self.rt.distributed else (lambda: self.control.should_stop)
+
+    def _announce(self) -> None:
+        s, plan = self.s, self.s.plan
+        # What the run is expected to hold; its evaluation batch is sized by it.
+        self.estimate = estimate_memory(s.cfg, plan=plan)
+        if plan.compile:
+            self.emit(ev.Log(f"torch.compile: compiled in {s.compile_s:.1f} s (not counted as training time)"))
+        if s.cfg.train.loss_chunk:
+            self.emit(ev.Log(f"loss computed in chunks of {s.cfg.train.loss_chunk:,} tokens (train.loss_chunk): "
+                             f"no whole (tokens x vocab) logits"))
+        self.emit(ev.RunStarted(
+            run_dir=str(s.run_dir), num_params=s.raw_model.num_params(), total_steps=plan.total_steps,
+            start_step=self.progress.step, steps_per_epoch=plan.steps_per_epoch,
+            tokens_per_step=plan.tokens_per_step, device=s.rt.describe(), precision=plan.precision,
+            world_size=plan.world_size, resumed_from=s.resumed_from, preset_params=preset_params(plan.vocab_size),
+            vocab_size=plan.vocab_size, micro_batch=plan.micro_batch, compiled=plan.compile,
+            compile_s=s.compile_s, schedule=plan.schedule,
+            estimated_bytes=self.estimate.total_bytes,
+        ))
+
+    # ------------------------------------------------------------------ loop
+
+    def _loop(self) -> ev.Event:
+        s, p, t = self.s, self.progress, self.s.cfg.train
+        rt, plan = s.rt, s.plan
+        s.model.train()
+        window_loss = torch.zeros((), device=rt.device)
+        window_steps, window_start = 0, time.perf_counter()
+        while p.step < plan.total_steps:
+            request = self._agreed_request()
+            if request == "pause":
+                request = self._pause()
+            if request == "stop":
+                return self._finish(stopped=True)
+            lr = plan.schedule.at(p.step)
+            set_lr(s.optimizer, t, lr / t.lr)  # each group's own peak LR (AdamW's lr, Muon's muon_lr) scaled alike
+            epoch = s.loader.epoch
+            loss, grad_norm = self._train_step(s.loader.next_step())
+            window_loss += loss
+            window_steps += 1
+            p.step += 1
+            p.tokens_seen += plan.tokens_per_step
+            if p.step % t.log_interval == 0 or p.step == plan.total_steps:
+                # The only host sync of the step, and only on logging steps. The clock
+                # is read after it: on CUDA the host runs ahead of the GPU, and a
+                # reading before the sync would count work the GPU has not done yet.
+                mean_loss = all_reduce_sum([window_loss.item()], rt)[0] / (window_steps * rt.world_size)
+                now = time.perf_counter()
+                dt = now - window_start
+                p.elapsed += dt
+                if not math.isfinite(mean_loss):
+                    raise NonFiniteLoss(f"training loss is {mean_loss} at step {p.step}; "
+                                        f"try a lower train.lr (now {t.lr}) or fp32/bf16 precision")
+                self.emit(ev.StepMetrics(
+                    step=p.step, total_steps=plan.total_steps, epoch=epoch, loss=mean_loss, lr=lr,
+                    grad_norm=float(grad_norm), tokens_per_s=window_steps * plan.tokens_per_step / dt,
+                    step_time_s=dt / window_steps, elapsed_s=p.elapsed, tokens_seen=p.tokens_seen,
+                ))
+                window_loss.zero_()
+                window_steps = 0
+                window_start = now
+            evaluate = bool(t.eval_interval) and p.step % t.eval_interval == 0 and p.step < plan.total_steps
+            save = bool(t.save_interval) and p.step % t.save_interval == 0
+            if evaluate or save:
+                # Evaluation and checkpoints are not training time: stop the window's
+                # clock once the queued training work is done, restart it after.
+                rt.synchronize()
+                paused_at = time.perf_counter()
+                # "Best" is decided by these periodic validations (the first
+                # eval_batches batches, the same tokens every time), and a new best
+                # writes a checkpoint that pruning keeps.
+                try:
+                    best = self._evaluate("valid", t.eval_batches).best if evaluate else False
+                except EvalInterrupted:  # a stop request does not wait for the evaluation
+                    return self._finish(stopped=True)
+                if save or best:
+                    self._save("interval" if not best else "best", best=best)
+                window_start += time.perf_counter() - paused_at
+        return self._finish(stopped=False)
+
+    def _agreed_request(self) -> str | None:
+        """"stop", "pause" or None, the same on every rank.
+
+        Requests come from this process's control (dashboard keys, signals) and,
+        at logging steps, from the run folder's request file (`tui-lm pause RUN`
+        from another shell), which rank 0 reads. Ranks must agree, or the others
+        would hang in the next all-reduce: under DDP the vote is a collective, so
+        it runs on logging steps only (one small sync per log interval).
+        """
+        at_log_step = self.progress.step % self.s.cfg.train.log_interval == 0
+        if self.s.rt.distributed and not at_log_step:
+            return None
+        if at_log_step:
+            self._take_request()
+        return self._vote()
+
+    def _take_request(self) -> None:
+        """Rank 0 applies a request file from another process to its control."""
+        if not self.s.rt.is_main:
+            return
+        action = take_request(self.s.run_dir)
+        if action is not None:
+            self.emit(ev.Log(f"{action} requested from outside at step {self.progress.step}"))
+            {"pause": self.control.pause, "resume": self.control.resume, "stop": self.control.stop}[action]()
+
+    def _vote(self) -> str | None:
+        stop, pause = float(self.control.should_stop), float(self.control.should_pause)
+        if self.s.rt.distributed:
+            stop, pause = all_reduce_sum([stop, pause], self.s.rt)
+        return "stop" if stop else "pause" if pause else None
+
+    def _train_step(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        s, t = self.s, self.s.cfg.train
+        total = torch.zeros((), device=s.rt.device)
+        for i, (x, y) in enumerate(micro_batches):
+            last = i == len(micro_batches) - 1
+            # DDP all-reduces gradients only on the micro-step that steps the optimizer.
+            sync = s.ddp.no_sync() if s.ddp is not None and not last else contextlib.nullcontext()
+            with sync:
+                with s.autocast():
+                    # Only the loss: holding the (tokens x vocab) logits through
+                    # backward would cost as much memory as the log-probs.
+                    loss = s.model(x, y)[1]
+                loss = loss / len(micro_batches)
+                s.scaler.scale(loss).backward()
+            total += loss.detach()
+        s.scaler.unscale_(s.optimizer)
+        clip = t.grad_clip if t.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(s.raw_model.parameters(), clip)
+        s.scaler.step(s.optimizer)
+        s.scaler.update()
+        s.optimizer.zero_grad(set_to_none=True)
+        return total, grad_norm
+
+    # ------------------------------------------------------------------ evaluation, checkpoints, end
+
+    def _evaluate(self, split_name: str, max_batches: int) -> ev.EvalResult:
+        """`max_batches` (0 = the whole split) counts training micro-batches of windows."""
+        s, p = self.s, self.progress
+        rt = s.rt
+        split = getattr(s.data, split_name)
+        micro, seq_len = s.plan.micro_batch, s.plan.seq_len
+        windows = -(-(len(split.ids) - 1) // seq_len)
+        progress = EvalProgressReporter(self.emit, p.step, split_name,
+                                        partial=0 < max_batches * micro < windows) if rt.is_main else None
+        nll, count = score_tokens(
+            s.raw_model, split.ids, seq_len=seq_len, device=rt.device,
+            batch_size=micro * self.estimate.eval_multiple,
+            max_windows=max_batches * micro, autocast=s.autocast(), rank=rt.rank, world_size=rt.world_size,
+            progress=progress, loss_rows=micro,
+            should_stop=self._stop_check(),
+        )
+        nll, count = all_reduce_sum([nll, float(count)], rt)
+        m = eval_metrics(nll, int(count), len(split.ids) - 1, split.n_words, split.n_bytes)
+        best = split_name == "valid" and m.loss < p.best_val_loss
+        if best:
+            p.best_val_loss = m.loss
+        result = ev.EvalResult(step=p.step, split=split_name, loss=m.loss, perplexity=m.perplexity,
+                               word_perplexity=m.word_perplexity, bits_per_byte=m.bits_per_byte,
+                               tokens=m.tokens, partial=m.partial, best=best)
+        self.emit(result)
+        if split_name == "valid" and s.cfg.train.sample_tokens and rt.is_main:
+            self._sample()
+        return result
+
+    def _final_evaluation(self) -> ev.EvalResult | None:
+        """The valid and test splits, whole by default; train.final_eval_batches bounds (partial) or skips it."""
+        limit = self.s.cfg.train.final_eval_batches
+        if limit < 0:
+            self.emit(ev.Log("final evaluation skipped (train.final_eval_batches = -1): "
+                             "no final validation or test figures", "warning"))
+            return None
+        self._evaluate("valid", limit)
+        return self._evaluate("test", limit) if self.s.data.test is not None else None
+
+    def _sample(self) -> None:
+        from engine.model.sampling import sample_text
+
+        s, t = self.s, self.s.cfg.train
+        # Seeded with the run's seed at every evaluation, so samples differ only
+        # because the model changed (and never disturb the training RNG).
+        text = sample_text(s.raw_model, s.data.tokenizer, t.sample_prompt, max_new_tokens=t.sample_tokens,
+                           temperature=t.sample_temperature, top_k=t.sample_top_k or None, seed=t.seed,
+                           device=s.rt.device)
+        self.emit(ev.SampleGenerated(step=self.progress.step, prompt=t.sample_prompt, text=text))
+
+    def _save(self, reason: str, best: bool = False) -> str:
+        s, p = self.s, self.progress
+        rngs = all_gather(rng_state(), s.rt)  # every rank's stream, so same-size resumes are exact
+        path = checkpoint_path(s.run_dir, p.step)
+        if s.rt.is_main:
+            state: dict[str, Any] = {
+                "model": s.raw_model.state_dict(),
+                "optimizer": s.optimizer.state_dict(),
+                "scaler": s.scaler.state_dict() if s.scaler.is_enabled() else {},
+                "rng": rngs,
+                "loader": s.loader.state.to_dict(),
+                "trainer": p.to_dict(),
+                "config": s.cfg.to_dict(),
+            }
+            meta = {"step": p.step, "total_steps": s.plan.total_steps, "epoch": s.loader.state.epoch,
+                    "reason": reason, "best": best, "best_val_loss": p.best_val_loss,
+                    "world_size": s.rt.world_size, "tokenizer_xxh3_128": s.data.tokenizer_hash}
+            save_checkpoint(path, state, meta)
+            prune_checkpoints(s.run_dir, s.cfg.train.keep_checkpoints, bad=s.bad_checkpoints)
+            self.emit(ev.CheckpointSaved(step=p.step, path=str(path), reason=reason))
+        p.last_checkpoint = str(path)
+        return str(path)
+
+    def _pause(self) -> str | None:
+        """Checkpoint, then wait for resume (returns None) or stop (returns "stop"), on every rank."""
+        path = self._save("pause")
+        self.emit(ev.Paused(step=self.progress.step, checkpoint=path))
+        while True:
+            self._take_request()
+            request = self._vote()
+            if request != "pause":
+                break
+            if self.s.rt.distributed:
+                time.sleep(PAUSE_POLL_S)  # every rank, so they meet in the vote rather than spin in it
+            else:
+                self.control.wait_for_change(PAUSE_POLL_S)  # a dashboard key wakes it at once
+        if request is None:
+            self.emit(ev.Resumed(step=self.progress.step))
+        return request
+
+    def _finish(self, stopped: bool) -> ev.Finished:
+        s, p = self.s, self.progress
+        if stopped:
+            # Step 0 of a new run has nothing worth a checkpoint: nothing was trained.
+            if p.step > 0 and not p.last_checkpoint.endswith(checkpoint_path(s.run_dir, p.step).name):
+                self._save("stop")
+            event = ev.Finished(step=p.step, run_dir=str(s.run_dir), stopped=True, best_val_loss=p.best_val_loss)
+            self.emit(event)
+            return event
+        # The trained weights are on disk before the (long, interruptible) final
+        # evaluation, which scores the whole splits; it may lower best_val_loss.
+        if not p.last_checkpoint.endswith(checkpoint_path(s.run_dir, p.step).name):
+            self._save("final")
+        model_dir = ""
+        if s.rt.is_main:
+            model_dir = str(save_final_model(s.run_dir, s.raw_model, s.cfg, s.run_dir / "tokenizer.json"))
+        try:
+            test = self._final_evaluation()
+        except EvalInterrupted:
+            self.emit(ev.Log(f"final evaluation interrupted; the trained model is saved in {model_dir}, and "
+                             "resuming the run runs the evaluation again", "warning"))
+            event = ev.Finished(step=p.step, run_dir=str(s.run_dir), stopped=True, model_dir=model_dir,
+                                best_val_loss=p.best_val_loss)
+            self.emit(event)
+            return event
+        event = ev.Finished(step=p.step, run_dir=str(s.run_dir), stopped=False, model_dir=model_dir,
+                            best_val_loss=p.best_val_loss, test=test)
+        self.emit(event)
+        return event
