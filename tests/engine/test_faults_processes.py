@@ -39,7 +39,6 @@ def forward(self, *a, **k):
 m.GPT.forward = forward
 stall = int(os.environ.get("TEST_STALL_SAVE", "0"))
 if stall:
-    import engine.runs.checkpoints as c
     real_save, count = torch.save, [0]
     def slow_save(obj, f, *a, **k):
         count[0] += 1
@@ -49,7 +48,7 @@ if stall:
             print("stalled in save", flush=True)
             time.sleep(600)
         return real_save(obj, f, *a, **k)
-    c.torch.save = slow_save
+    torch.save = slow_save  # engine.runs.checkpoints imports torch when it saves
 from tui_lm.cli import main
 sys.exit(main(sys.argv[1:]))
 """
