@@ -62,14 +62,3 @@ def catalogue_gpu(device: torch.device) -> GPU | None:
         return find_gpu(torch.cuda.get_device_name(device), torch.cuda.get_device_properties(device).total_memory)
     except ConfigError:
         return None
-
-
-def peak_flops(gpu: GPU | None, precision: str, tf32: bool) -> float | None:
-    """The catalogue GPU's dense peak FLOP/s for this precision; None for no (or an unknown) GPU."""
-    if gpu is None:
-        return None
-    if precision in ("bf16", "fp16"):
-        return gpu.peak_bf16_tflops * 1e12
-    if tf32 and gpu.bf16:  # TF32 tensor cores run at half the bf16 rate on Ampere and newer
-        return gpu.peak_bf16_tflops / 2 * 1e12
-    return gpu.peak_fp32_tflops * 1e12

@@ -59,17 +59,55 @@ class SettingsChanged(Event):
 
 
 @dataclass(frozen=True)
+class Shown:
+    """How a step metric is shown, declared on its field: the headless line, the metrics panel, TensorBoard.
+
+    `line` is a format template for the headless line ("loss {:.4f}"); `label`,
+    `spec` and `priority` make its metrics-panel row (priority 0 rows lead the
+    panel, the others follow the evaluation's rows; higher numbers drop first on
+    a small terminal); `tb` is its TensorBoard tag under "train/". A metric whose
+    value is None (MFU without a known peak) is left out everywhere.
+    """
+
+    line: str = ""
+    label: str = ""
+    spec: str = ""
+    priority: int = 3
+    tb: str = ""
+
+
+def shown(default: Any = dataclasses.MISSING, **how: Any) -> Any:
+    """A dataclass field with its presentation (`Shown`) attached."""
+    return field(default=default, metadata={"shown": Shown(**how)})
+
+
+def shown_fields(cls: type[Event]) -> list[tuple[str, Shown, bool]]:
+    """(name, presentation, optional) of each shown field of an event class, in declaration order.
+
+    An optional field (default None) is shown only once it has a value.
+    """
+    return [(f.name, f.metadata["shown"], f.default is None) for f in dataclasses.fields(cls)
+            if "shown" in f.metadata]
+
+
+@dataclass(frozen=True)
 class StepMetrics(Event):
+    """A logging step. A new metric is one `shown(...)` field here and its value in the trainer."""
+
     step: int  # optimizer steps completed
     total_steps: int
     epoch: int  # 0-based epoch the step belongs to
-    loss: float  # mean training loss over the steps since the last log
-    lr: float
-    grad_norm: float  # before clipping
-    tokens_per_s: float
+    # mean training loss over the steps since the last log
+    loss: float = shown(line="loss {:.4f}", label="train loss", spec=".4f", priority=0, tb="loss")
+    lr: float = shown(line="lr {:.2e}", label="learning rate", spec=".2e", tb="lr")
+    grad_norm: float = shown(line="grad {:.2f}", label="grad norm", spec=".3f", tb="grad_norm")  # before clipping
+    tokens_per_s: float = shown(line="{:,.0f} tok/s", tb="tokens_per_s")
     step_time_s: float  # mean wall time per step since the last log
     elapsed_s: float  # training wall time of this run, compile and eval excluded
     tokens_seen: int
+    # Model FLOPs utilisation: FLOPs per token x tokens/s over the devices' dense
+    # peak (engine.memory.gpus); None on the CPU or a GPU the catalogue lacks.
+    mfu: float | None = shown(None, line="MFU {:.1%}", label="MFU", spec=".1%", tb="mfu")
 
 
 @dataclass(frozen=True)

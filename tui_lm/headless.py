@@ -46,8 +46,10 @@ def format_event(e: ev.Event) -> str | None:
                 f"{e.steps_per_epoch:,} per epoch, {e.tokens_per_step:,} tokens per step; vocabulary {e.vocab_size:,}")
     if isinstance(e, ev.StepMetrics):
         remaining = (e.total_steps - e.step) * e.step_time_s
-        return (f"step {e.step:>6}/{e.total_steps} | epoch {e.epoch + 1} | loss {e.loss:.4f} | lr {e.lr:.2e} | "
-                f"grad {e.grad_norm:.2f} | {e.tokens_per_s:,.0f} tok/s | ETA {_duration(remaining)}")
+        shown = [how.line.format(getattr(e, name)) for name, how, _ in ev.shown_fields(ev.StepMetrics)
+                 if how.line and getattr(e, name) is not None]
+        return " | ".join([f"step {e.step:>6}/{e.total_steps}", f"epoch {e.epoch + 1}", *shown,
+                           f"ETA {_duration(remaining)}"])
     if isinstance(e, ev.EvalResult):
         scope = f" (first {e.tokens:,} tokens)" if e.partial else ""
         best = " *best*" if e.best else ""

@@ -24,6 +24,14 @@ class GPU:
     peak_bf16_tflops: float  # dense half-precision tensor peak (fp16 where bf16 is missing)
     peak_fp32_tflops: float  # plain FP32 (no TF32), what an fp32 run gets without allow_tf32
 
+    def peak_flops(self, precision: str, tf32: bool) -> float:
+        """Dense peak FLOP/s for a run in `precision` ("bf16" | "fp16" | "fp32"); `tf32`: fp32 matmuls in TF32."""
+        if precision in ("bf16", "fp16"):
+            return self.peak_bf16_tflops * 1e12
+        if tf32 and self.bf16:  # TF32 tensor cores run at half the bf16 rate on Ampere and newer
+            return self.peak_bf16_tflops / 2 * 1e12
+        return self.peak_fp32_tflops * 1e12
+
 
 # Capacities are the marketed size read as GiB (a "24 GB" card = 24 * 1024**3
 # bytes), which is what the memory chips hold; the driver keeps a few hundred
@@ -137,6 +145,17 @@ class DetectedGPU:
     total_bytes: int
     used_bytes: int
     utilization: float  # percent, -1 when NVML cannot say
+
+
+
+def peak_flops_of(device_name: str, precision: str, tf32: bool) -> float | None:
+    """Dense peak FLOP/s of the catalogue card a CUDA device name means; None for "" (the CPU) or an unknown card."""
+    if not device_name:
+        return None
+    try:
+        return find_gpu(device_name).peak_flops(precision, tf32)
+    except ConfigError:
+        return None
 
 
 def detect_gpus() -> list[DetectedGPU]:

@@ -149,8 +149,8 @@ class RunRecorder:
             self._step = e.step
             self._line(e)
             self._heartbeat(step=e.step, tokens_seen=e.tokens_seen, heartbeat_s=round(expected, 3))
-            self._scalars(e.step, "train", {"loss": e.loss, "lr": e.lr, "grad_norm": e.grad_norm,
-                                            "tokens_per_s": e.tokens_per_s})
+            self._scalars(e.step, "train", {how.tb: getattr(e, name) for name, how, _ in ev.shown_fields(ev.StepMetrics)
+                                            if how.tb and getattr(e, name) is not None})
         elif isinstance(e, ev.EvalResult):
             self._line(e)
             self._scalars(e.step, e.split, {"loss": e.loss, "perplexity": e.perplexity,

@@ -62,6 +62,11 @@ class Runtime:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
+    @property
+    def tf32(self) -> bool:
+        """fp32 matmuls run in TF32: resolve_runtime allows it on every CUDA device."""
+        return self.device.type == "cuda"
+
     def describe(self) -> str:
         """"cuda:0 (NVIDIA H100 80GB HBM3)" or "cpu"."""
         return self.info.describe()

@@ -27,6 +27,7 @@ from engine.config.run_config import RunConfig
 from engine.control import Interrupted, TrainingControl
 from engine.errors import DataError, FileError, UserError
 from engine.memory.estimate import MemoryEstimate, estimate_memory
+from engine.memory.gpus import peak_flops_of
 from engine.optim.groups import set_lr
 from engine.runs.checkpoints import checkpoint_path, prune_checkpoints, save_checkpoint
 from engine.runs.requests import take_request
@@ -145,6 +146,9 @@ class Trainer:
         s, plan = self.s, self.s.plan
         # What the run is expected to hold; its evaluation batch is sized by it.
         self.estimate = estimate_memory(s.cfg, plan=plan)
+        # MFU's denominator: every rank's peak at the precision the matmuls run in.
+        peak = peak_flops_of(s.rt.info.name if s.rt.device.type == "cuda" else "", plan.precision, s.rt.tf32)
+        self.peak_flops = peak * plan.world_size if peak else None
         if plan.compile:
             self.emit(ev.Log(f"torch.compile: compiled in {s.compile_s:.1f} s (not counted as training time)"))
         if s.cfg.train.loss_chunk:
@@ -193,10 +197,12 @@ class Trainer:
                 if not math.isfinite(mean_loss):
                     raise NonFiniteLoss(f"training loss is {mean_loss} at step {p.step}; "
                                         f"try a lower train.lr (now {t.lr}) or fp32/bf16 precision")
+                tokens_per_s = window_steps * plan.tokens_per_step / dt
                 self.emit(ev.StepMetrics(
                     step=p.step, total_steps=plan.total_steps, epoch=epoch, loss=mean_loss, lr=lr,
-                    grad_norm=float(grad_norm), tokens_per_s=window_steps * plan.tokens_per_step / dt,
+                    grad_norm=float(grad_norm), tokens_per_s=tokens_per_s,
                     step_time_s=dt / window_steps, elapsed_s=p.elapsed, tokens_seen=p.tokens_seen,
+                    mfu=self.estimate.flops_per_token * tokens_per_s / self.peak_flops if self.peak_flops else None,
                 ))
                 window_loss.zero_()
                 window_steps = 0

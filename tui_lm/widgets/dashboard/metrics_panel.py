@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from engine.events import EvalResult, StepMetrics
+from engine.events import EvalResult, StepMetrics, shown_fields
 from tui_lm.widgets.common.fit import fit_lines
 from tui_lm.widgets.common.format import maybe
 
@@ -54,16 +54,18 @@ class MetricsPanel(Static):
     def _redraw(self) -> None:
         t, v, test = self.train, self.valid, self.test
         star = "*" if v is not None and v.partial else ""
-        rows: list[tuple[int, str, str]] = [  # (priority: 0 = always shown, label, value)
-            (0, "train loss", maybe(t.loss if t else None, ".4f")),
+        # (priority: 0 = always shown, label, value). The step metrics are declared
+        # on StepMetrics: the headline ones (priority 0) lead, the rest follow the evaluation.
+        train = [(how.priority, how.label, maybe(getattr(t, name) if t else None, how.spec))
+                 for name, how, optional in shown_fields(StepMetrics)
+                 if how.label and (getattr(t, name) is not None if t else not optional)]
+        rows: list[tuple[int, str, str]] = [row for row in train if row[0] == 0] + [
             (0, "valid loss", maybe(v.loss if v else None, ".4f")),
             (1, "best valid", maybe(self.best_valid, ".4f")),
             (0, "perplexity", maybe(v.perplexity if v else None, ",.2f")),
             (1, "word ppl", maybe(v.word_perplexity if v else None, ",.2f") + star),
             (4, "bits/byte", maybe(v.bits_per_byte if v else None, ".3f")),
-            (3, "learning rate", maybe(t.lr if t else None, ".2e")),
-            (3, "grad norm", maybe(t.grad_norm if t else None, ".3f")),
-        ]
+        ] + [row for row in train if row[0] != 0]
         if test is not None:
             tstar = "*" if test.partial else ""
             rows += [(0, "test ppl", maybe(test.perplexity, ",.2f") + tstar),
