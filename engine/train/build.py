@@ -20,6 +20,7 @@ from typing import Any, Callable
 import torch
 
 from engine import events as ev
+from engine.config.costs import count_params
 from engine.config.plan import RunPlan, plan_run
 from engine.config.run_config import ModelConfig, RunConfig, load_preset, preset_names, write_toml
 from engine.data.loader import TrainLoader
@@ -242,5 +243,5 @@ def _compile_warmup(s: RunState) -> float:
 
 def preset_params(vocab_size: int) -> dict[str, int]:
     """Each preset's parameter count at this vocabulary (shown beside the run's own)."""
-    return {name: GPT.count_params(ModelConfig(**load_preset(name)["model"], vocab_size=vocab_size))
+    return {name: count_params(ModelConfig(**load_preset(name)["model"], vocab_size=vocab_size))
             for name in preset_names()}

@@ -23,6 +23,7 @@ import torch
 
 from engine import events as ev
 from engine.artifacts.final_model import save_final_model
+from engine.config.costs import count_params
 from engine.config.run_config import RunConfig
 from engine.control import Interrupted, TrainingControl
 from engine.errors import DataError, FileError, UserError
@@ -151,7 +152,7 @@ class Trainer:
             self.emit(ev.Log(f"loss computed in chunks of {s.cfg.train.loss_chunk:,} tokens (train.loss_chunk): "
                              f"no whole (tokens x vocab) logits"))
         self.emit(ev.RunStarted(
-            run_dir=str(s.run_dir), num_params=s.raw_model.num_params(), total_steps=plan.total_steps,
+            run_dir=str(s.run_dir), num_params=count_params(plan.model), total_steps=plan.total_steps,
             start_step=self.progress.step, steps_per_epoch=plan.steps_per_epoch,
             tokens_per_step=plan.tokens_per_step, device=s.rt.describe(), precision=plan.precision,
             world_size=plan.world_size, resumed_from=s.resumed_from, preset_params=preset_params(plan.vocab_size),

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.config.costs import count_params
 from engine.config.run_config import (
     RunConfig,
     build_config,
@@ -17,7 +18,6 @@ from engine.config.run_config import (
 )
 from engine.config.schedule import lr_at
 from engine.errors import ConfigError
-from engine.model.gpt import GPT
 
 
 @pytest.mark.parametrize("name", ["tiny", "small", "medium"])
@@ -34,7 +34,7 @@ def test_preset_shapes_and_parameter_counts() -> None:
     shapes = {n: load_preset(n)["model"] for n in preset_names()}
     assert shapes["tiny"] == {"d_model": 256, "num_heads": 4, "num_layers": 4, "d_ff": 1024, "max_seq_len": 256, "dropout": 0.1}
     assert shapes["small"]["max_seq_len"] == 512 and shapes["medium"]["num_layers"] == 12
-    counts = {n: GPT.count_params(build_config(n).model) for n in preset_names()}
+    counts = {n: count_params(build_config(n).model) for n in preset_names()}
     assert 15e6 < counts["tiny"] < 17e6
     assert 44e6 < counts["small"] < 46e6
     assert 123e6 < counts["medium"] < 125e6  # GPT-2 small: 124M
