@@ -175,8 +175,8 @@ class Trainer:
                 request = self._pause()
             if request == "stop":
                 return self._finish(stopped=True)
-            lr = plan.schedule.at(p.step)
-            set_lr(s.optimizer, t, lr / t.lr)  # each group's own peak LR (AdamW's lr, Muon's muon_lr) scaled alike
+            # Each group's own peak LR (AdamW's lr, Muon's muon_lr) times the schedule's multiplier.
+            lr = set_lr(s.optimizer, t, plan.schedule.multiplier(p.step))
             epoch = s.loader.epoch
             loss, grad_norm = self._train_step(s.loader.next_step())
             window_loss += loss

@@ -138,6 +138,9 @@ def test_run_folder_holds_everything(corpus: Path, tmp_path: Path) -> None:
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [d["step"] for d in lines if d["event"] == "StepMetrics"]
     assert steps == list(range(1, 13))
+    # The LR each step reports is the schedule's curve the dashboard plots (AdamW's peak times the multiplier).
+    reported = [e.lr for e in seen if isinstance(e, ev.StepMetrics)]
+    assert reported == [started.schedule.at(step) for step in range(12)] and max(reported) == cfg.train.lr
     evals = [d for d in lines if d["event"] == "EvalResult"]
     assert {d["split"] for d in evals} == {"valid", "test"}
     final_valid = [d for d in evals if d["split"] == "valid"][-1]
