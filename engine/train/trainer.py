@@ -31,7 +31,7 @@ from engine.memory.estimate import MemoryEstimate, estimate_memory
 from engine.optim.groups import set_lr
 from engine.runs.checkpoints import checkpoint_path, prune_checkpoints, save_checkpoint
 from engine.runs.requests import take_request
-from engine.train.build import Progress, Relay, RunState, build_state, preset_params
+from engine.train.build import Progress, Relay, RunState, build_state, checkpoint_state, preset_params
 from engine.train.evaluate import EvalInterrupted, EvalProgressReporter, eval_metrics, score_tokens
 from engine.train.runtime import Runtime, all_gather, all_reduce_sum, resolve_runtime, rng_state
 
@@ -190,14 +190,14 @@ class Trainer:
                 mean_loss = all_reduce_sum([window_loss.item()], rt)[0] / (window_steps * rt.world_size)
                 now = time.perf_counter()
                 dt = now - window_start
-                p.elapsed += dt
+                p.elapsed_s += dt
                 if not math.isfinite(mean_loss):
                     raise NonFiniteLoss(f"training loss is {mean_loss} at step {p.step}; "
                                         f"try a lower train.lr (now {t.lr}) or fp32/bf16 precision")
                 self.emit(ev.StepMetrics(
                     step=p.step, total_steps=plan.total_steps, epoch=epoch, loss=mean_loss, lr=lr,
                     grad_norm=float(grad_norm), tokens_per_s=window_steps * plan.tokens_per_step / dt,
-                    step_time_s=dt / window_steps, elapsed_s=p.elapsed, tokens_seen=p.tokens_seen,
+                    step_time_s=dt / window_steps, elapsed_s=p.elapsed_s, tokens_seen=p.tokens_seen,
                 ))
                 window_loss.zero_()
                 window_steps = 0
@@ -332,15 +332,7 @@ class Trainer:
         rngs = all_gather(rng_state(), s.rt)  # every rank's stream, so same-size resumes are exact
         path = checkpoint_path(s.run_dir, p.step)
         if s.rt.is_main:
-            state: dict[str, Any] = {
-                "model": s.raw_model.state_dict(),
-                "optimizer": s.optimizer.state_dict(),
-                "scaler": s.scaler.state_dict() if s.scaler.is_enabled() else {},
-                "rng": rngs,
-                "loader": s.loader.state.to_dict(),
-                "trainer": p.to_dict(),
-                "config": s.cfg.to_dict(),
-            }
+            state = checkpoint_state(s, rngs)
             meta = {"step": p.step, "total_steps": s.plan.total_steps, "epoch": s.loader.state.epoch,
                     "reason": reason, "best": best, "best_val_loss": p.best_val_loss,
                     "world_size": s.rt.world_size, "tokenizer_xxh3_128": s.data.tokenizer_hash}

@@ -51,7 +51,8 @@ def test_kill_during_save_leaves_previous_checkpoint_loadable(tmp_path: Path) ->
             print("writing", flush=True)
             time.sleep(60)
         torch.save = slow_save
-        c.save_checkpoint(s.checkpoint_path(Path({str(tmp_path)!r}), 2), {{"model": {{}}}}, {{"step": 2}})
+        c.save_checkpoint(s.checkpoint_path(Path({str(tmp_path)!r}), 2), {{"model": {{}}}}, {{"step": 2}},
+                         parts=(c.MODEL,))
     """)
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "writing"
