@@ -32,7 +32,7 @@ from engine.optim.groups import set_lr
 from engine.runs.checkpoints import checkpoint_path, prune_checkpoints, save_checkpoint
 from engine.runs.requests import take_request
 from engine.train.build import Progress, Relay, RunState, build_state, checkpoint_state, preset_params
-from engine.train.evaluate import EvalInterrupted, EvalProgressReporter, eval_metrics, score_tokens
+from engine.train.evaluate import EvalInterrupted, EvalProgressReporter, eval_metrics, eval_windows, score_tokens
 from engine.train.runtime import Runtime, all_gather, all_reduce_sum, resolve_runtime, rng_state
 
 PAUSE_POLL_S = 0.5  # while paused: how often rank 0 looks for a request and the ranks vote
@@ -283,9 +283,8 @@ class Trainer:
         rt = s.rt
         split = getattr(s.data, split_name)
         micro, seq_len = s.plan.micro_batch, s.plan.seq_len
-        windows = -(-(len(split.ids) - 1) // seq_len)
-        progress = EvalProgressReporter(self.emit, p.step, split_name,
-                                        partial=0 < max_batches * micro < windows) if rt.is_main else None
+        partial = 0 < max_batches * micro < eval_windows(len(split.ids), seq_len)
+        progress = EvalProgressReporter(self.emit, p.step, split_name, partial=partial) if rt.is_main else None
         nll, count = score_tokens(
             s.raw_model, split.ids, seq_len=seq_len, device=rt.device,
             batch_size=micro * self.estimate.eval_multiple,

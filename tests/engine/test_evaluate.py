@@ -15,7 +15,7 @@ from engine.data.loader import TrainLoader
 from engine.data.token_cache import prepare_data
 from engine.model.gpt import GPT
 from engine.runs.checkpoints import LOADER
-from engine.train.evaluate import eval_metrics, score_tokens
+from engine.train.evaluate import eval_metrics, eval_windows, score_tokens
 
 
 def test_word_perplexity_of_a_uniform_model_on_known_text(tmp_path: Path, monkeypatch) -> None:
@@ -42,6 +42,16 @@ def test_word_perplexity_of_a_uniform_model_on_known_text(tmp_path: Path, monkey
     assert m.perplexity == pytest.approx(vocab, rel=1e-4)
     assert m.bits_per_byte == pytest.approx(scored_tokens * math.log2(vocab) / 14, rel=1e-4)
     assert not m.partial
+
+
+def test_evaluation_windows_score_every_target_once() -> None:
+    ids = np.arange(24)  # 23 targets in windows of 4: five whole and a short one of 3
+    assert (eval_windows(24, 4), eval_windows(21, 4)) == (6, 5)
+    model = GPT(ModelConfig(d_model=16, num_heads=2, num_layers=1, d_ff=32, max_seq_len=4, vocab_size=64))
+    cpu = torch.device("cpu")
+    assert score_tokens(model, ids, seq_len=4, batch_size=4, device=cpu)[1] == 23
+    assert score_tokens(model, ids, seq_len=4, batch_size=4, device=cpu, max_windows=2)[1] == 8
+    assert score_tokens(model, ids, seq_len=4, batch_size=4, device=cpu, max_windows=6)[1] == 23
 
 
 def test_partial_evaluation_extrapolates_and_says_so() -> None:
