@@ -33,9 +33,9 @@ import torch  # noqa: E402
 from device_stats import read_peak, release, reset_peak  # noqa: E402
 
 from engine import events as ev  # noqa: E402
+from engine.config.costs import count_params  # noqa: E402
 from engine.config.plan import resolve_precision  # noqa: E402
 from engine.config.run_config import ARCHS, OPTIMIZERS, RunConfig, TrainConfig, build_config  # noqa: E402
-from engine.model.gpt import GPT  # noqa: E402
 from engine.train.runtime import resolve_runtime  # noqa: E402
 from engine.train.trainer import Trainer  # noqa: E402
 
@@ -147,7 +147,7 @@ def run_rows(names: list[str], a: argparse.Namespace, seeds: list[int], done=lam
                 print(f"  {name} seed {seed}: valid word ppl {run.valid_word_ppl:.1f}, "
                       f"{run.tokens_per_s:,.0f} tokens/s, {run.wall_s:.0f} s", file=sys.stderr, flush=True)
                 # The parameter count needs the tokenizer's vocabulary, known after a run.
-                row.params = GPT.count_params(_model_cfg(Path(tmp) / cfg.run.run_name))
+                row.params = count_params(_model_cfg(Path(tmp) / cfg.run.run_name))
                 done(rows)
     return rows
 

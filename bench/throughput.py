@@ -58,9 +58,9 @@ from reference_gpt import RefConfig, measure_reference  # noqa: E402
 from throughput_report import Row, context_lines, format_table, ratios  # noqa: E402
 
 from engine import events as ev  # noqa: E402
+from engine.config.costs import count_params, flops_per_token  # noqa: E402
 from engine.config.run_config import RunConfig, build_config  # noqa: E402
 from engine.control import TrainingControl  # noqa: E402
-from engine.model.gpt import GPT  # noqa: E402
 from engine.train.runtime import resolve_runtime  # noqa: E402
 from engine.train.trainer import Trainer  # noqa: E402
 
@@ -271,9 +271,7 @@ def _run_reference(preset: str, cfg: RunConfig, data, batch: int, steps: int, de
 
 
 def _flops_per_token(cfg: RunConfig) -> tuple[int, int]:
-    with torch.device("meta"):
-        model = GPT(cfg.model)
-    return model.num_params(), model.flops_per_token(cfg.model.max_seq_len)
+    return count_params(cfg.model), flops_per_token(cfg.model)
 
 
 def _engine_row(preset: str, cfg: RunConfig, runs: list[EngineRun]) -> Row:

@@ -30,10 +30,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save
 
+from engine.config.costs import swiglu_hidden
 from engine.errors import UserError
 from engine.files import copy_file, ensure_folder, write_bytes, write_json
 from engine.model.gpt import GPT
-from engine.model.modern import swiglu_hidden
 
 EOT = "<|endoftext|>"
 # Linear layers whose weights GPT-2 stores transposed (Conv1D).

@@ -21,7 +21,15 @@ from safetensors.torch import save
 from engine.config.run_config import RunConfig, apply_overrides, read_toml, validate
 from engine.errors import CheckpointError, ConfigError, FileError, short_reason
 from engine.files import HASH_NAME, ensure_folder, hash_bytes, read_json_object, write_bytes, write_json
-from engine.runs.checkpoints import MODEL_KEYS, load_checkpoint, load_latest_checkpoint, read_sidecar, sidecar_path
+from engine.runs.checkpoints import (
+    CONFIG,
+    MODEL,
+    MODEL_PARTS,
+    load_checkpoint,
+    load_latest_checkpoint,
+    read_sidecar,
+    sidecar_path,
+)
 
 CHECKSUMS = "checksums.json"
 
@@ -140,13 +148,13 @@ def load_model(run_dir: str | Path, checkpoint: str | Path | None = None, device
     else:
         if checkpoint is not None:
             source = Path(checkpoint)
-            data = load_checkpoint(source, keys=MODEL_KEYS)
+            data = load_checkpoint(source, parts=MODEL_PARTS)
         else:
-            source, data = load_latest_checkpoint(run_dir, warn=warn, keys=MODEL_KEYS)
+            source, data = load_latest_checkpoint(run_dir, warn=warn, parts=MODEL_PARTS)
         if sidecar_path(source).is_file():
             expected_tok = read_sidecar(source).get("tokenizer_" + HASH_NAME)
-        cfg = _config_from(data["config"], f"the config inside {source}")
-        state, from_ckpt, config_name = data["model"], True, f"the config inside {source}"
+        cfg = _config_from(data[CONFIG.key], f"the config inside {source}")
+        state, from_ckpt, config_name = data[MODEL.key], True, f"the config inside {source}"
     tok_file = run_dir / "models" / "tokenizer.json"
     if not tok_file.is_file():
         tok_file = run_dir / "tokenizer.json"

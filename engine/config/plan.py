@@ -71,6 +71,7 @@ class RunPlan:
     seq_len: int
     tokens_per_step: int
     vocab_size: int  # the tokenizer's real size, or the planned one before the data is prepared
+    train_windows: int  # the training split's windows of seq_len + 1 tokens; 0 while its size is unknown
     steps_per_epoch: int  # 0 while the training split's size is unknown
     total_steps: int  # 0 while it depends on an unknown split size
     schedule: LRSchedule
@@ -130,7 +131,7 @@ def plan_run(cfg: RunConfig, *, world_size: int = 1, device: DeviceInfo = Device
     micro = max(1, -(-t.batch_size // shards))  # rounded up: an estimate of a bad split errs on the safe side
     seq = m.max_seq_len
 
-    steps_per_epoch = 0
+    windows = steps_per_epoch = 0
     if train_tokens is not None:
         if train_tokens < seq + 1:
             raise DataError(f"the training split has only {train_tokens} tokens, fewer than one window of "
@@ -148,7 +149,8 @@ def plan_run(cfg: RunConfig, *, world_size: int = 1, device: DeviceInfo = Device
     return RunPlan(
         config=resolved, device=device, world_size=world, precision=precision, compile=use_compile,
         batch_size=t.batch_size, grad_accum_steps=accum, micro_batch=micro, seq_len=seq,
-        tokens_per_step=t.batch_size * seq, vocab_size=vocab, steps_per_epoch=steps_per_epoch, total_steps=total,
+        tokens_per_step=t.batch_size * seq, vocab_size=vocab, train_windows=windows, steps_per_epoch=steps_per_epoch,
+        total_steps=total,
         schedule=LRSchedule(t.lr, t.warmup_steps, total, t.min_lr_ratio), train_tokens=train_tokens,
         warnings=tuple(warnings), errors=tuple(errors),
     )

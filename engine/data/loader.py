@@ -8,7 +8,9 @@ saved in every checkpoint and independent of how many ranks read it.
 
 An optimizer step consumes `batch_size` windows; micro-step `j` on rank `r`
 takes its own contiguous slice of them, so ranks read disjoint data and the
-global batch means the same thing for any world size.
+global batch means the same thing for any world size. Every number (window
+length, batch, accumulation, micro-batch, windows, steps per epoch, ranks,
+seed) is the run plan's (engine.config.plan), made for this very split.
 """
 
 from __future__ import annotations
@@ -18,40 +20,33 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from engine.config.plan import RunPlan
+
 
 @dataclass
 class LoaderState:
+    """The whole position (checkpointed as engine.runs.checkpoints.LOADER)."""
+
     epoch: int = 0
     step_in_epoch: int = 0  # optimizer steps already taken in this epoch
 
-    def to_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch}
-
 
 class TrainLoader:
-    def __init__(
-        self,
-        tokens: np.ndarray,
-        *,
-        seq_len: int,
-        batch_size: int,
-        grad_accum_steps: int = 1,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        device: str = "cpu",
-    ) -> None:
+    def __init__(self, tokens: np.ndarray, plan: RunPlan, *, rank: int = 0, device: str = "cpu") -> None:
+        """Batches of `tokens`, the training split `plan` was made for, as rank `rank` reads them."""
+        if plan.train_tokens != len(tokens):
+            raise ValueError(f"the plan was made for {plan.train_tokens} training tokens, not {len(tokens)}")
         self.tokens = tokens
-        self.seq_len = seq_len
-        self.batch_size = batch_size
-        self.grad_accum_steps = grad_accum_steps
-        self.seed = seed
+        self.seq_len = plan.seq_len
+        self.batch_size = plan.batch_size
+        self.grad_accum_steps = plan.grad_accum_steps
+        self.micro_batch = plan.micro_batch
+        self.num_windows = plan.train_windows
+        self.steps_per_epoch = plan.steps_per_epoch
+        self.world_size = plan.world_size
+        self.seed = plan.config.train.seed
         self.rank = rank
-        self.world_size = world_size
         self.device = torch.device(device)
-        self.micro_batch = batch_size // (grad_accum_steps * world_size)
-        self.num_windows = (len(tokens) - 1) // seq_len
-        self.steps_per_epoch = self.num_windows // batch_size
         self.state = LoaderState()
         self._order_epoch = -1
         self._order: np.ndarray | None = None
@@ -93,6 +88,3 @@ class TrainLoader:
     def example_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One micro-batch with the real layout (views of a (B, T + 1) buffer), position untouched."""
         return self._batch(np.arange(self.micro_batch))
-
-    def load_state(self, state: dict[str, int]) -> None:
-        self.state = LoaderState(int(state["epoch"]), int(state["step_in_epoch"]))

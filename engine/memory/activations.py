@@ -20,12 +20,9 @@ block; they differ in three places:
 
 from __future__ import annotations
 
+from engine.config.costs import swiglu_hidden
+
 CPU_RNG_STATE_BYTES = 5056  # torch.get_rng_state(): what checkpointing keeps to replay dropout
-
-
-def swiglu_hidden(d_ff: int) -> int:
-    """Equal to engine.model.modern.swiglu_hidden (repeated here: the estimator must not import torch)."""
-    return max(64, round(2 * d_ff / 3 / 64) * 64)
 
 
 def _attention(m, batch: int, seq: int, e: int, cuda: bool, compiled: bool) -> int:

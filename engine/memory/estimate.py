@@ -50,9 +50,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from engine.config.costs import block_matrix_params, count_params, flops_per_token
 from engine.config.plan import DeviceInfo, RunPlan, plan_run, replan, with_train
 from engine.config.run_config import RunConfig
-from engine.memory.activations import inference_block_bytes, saved_activations, swiglu_hidden
+from engine.memory.activations import inference_block_bytes, saved_activations
 
 MiB = 1024**2
 GiB = 1024**3
@@ -104,37 +105,6 @@ class MemoryEstimate:
     def reserved_bytes(self) -> int:
         """What the caching allocator holds: compare with torch.cuda.max_memory_reserved."""
         return self.allocated_bytes + self.rows.get("allocator slack", 0)
-
-
-def block_matrix_params(m) -> int:
-    """Weights of one block's matrices: what Muon optimises and autocast copies to half precision."""
-    C = m.d_model
-    if m.arch == "modern":
-        return 4 * C * C + 3 * C * swiglu_hidden(m.d_ff)  # q, k, v, o + gate, up, down
-    return 4 * C * C + 2 * C * m.d_ff  # qkv, attn proj, fc, mlp proj
-
-
-def count_params(m) -> int:
-    """Equal to GPT(m).num_params(): embeddings (tied or not), positions (gpt2), blocks, final norm."""
-    C, F = m.d_model, m.d_ff
-    embeddings = m.padded_vocab_size * C * (1 if m.tie_embeddings else 2)
-    if m.arch == "modern":
-        # per block: matrices, two RMSNorm gains 2C, the q/k norm gains 2·head_dim; no biases, no positions
-        return embeddings + m.num_layers * (block_matrix_params(m) + 2 * C + 2 * m.head_dim) + C
-    # per block: matrices, biases 3C + C + F + C, two LayerNorms 4C
-    block = block_matrix_params(m) + 9 * C + F
-    return embeddings + m.max_seq_len * C + m.num_layers * block + 2 * C
-
-
-def flops_per_token(m, seq_len: int | None = None) -> int:
-    """Equal to GPT.flops_per_token: 6N (lookups excluded: positions, an untied input embedding) + 12·L·d·T."""
-    T = seq_len or m.max_seq_len
-    n = count_params(m)
-    if m.arch != "modern":
-        n -= m.max_seq_len * m.d_model
-    if not m.tie_embeddings:
-        n -= m.padded_vocab_size * m.d_model
-    return 6 * n + 12 * m.num_layers * m.d_model * T
 
 
 def optimizer_state_bytes(m, t) -> int:

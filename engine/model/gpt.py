@@ -6,8 +6,8 @@ fused qkv projection, biases and GPT-2's initialisation.
 `arch = "modern"`: the block in engine/model/modern.py (RoPE, RMSNorm, SwiGLU,
 QK-norm, no biases), Qwen3's layout. Both use the attention core in
 engine/model/attention.py and, unless `tie_embeddings` is off, share the input
-embedding with the output head. The model reports its own costs: parameter
-count and training FLOPs per token.
+embedding with the output head. What a shape costs (parameters, FLOPs per
+token) is engine.config.costs, from the config alone.
 """
 
 from __future__ import annotations
@@ -149,29 +149,3 @@ class GPT(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
-
-    # ------------------------------------------------------------------ costs
-
-    @staticmethod
-    def count_params(cfg: ModelConfig) -> int:
-        """Parameters of a model of this shape, without allocating its weights."""
-        with torch.device("meta"):
-            return GPT(cfg).num_params()
-
-    def num_params(self) -> int:
-        """Unique parameters (a tied embedding counted once)."""
-        return sum(p.numel() for p in self.parameters())
-
-    def flops_per_token(self, seq_len: int | None = None) -> int:
-        """Training FLOPs per token: 6N for the weights plus attention's 12·L·d·T (PaLM appendix B).
-
-        N counts only weights that multiply: the learned positions and an
-        untied input embedding are lookups (a tied one is the head's matmul).
-        """
-        T = seq_len or self.cfg.max_seq_len
-        n = self.num_params()
-        if self.cfg.arch == "gpt2":
-            n -= self.wpe.weight.numel()
-        if not self.cfg.tie_embeddings:
-            n -= self.wte.weight.numel()
-        return 6 * n + 12 * self.cfg.num_layers * self.cfg.d_model * T

@@ -7,8 +7,8 @@ choices), so a trained model exports to `Qwen3ForCausalLM` by renaming keys:
 - q and k are RMS-normalised per head (a gain of head_dim) before rotation,
   which keeps attention logits bounded without a softmax temperature;
 - the MLP is SwiGLU, down(silu(gate(x)) * up(x)), with a hidden width of
-  2/3 of d_ff (rounded to a multiple of 64) so it has the GPT-2 MLP's
-  parameter count and FLOPs with three matrices instead of two;
+  2/3 of d_ff (rounded to a multiple of 64; engine.config.costs) so it has
+  the GPT-2 MLP's parameter count and FLOPs with three matrices instead of two;
 - every Linear is bias-free and the norms are gain-only.
 """
 
@@ -18,15 +18,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from engine.config.costs import swiglu_hidden
 from engine.config.run_config import ModelConfig
 from engine.model.attention import KVCache, attend
-
-SWIGLU_MULTIPLE = 64  # the SwiGLU width is rounded to this for fast matmuls
-
-
-def swiglu_hidden(d_ff: int) -> int:
-    """SwiGLU width with the parameters of a d_ff GELU MLP: 3·h·d ≈ 2·d_ff·d, so h ≈ 2/3·d_ff."""
-    return max(SWIGLU_MULTIPLE, round(2 * d_ff / 3 / SWIGLU_MULTIPLE) * SWIGLU_MULTIPLE)
 
 
 def rope_tables(cfg: ModelConfig, device=None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,8 +13,9 @@ equal shapes) at `train.muon_lr`, and keeps AdamW at
 for. Muon's decoupled weight decay is lr · wd per step, so its wd is set to
 give the same per-step shrinkage as AdamW's (weight_decay · lr / muon_lr).
 
-The loop sets LRs with `set_lr(optimizer, cfg, scale)`: every group gets its
-own peak LR times the schedule's `scale`, so warmup and decay keep the ratio.
+The loop sets LRs with `set_lr(optimizer, cfg, multiplier)`: every group gets
+its own peak LR times the schedule's multiplier (engine.config.schedule), so
+warmup and decay keep the ratio.
 """
 
 from __future__ import annotations
@@ -95,12 +96,16 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig,
     return MuonAdamW(muon, _adamw([p for p in params if id(p) not in ids], cfg, fused))
 
 
-def set_lr(optimizer: torch.optim.Optimizer | MuonAdamW, cfg: TrainConfig, scale: float) -> None:
-    """Each group's peak LR (train.lr, or train.muon_lr for Muon's) times the schedule's `scale`."""
+def set_lr(optimizer: torch.optim.Optimizer | MuonAdamW, cfg: TrainConfig, multiplier: float) -> float:
+    """Each group's peak LR (train.lr, or train.muon_lr for Muon's) times the schedule's `multiplier`.
+
+    Returns AdamW's LR as set (what the step metrics report and the dashboard plots).
+    """
     if isinstance(optimizer, MuonAdamW):
         parts = [(optimizer.adamw, cfg.lr), (optimizer.muon, cfg.muon_lr)]
     else:
         parts = [(optimizer, cfg.lr)]
     for opt, peak in parts:
         for group in opt.param_groups:
-            group["lr"] = peak * scale
+            group["lr"] = peak * multiplier
+    return cfg.lr * multiplier

@@ -7,9 +7,11 @@ it, no second read) and what the resume picker shows (step, losses, time), so
 listing runs and choosing a checkpoint never load a tensor: torch is imported
 only by the functions that save or load the tensors file.
 
-The tensors file holds everything exact resumption needs and is loaded with
-`torch.load(weights_only=True)`, so nothing arbitrary is unpickled; loading
-checks size and checksum before torch sees the file, then the expected keys.
+The tensors file holds everything exact resumption needs, declared once as
+its `Part`s below (the writer, the checks on load, the saved counters and the
+restore derive from them), and is loaded with `torch.load(weights_only=True)`,
+so nothing arbitrary is unpickled; loading checks size and checksum before
+torch sees the file, then the parts its use needs.
 A sidecar that cannot be read or has the wrong shape makes its checkpoint
 "bad": it is named, skipped by resume (the previous good checkpoint is used)
 and never counted as one of the kept checkpoints; it can never stop pruning.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import pickle
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -153,15 +156,49 @@ def prune_checkpoints(run_dir: Path, keep: int, bad: Iterable[Path] = ()) -> lis
         removed.append(p)
     return removed
 
-# What each kind of use needs in a checkpoint, and the container type of each.
-RESUME_KEYS: dict[str, type] = {"model": dict, "optimizer": dict, "scaler": dict, "rng": list,
-                                "loader": dict, "trainer": dict, "config": dict}
-MODEL_KEYS: dict[str, type] = {"model": dict, "config": dict}
-_NESTED = {"trainer": ("step", "tokens_seen", "best_val_loss", "elapsed_s"), "loader": ("epoch", "step_in_epoch")}
+
+@dataclass(frozen=True)
+class Part:
+    """One entry of the tensors file: its key, its container type and, for counters, the numbers inside.
+
+    engine.train.build writes each part (checkpoint_state) and restores it
+    (_restore); loading checks every part a use needs (`parts`).
+    """
+
+    key: str
+    kind: type
+    counters: tuple[tuple[str, type], ...] = ()  # (name, int or float): attributes of the object they count
+    for_model: bool = False  # also needed to use the trained model (final model, export, sampling)
+
+    def take(self, holder: Any) -> dict[str, Any]:
+        """The counters of `holder` (its attributes of the counters' names), as a checkpoint holds them."""
+        return {name: getattr(holder, name) for name, _ in self.counters}
+
+    def put(self, holder: Any, saved: dict[str, Any]) -> None:
+        """Set the counters of `holder` from a loaded checkpoint's entry, each as its type."""
+        for name, kind in self.counters:
+            setattr(holder, name, kind(saved[name]))
 
 
-def save_checkpoint(path: Path, state: dict[str, Any], meta: dict[str, Any]) -> str:
-    """Write the tensors file, then its sidecar (size, checksum, `meta`); returns the checksum."""
+MODEL = Part("model", dict, for_model=True)  # the model's state_dict
+OPTIMIZER = Part("optimizer", dict)  # AdamW's state_dict, or Muon's and AdamW's (engine.optim.groups)
+SCALER = Part("scaler", dict)  # the fp16 GradScaler's state_dict: {} when it is off
+RNG = Part("rng", list)  # every rank's RNG states, in rank order
+LOADER = Part("loader", dict, (("epoch", int), ("step_in_epoch", int)))  # engine.data.loader.LoaderState
+TRAINER = Part("trainer", dict, (("step", int), ("tokens_seen", int), ("best_val_loss", float),
+                                 ("elapsed_s", float)))  # engine.train.build.Progress
+CONFIG = Part("config", dict, for_model=True)  # RunConfig.to_dict(): what the model was built with
+RESUME_PARTS = (MODEL, OPTIMIZER, SCALER, RNG, LOADER, TRAINER, CONFIG)  # what a run's checkpoint holds
+MODEL_PARTS = tuple(p for p in RESUME_PARTS if p.for_model)
+
+
+def save_checkpoint(path: Path, state: dict[str, Any], meta: dict[str, Any],
+                    parts: tuple[Part, ...] = RESUME_PARTS) -> str:
+    """Write the tensors file (`state`: exactly the entries of `parts`), then its sidecar (size, checksum,
+    `meta`); returns the checksum."""
+    if set(state) != {p.key for p in parts}:
+        # A checkpoint short of a part would be written fine and refused at resume.
+        raise ValueError(f"a checkpoint holds {', '.join(p.key for p in parts)}, not {', '.join(state)}")
     path = Path(path)
     ensure_folder(path.parent)
     writer: HashingWriter | None = None
@@ -190,19 +227,19 @@ def save_checkpoint(path: Path, state: dict[str, Any], meta: dict[str, Any]) -> 
     return checksum
 
 
-def _check_shape(path: Path, state: Any, keys: dict[str, type]) -> None:
+def _check_shape(path: Path, state: Any, parts: tuple[Part, ...]) -> None:
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {path} is not a tui-lm checkpoint (format {FORMAT_VERSION})")
-    for key, kind in keys.items():
-        if not isinstance(state.get(key), kind):
-            raise CheckpointError(f"checkpoint {path} has no valid {key!r} entry; it cannot be used")
-        for field in _NESTED.get(key, ()):
-            if not isinstance(state[key].get(field), (int, float)):
-                raise CheckpointError(f"checkpoint {path} has no valid {key}.{field}; it cannot be used")
+    for part in parts:
+        if not isinstance(state.get(part.key), part.kind):
+            raise CheckpointError(f"checkpoint {path} has no valid {part.key!r} entry; it cannot be used")
+        for name, _ in part.counters:
+            if not isinstance(state[part.key].get(name), (int, float)):
+                raise CheckpointError(f"checkpoint {path} has no valid {part.key}.{name}; it cannot be used")
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu",
-                    keys: dict[str, type] = RESUME_KEYS) -> dict[str, Any]:
+                    parts: tuple[Part, ...] = RESUME_PARTS) -> dict[str, Any]:
     """Load a checkpoint after checking its size and checksum; a bad file names itself."""
     path = Path(path)
     if not path.is_file():
@@ -219,7 +256,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu",
                               "it was not written by tui-lm and is refused") from None
     except Exception as e:  # torch raises several types for damaged zip archives
         raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({short_reason(e)})") from None
-    _check_shape(path, state, keys)
+    _check_shape(path, state, parts)
     return state
 
 
@@ -227,7 +264,7 @@ def load_latest_checkpoint(
     run_dir: Path,
     map_location: str | torch.device = "cpu",
     warn: Callable[[str], None] = lambda _: None,
-    keys: dict[str, type] = RESUME_KEYS,
+    parts: tuple[Part, ...] = RESUME_PARTS,
     skipped: list[Path] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """The newest checkpoint that verifies and loads.
@@ -239,7 +276,7 @@ def load_latest_checkpoint(
     problems = []
     for path in reversed(list_checkpoints(run_dir)):
         try:
-            return path, load_checkpoint(path, map_location, keys)
+            return path, load_checkpoint(path, map_location, parts)
         except CheckpointError as e:
             problems.append(str(e))
             if skipped is not None:

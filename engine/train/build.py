@@ -20,6 +20,7 @@ from typing import Any, Callable
 import torch
 
 from engine import events as ev
+from engine.config.costs import count_params
 from engine.config.plan import RunPlan, plan_run
 from engine.config.run_config import ModelConfig, RunConfig, load_preset, preset_names, write_toml
 from engine.data.loader import TrainLoader
@@ -27,7 +28,7 @@ from engine.errors import ConfigError
 from engine.memory.monitor import MemoryMonitor
 from engine.model.gpt import GPT
 from engine.optim.groups import make_optimizer
-from engine.runs.checkpoints import load_latest_checkpoint
+from engine.runs.checkpoints import CONFIG, LOADER, MODEL, OPTIMIZER, RNG, SCALER, TRAINER, load_latest_checkpoint
 from engine.runs.folder import check_data, claim_run, create_run, run_tokenizer
 from engine.runs.recorder import RunRecorder
 from engine.runs.requests import clear_request
@@ -52,21 +53,13 @@ class Relay:
 
 @dataclass
 class Progress:
-    """The loop's counters; saved in every checkpoint."""
+    """The loop's counters; all but last_checkpoint saved in every checkpoint (engine.runs.checkpoints.TRAINER)."""
 
     step: int = 0  # optimizer steps done
     tokens_seen: int = 0
     best_val_loss: float = math.inf
-    elapsed: float = 0.0  # training wall time; compilation, evaluation and checkpoints excluded
+    elapsed_s: float = 0.0  # training wall time; compilation, evaluation and checkpoints excluded
     last_checkpoint: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "tokens_seen": self.tokens_seen, "best_val_loss": self.best_val_loss,
-                "elapsed_s": self.elapsed}
-
-    def load(self, counters: dict[str, Any]) -> None:
-        self.step, self.tokens_seen = int(counters["step"]), int(counters["tokens_seen"])
-        self.best_val_loss, self.elapsed = float(counters["best_val_loss"]), float(counters["elapsed_s"])
 
 
 @dataclass
@@ -146,9 +139,7 @@ def build_state(cfg: RunConfig, rt: Runtime, emit: Relay, progress: Progress, re
     raw_model = GPT(resolved.model, grad_checkpointing=t.grad_checkpointing, loss_chunk=t.loss_chunk).to(rt.device)
     optimizer = make_optimizer(raw_model, t)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=plan.precision == "fp16")
-    loader = TrainLoader(data.train.ids, seq_len=plan.seq_len, batch_size=plan.batch_size,
-                         grad_accum_steps=plan.grad_accum_steps, seed=t.seed, rank=rt.rank,
-                         world_size=rt.world_size, device=str(rt.device))
+    loader = TrainLoader(data.train.ids, plan, rank=rt.rank, device=str(rt.device))
     resumed_from, bad_checkpoints = "", []
     if resuming:
         resumed_from = _restore(run_dir, rt, t.seed, raw_model, optimizer, scaler, loader, progress, emit,
@@ -191,22 +182,36 @@ def _announce_changes(changes: dict[str, tuple[Any, Any]], step: int, plan: RunP
     emit(ev.SettingsChanged(step=step, changes={k: [old, new] for k, (old, new) in changes.items()}))
 
 
+def checkpoint_state(s: RunState, rngs: list[Any]) -> dict[str, Any]:
+    """Every part of a checkpoint (engine.runs.checkpoints.RESUME_PARTS) from the run; `rngs`: every rank's.
+
+    `_restore` puts each back.
+    """
+    return {MODEL.key: s.raw_model.state_dict(), OPTIMIZER.key: s.optimizer.state_dict(),
+            SCALER.key: s.scaler.state_dict(),  # {} unless fp16
+            RNG.key: rngs, LOADER.key: LOADER.take(s.loader.state), TRAINER.key: TRAINER.take(s.progress),
+            CONFIG.key: s.cfg.to_dict()}
+
+
 def _restore(run_dir: Path, rt: Runtime, seed: int, model: GPT, optimizer: Any, scaler: torch.amp.GradScaler,
              loader: TrainLoader, progress: Progress, emit: ev.EventSink, bad: list[Path]) -> str:
-    """Load the newest good checkpoint into everything (the corrupt ones it skips go to `bad`); returns its path."""
+    """Load the newest good checkpoint into everything (the corrupt ones it skips go to `bad`); returns its path.
+
+    Its config part is not read back: run.toml and the resume policy decide the settings.
+    """
     path, state = load_latest_checkpoint(run_dir, map_location="cpu", warn=lambda m: emit(ev.Log(m, "warning")),
                                          skipped=bad)
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state[MODEL.key])
     except RuntimeError as e:
         raise ConfigError(f"{path} does not match the model in run.toml (was the model shape changed?): "
                           f"{str(e).splitlines()[0]}") from None
-    optimizer.load_state_dict(state["optimizer"])
-    if state["scaler"]:
-        scaler.load_state_dict(state["scaler"])
-    loader.load_state(state["loader"])
-    progress.load(state["trainer"])
-    rngs = state["rng"]
+    optimizer.load_state_dict(state[OPTIMIZER.key])
+    if state[SCALER.key]:  # {} from a run without fp16 (precision auto on another device): a fresh scaler
+        scaler.load_state_dict(state[SCALER.key])
+    LOADER.put(loader.state, state[LOADER.key])
+    TRAINER.put(progress, state[TRAINER.key])
+    rngs = state[RNG.key]
     if len(rngs) == rt.world_size:
         set_rng_state(rngs[rt.rank])
     else:
@@ -242,5 +247,5 @@ def _compile_warmup(s: RunState) -> float:
 
 def preset_params(vocab_size: int) -> dict[str, int]:
     """Each preset's parameter count at this vocabulary (shown beside the run's own)."""
-    return {name: GPT.count_params(ModelConfig(**load_preset(name)["model"], vocab_size=vocab_size))
+    return {name: count_params(ModelConfig(**load_preset(name)["model"], vocab_size=vocab_size))
             for name in preset_names()}

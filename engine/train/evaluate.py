@@ -84,6 +84,11 @@ class EvalProgressReporter:
                                   elapsed_s=elapsed, eta_s=eta, partial=self.partial))
 
 
+def eval_windows(tokens: int, seq_len: int) -> int:
+    """Windows that score a split of `tokens` tokens: every target once, the last window maybe short."""
+    return -(-(tokens - 1) // seq_len)
+
+
 @torch.inference_mode()
 def _summed_nll(model: torch.nn.Module, data: torch.Tensor, autocast, rows: int) -> float:
     """Summed NLL of data[:, 1:] given data[:, :-1]: the model's own chunked loss
@@ -122,9 +127,8 @@ def score_tokens(
     its fp32 copies exist for one chunk only.
     """
     n_targets = len(ids) - 1
-    starts = list(range(0, n_targets, seq_len))
-    if max_windows:
-        starts = starts[:max_windows]
+    windows = eval_windows(len(ids), seq_len)
+    starts = [i * seq_len for i in range(min(windows, max_windows) if max_windows else windows)]
     batches = [starts[i:i + batch_size] for i in range(0, len(starts), batch_size)]
     if max_batches:
         batches = batches[:max_batches]

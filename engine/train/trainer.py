@@ -23,6 +23,7 @@ import torch
 
 from engine import events as ev
 from engine.artifacts.final_model import save_final_model
+from engine.config.costs import count_params
 from engine.config.run_config import RunConfig
 from engine.control import Interrupted, TrainingControl
 from engine.errors import DataError, FileError, UserError
@@ -31,8 +32,8 @@ from engine.memory.gpus import peak_flops_of
 from engine.optim.groups import set_lr
 from engine.runs.checkpoints import checkpoint_path, prune_checkpoints, save_checkpoint
 from engine.runs.requests import take_request
-from engine.train.build import Progress, Relay, RunState, build_state, preset_params
-from engine.train.evaluate import EvalInterrupted, EvalProgressReporter, eval_metrics, score_tokens
+from engine.train.build import Progress, Relay, RunState, build_state, checkpoint_state, preset_params
+from engine.train.evaluate import EvalInterrupted, EvalProgressReporter, eval_metrics, eval_windows, score_tokens
 from engine.train.runtime import Runtime, all_gather, all_reduce_sum, resolve_runtime, rng_state
 
 PAUSE_POLL_S = 0.5  # while paused: how often rank 0 looks for a request and the ranks vote
@@ -155,7 +156,7 @@ class Trainer:
             self.emit(ev.Log(f"loss computed in chunks of {s.cfg.train.loss_chunk:,} tokens (train.loss_chunk): "
                              f"no whole (tokens x vocab) logits"))
         self.emit(ev.RunStarted(
-            run_dir=str(s.run_dir), num_params=s.raw_model.num_params(), total_steps=plan.total_steps,
+            run_dir=str(s.run_dir), num_params=count_params(plan.model), total_steps=plan.total_steps,
             start_step=self.progress.step, steps_per_epoch=plan.steps_per_epoch,
             tokens_per_step=plan.tokens_per_step, device=s.rt.describe(), precision=plan.precision,
             world_size=plan.world_size, resumed_from=s.resumed_from, preset_params=preset_params(plan.vocab_size),
@@ -178,8 +179,8 @@ class Trainer:
                 request = self._pause()
             if request == "stop":
                 return self._finish(stopped=True)
-            lr = plan.schedule.at(p.step)
-            set_lr(s.optimizer, t, lr / t.lr)  # each group's own peak LR (AdamW's lr, Muon's muon_lr) scaled alike
+            # Each group's own peak LR (AdamW's lr, Muon's muon_lr) times the schedule's multiplier.
+            lr = set_lr(s.optimizer, t, plan.schedule.multiplier(p.step))
             epoch = s.loader.epoch
             loss, grad_norm = self._train_step(s.loader.next_step())
             window_loss += loss
@@ -193,7 +194,7 @@ class Trainer:
                 mean_loss = all_reduce_sum([window_loss.item()], rt)[0] / (window_steps * rt.world_size)
                 now = time.perf_counter()
                 dt = now - window_start
-                p.elapsed += dt
+                p.elapsed_s += dt
                 if not math.isfinite(mean_loss):
                     raise NonFiniteLoss(f"training loss is {mean_loss} at step {p.step}; "
                                         f"try a lower train.lr (now {t.lr}) or fp32/bf16 precision")
@@ -201,7 +202,7 @@ class Trainer:
                 self.emit(ev.StepMetrics(
                     step=p.step, total_steps=plan.total_steps, epoch=epoch, loss=mean_loss, lr=lr,
                     grad_norm=float(grad_norm), tokens_per_s=tokens_per_s,
-                    step_time_s=dt / window_steps, elapsed_s=p.elapsed, tokens_seen=p.tokens_seen,
+                    step_time_s=dt / window_steps, elapsed_s=p.elapsed_s, tokens_seen=p.tokens_seen,
                     mfu=self.estimate.flops_per_token * tokens_per_s / self.peak_flops if self.peak_flops else None,
                 ))
                 window_loss.zero_()
@@ -288,9 +289,8 @@ class Trainer:
         rt = s.rt
         split = getattr(s.data, split_name)
         micro, seq_len = s.plan.micro_batch, s.plan.seq_len
-        windows = -(-(len(split.ids) - 1) // seq_len)
-        progress = EvalProgressReporter(self.emit, p.step, split_name,
-                                        partial=0 < max_batches * micro < windows) if rt.is_main else None
+        partial = 0 < max_batches * micro < eval_windows(len(split.ids), seq_len)
+        progress = EvalProgressReporter(self.emit, p.step, split_name, partial=partial) if rt.is_main else None
         nll, count = score_tokens(
             s.raw_model, split.ids, seq_len=seq_len, device=rt.device,
             batch_size=micro * self.estimate.eval_multiple,
@@ -337,15 +337,7 @@ class Trainer:
         rngs = all_gather(rng_state(), s.rt)  # every rank's stream, so same-size resumes are exact
         path = checkpoint_path(s.run_dir, p.step)
         if s.rt.is_main:
-            state: dict[str, Any] = {
-                "model": s.raw_model.state_dict(),
-                "optimizer": s.optimizer.state_dict(),
-                "scaler": s.scaler.state_dict() if s.scaler.is_enabled() else {},
-                "rng": rngs,
-                "loader": s.loader.state.to_dict(),
-                "trainer": p.to_dict(),
-                "config": s.cfg.to_dict(),
-            }
+            state = checkpoint_state(s, rngs)
             meta = {"step": p.step, "total_steps": s.plan.total_steps, "epoch": s.loader.state.epoch,
                     "reason": reason, "best": best, "best_val_loss": p.best_val_loss,
                     "world_size": s.rt.world_size, "tokenizer_xxh3_128": s.data.tokenizer_hash}

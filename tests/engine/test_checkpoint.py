@@ -51,7 +51,8 @@ def test_kill_during_save_leaves_previous_checkpoint_loadable(tmp_path: Path) ->
             print("writing", flush=True)
             time.sleep(60)
         torch.save = slow_save
-        c.save_checkpoint(s.checkpoint_path(Path({str(tmp_path)!r}), 2), {{"model": {{}}}}, {{"step": 2}})
+        c.save_checkpoint(s.checkpoint_path(Path({str(tmp_path)!r}), 2), {{"model": {{}}}}, {{"step": 2}},
+                         parts=(c.MODEL,))
     """)
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "writing"
@@ -103,3 +104,11 @@ def test_prune_keeps_newest_and_best(tmp_path: Path) -> None:
     prune_checkpoints(tmp_path, keep=2)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step_0000002.pt", "step_0000005.pt", "step_0000006.pt"]
     assert not list(tmp_path.glob("snapshots/.*tmp*"))
+
+
+def test_a_state_short_of_a_part_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    state = resume_state(1)
+    del state["rng"]
+    with pytest.raises(ValueError, match="a checkpoint holds model, optimizer, scaler, rng, loader, trainer, config"):
+        save_checkpoint(checkpoint_path(tmp_path, 1), state, {"step": 1})
+    assert not (tmp_path / "snapshots").exists() or not list((tmp_path / "snapshots").iterdir())

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.config.costs import count_params
 from engine.config.run_config import (
     RunConfig,
     build_config,
@@ -15,9 +16,8 @@ from engine.config.run_config import (
     validation_errors,
     write_toml,
 )
-from engine.config.schedule import lr_at
+from engine.config.schedule import LRSchedule
 from engine.errors import ConfigError
-from engine.model.gpt import GPT
 
 
 @pytest.mark.parametrize("name", ["tiny", "small", "medium"])
@@ -34,7 +34,7 @@ def test_preset_shapes_and_parameter_counts() -> None:
     shapes = {n: load_preset(n)["model"] for n in preset_names()}
     assert shapes["tiny"] == {"d_model": 256, "num_heads": 4, "num_layers": 4, "d_ff": 1024, "max_seq_len": 256, "dropout": 0.1}
     assert shapes["small"]["max_seq_len"] == 512 and shapes["medium"]["num_layers"] == 12
-    counts = {n: GPT.count_params(build_config(n).model) for n in preset_names()}
+    counts = {n: count_params(build_config(n).model) for n in preset_names()}
     assert 15e6 < counts["tiny"] < 17e6
     assert 44e6 < counts["small"] < 46e6
     assert 123e6 < counts["medium"] < 125e6  # GPT-2 small: 124M
@@ -91,9 +91,12 @@ def test_validation_errors_lists_every_field() -> None:
 
 
 def test_lr_schedule_warmup_then_cosine_to_min() -> None:
-    kw = dict(lr=1.0, warmup_steps=10, total_steps=110, min_lr_ratio=0.1)
-    assert lr_at(0, **kw) == pytest.approx(0.1)
-    assert lr_at(9, **kw) == pytest.approx(1.0)
-    assert lr_at(60, **kw) == pytest.approx(0.55)  # half way through the cosine
-    assert lr_at(110, **kw) == pytest.approx(0.1)
-    assert all(lr_at(s, **kw) >= lr_at(s + 1, **kw) for s in range(10, 120))
+    schedule = LRSchedule(lr=0.5, warmup_steps=10, total_steps=110, min_lr_ratio=0.1)
+    m = schedule.multiplier
+    assert m(0) == pytest.approx(0.1)
+    assert m(9) == 1.0
+    assert m(60) == pytest.approx(0.55)  # half way through the cosine
+    assert m(110) == pytest.approx(0.1)
+    assert all(m(s) >= m(s + 1) for s in range(10, 120))
+    # The LR plotted is the peak times the multiplier.
+    assert [schedule.at(s) for s in (0, 9, 60)] == pytest.approx([0.05, 0.5, 0.275])

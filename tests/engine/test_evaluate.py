@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from engine.config.run_config import DataConfig, ModelConfig
+from engine.config.plan import RunPlan, plan_run
+from engine.config.run_config import DataConfig, ModelConfig, build_config
 from engine.data.loader import TrainLoader
 from engine.data.token_cache import prepare_data
 from engine.model.gpt import GPT
-from engine.train.evaluate import eval_metrics, score_tokens
+from engine.runs.checkpoints import LOADER
+from engine.train.evaluate import eval_metrics, eval_windows, score_tokens
 
 
 def test_word_perplexity_of_a_uniform_model_on_known_text(tmp_path: Path, monkeypatch) -> None:
@@ -42,17 +44,33 @@ def test_word_perplexity_of_a_uniform_model_on_known_text(tmp_path: Path, monkey
     assert not m.partial
 
 
+def test_evaluation_windows_score_every_target_once() -> None:
+    ids = np.arange(24)  # 23 targets in windows of 4: five whole and a short one of 3
+    assert (eval_windows(24, 4), eval_windows(21, 4)) == (6, 5)
+    model = GPT(ModelConfig(d_model=16, num_heads=2, num_layers=1, d_ff=32, max_seq_len=4, vocab_size=64))
+    cpu = torch.device("cpu")
+    assert score_tokens(model, ids, seq_len=4, batch_size=4, device=cpu)[1] == 23
+    assert score_tokens(model, ids, seq_len=4, batch_size=4, device=cpu, max_windows=2)[1] == 8
+    assert score_tokens(model, ids, seq_len=4, batch_size=4, device=cpu, max_windows=6)[1] == 23
+
+
 def test_partial_evaluation_extrapolates_and_says_so() -> None:
     m = eval_metrics(nll_sum=20.0, scored=10, total_tokens=100, n_words=50, n_bytes=400)
     assert m.partial and m.loss == 2.0
     assert m.word_perplexity == pytest.approx(math.exp(2.0 * 100 / 50))
 
 
+def loader_plan(tokens: np.ndarray, seq_len: int, world_size: int = 1, **train) -> RunPlan:
+    cfg = build_config("tiny", None, {"model": {"max_seq_len": seq_len}, "train": train})
+    return plan_run(cfg, world_size=world_size, vocab_size=300, train_tokens=len(tokens))
+
+
 def test_loader_ranks_read_disjoint_slices_of_the_same_global_batch() -> None:
     tokens = np.arange(10_000, dtype=np.uint16)
-    single = TrainLoader(tokens, seq_len=8, batch_size=8, grad_accum_steps=2, seed=3)
-    ranks = [TrainLoader(tokens, seq_len=8, batch_size=8, grad_accum_steps=1, seed=3, rank=r, world_size=2)
-             for r in range(2)]
+    single = TrainLoader(tokens, loader_plan(tokens, 8, batch_size=8, grad_accum_steps=2, seed=3))
+    two = loader_plan(tokens, 8, world_size=2, batch_size=8, seed=3)
+    assert (single.micro_batch, TrainLoader(tokens, two).micro_batch) == (4, 4)
+    ranks = [TrainLoader(tokens, two, rank=r) for r in range(2)]
     for _ in range(5):
         whole = torch.cat([x for x, _ in single.next_step()])
         parts = torch.cat([x for loader in ranks for x, _ in loader.next_step()])
@@ -64,14 +82,20 @@ def test_loader_ranks_read_disjoint_slices_of_the_same_global_batch() -> None:
 
 def test_loader_resumes_from_its_state_and_changes_order_each_epoch() -> None:
     tokens = np.arange(2_000, dtype=np.uint16)
-    a = TrainLoader(tokens, seq_len=10, batch_size=4, seed=1)
-    epoch0 = [a.next_step()[0][0] for _ in range(a.steps_per_epoch)]
-    state = dict(a.state.to_dict())
+    plan = loader_plan(tokens, 10, batch_size=4, seed=1)
+    assert (plan.train_windows, plan.steps_per_epoch) == (199, 49)
+    a = TrainLoader(tokens, plan)
+    epoch0 = [a.next_step()[0][0] for _ in range(plan.steps_per_epoch)]  # the plan's epoch is the loader's
+    assert a.state.epoch == 0 and a.epoch == 1
+    assert len({int(w) for x in epoch0 for w in x[:, 0]}) == 4 * 49  # every window at most once
+    state = LOADER.take(a.state)
     nxt = a.next_step()[0][0]
     assert a.state.epoch == 1 and not torch.equal(nxt, epoch0[0])
-    b = TrainLoader(tokens, seq_len=10, batch_size=4, seed=1)
-    b.load_state(state)
+    b = TrainLoader(tokens, plan)
+    LOADER.put(b.state, state)
     assert torch.equal(b.next_step()[0][0], nxt)
+    with pytest.raises(ValueError, match="plan was made for 2000 training tokens, not 1999"):
+        TrainLoader(tokens[1:], plan)
     x, y = a.next_step()[0]
     assert torch.equal(x[:, 1:], y[:, :-1])  # targets are inputs shifted by one
 

@@ -134,7 +134,7 @@ def test_auto_tokenizer_matches(tmp_path, tokenizer, tokenizer_path):
 def make_run(tmp_path: Path, tokenizer, final: bool = True) -> tuple[Path, GPT]:
     """A run folder by hand: run.toml, models/{model.safetensors, config.toml, tokenizer.json},
     or with final=False a snapshots/step_0000300.pt checkpoint instead of the model files."""
-    from engine.runs.checkpoints import checkpoint_path, save_checkpoint
+    from engine.runs.checkpoints import MODEL_PARTS, checkpoint_path, save_checkpoint
 
     run = tmp_path / "run"
     (run / "models").mkdir(parents=True)
@@ -148,7 +148,7 @@ def make_run(tmp_path: Path, tokenizer, final: bool = True) -> tuple[Path, GPT]:
         save_file(state, str(run / "models" / "model.safetensors"))
     else:
         save_checkpoint(checkpoint_path(run, 300), {"model": model.state_dict(), "config": cfg.to_dict()},
-                        {"step": 300})
+                        {"step": 300}, parts=MODEL_PARTS)
     return run, model
 
 

@@ -19,6 +19,7 @@ from engine.config.run_config import build_config
 from engine.errors import CheckpointError
 from engine.files import hash_file
 from engine.runs.checkpoints import (
+    MODEL,
     checkpoint_path,
     list_checkpoints,
     load_checkpoint,
@@ -88,7 +89,8 @@ def test_damaged_sidecar_is_named_skipped_and_never_breaks_pruning(tmp_path: Pat
 def test_checkpoint_without_expected_keys_is_skipped(tmp_path: Path) -> None:
     save(tmp_path, 2)
     path = checkpoint_path(tmp_path, 4)
-    save_checkpoint(path, {"model": {"w": torch.zeros(2)}}, {"step": 4})  # valid file and checksum, no optimizer
+    # A valid file and checksum, no optimizer (as a model-only checkpoint).
+    save_checkpoint(path, {"model": {"w": torch.zeros(2)}}, {"step": 4}, parts=(MODEL,))
     with pytest.raises(CheckpointError, match=r"step_0000004.pt has no valid 'optimizer' entry"):
         load_checkpoint(path)
     warnings: list[str] = []

@@ -14,6 +14,7 @@ import dataclasses
 import pytest
 import torch
 
+from engine.config.costs import count_params, flops_per_token, swiglu_hidden
 from engine.config.run_config import build_config
 from engine.memory.estimate import (
     NCCL_BUFFER_BYTES,
@@ -44,13 +45,22 @@ def cfg_with(preset: str = "tiny", **sections):
     ("tiny", {"arch": "modern"}), ("medium", {"arch": "modern"}), ("small", {"arch": "modern", "d_ff": 1000}),
     ("tiny", {"arch": "modern", "tie_embeddings": False}), ("tiny", {"tie_embeddings": False}),
 ])
-def test_num_params_and_flops_equal_the_model(preset, model):
+def test_cost_formulas_equal_the_real_model(preset, model):
+    """engine.config.costs against the model's own tensors: every parameter (a tied one once), the weights
+    that multiply (6 FLOPs each per token; learned positions and an untied input embedding are lookups),
+    SwiGLU's width; the estimate reports the same numbers."""
     cfg = cfg_with(preset, model=model)
+    m = cfg.model
     with torch.device("meta"):
-        gpt = GPT(cfg.model)
+        gpt = GPT(m)
+    params = sum(p.numel() for p in gpt.parameters())
+    lookups = (gpt.wpe.weight.numel() if m.arch == "gpt2" else 0) + (0 if m.tie_embeddings else gpt.wte.weight.numel())
+    assert count_params(m) == params
+    assert flops_per_token(m) == 6 * (params - lookups) + 12 * m.num_layers * m.d_model * m.max_seq_len
+    if m.arch == "modern":
+        assert gpt.h[0].mlp.up_proj.out_features == swiglu_hidden(m.d_ff)
     est = estimate_memory(cfg)
-    assert est.num_params == gpt.num_params()
-    assert est.flops_per_token == gpt.flops_per_token()
+    assert (est.num_params, est.flops_per_token) == (params, flops_per_token(m))
     assert est.tokens_per_step == cfg.train.batch_size * cfg.model.max_seq_len
 
 

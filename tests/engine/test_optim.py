@@ -36,7 +36,7 @@ def test_muon_gets_the_block_matrices_and_adamw_the_rest(arch, tied):
 def test_schedule_scales_both_groups_and_keeps_the_ratio():
     cfg = TrainConfig(optimizer="muon", lr=1e-3, muon_lr=0.02)
     opt = make_optimizer(model(), cfg)
-    set_lr(opt, cfg, 0.25)
+    assert set_lr(opt, cfg, 0.25) == 2.5e-4  # AdamW's LR, what the step metrics report
     assert [g["lr"] for g in opt.adamw.param_groups] == pytest.approx([2.5e-4, 2.5e-4])
     assert [g["lr"] for g in opt.muon.param_groups] == pytest.approx([5e-3])
     # Muon's decoupled decay per step (lr x wd) equals AdamW's.

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from engine import events as ev
 from engine.config.run_config import build_config, read_toml
 from engine.control import TrainingControl
+from engine.runs.checkpoints import load_checkpoint
 from engine.train.trainer import Trainer
 from tests.conftest import stopped_run, tiny_config
 
@@ -133,11 +134,21 @@ def test_run_folder_holds_everything(corpus: Path, tmp_path: Path) -> None:
     snaps = sorted(p.name for p in (run_dir / "snapshots").glob("*.pt"))
     # keep_checkpoints=2 newest plus the best one
     assert "step_0000012.pt" in snaps and len(snaps) <= 3
+    # Format 1, as every checkpoint written before: these entries and counters (what a resume reads).
+    last = load_checkpoint(run_dir / "snapshots" / "step_0000012.pt")
+    assert set(last) == {"format_version", "model", "optimizer", "scaler", "rng", "loader", "trainer", "config"}
+    assert set(last["trainer"]) == {"step", "tokens_seen", "best_val_loss", "elapsed_s"}
+    assert (last["trainer"]["step"], last["trainer"]["tokens_seen"]) == (12, 12 * 64) and last["trainer"]["elapsed_s"] > 0
+    assert set(last["loader"]) == {"epoch", "step_in_epoch"} and last["scaler"] == {} and len(last["rng"]) == 1
+    assert last["config"] == read_toml(run_dir / "run.toml")
     assert {"model.safetensors", "config.toml", "tokenizer.json"} <= {p.name for p in (run_dir / "models").iterdir()}
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [d["step"] for d in lines if d["event"] == "StepMetrics"]
     assert steps == list(range(1, 13))
+    # The LR each step reports is the schedule's curve the dashboard plots (AdamW's peak times the multiplier).
+    reported = [e.lr for e in seen if isinstance(e, ev.StepMetrics)]
+    assert reported == [started.schedule.at(step) for step in range(12)] and max(reported) == cfg.train.lr
     evals = [d for d in lines if d["event"] == "EvalResult"]
     assert {d["split"] for d in evals} == {"valid", "test"}
     final_valid = [d for d in evals if d["split"] == "valid"][-1]

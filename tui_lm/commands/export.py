@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from engine.config.costs import count_params
 from engine.errors import UserError
 from engine.files import os_reason
 from tui_lm.cli import Parser
@@ -52,7 +53,7 @@ def run(argv: list[str]) -> int:
     except OSError as e:  # anything engine.files did not already name
         raise UserError(f"cannot write {out}: {os_reason(e)}") from None
     print(f"exported {relative(loaded.source, run_dir)} to {out} (Hugging Face GPT-2, "
-          f"{loaded.model.num_params():,} parameters)")
+          f"{count_params(loaded.model.cfg):,} parameters)")
     return 0
 
 
