@@ -34,7 +34,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine import events as ev  # noqa: E402
-from engine.runs.reader import METRICS, MetricsReader, backfill, downsample, open_history  # noqa: E402
+from engine.runs.layout import METRICS  # noqa: E402
+from engine.runs.reader import MetricsReader, backfill, downsample, open_history  # noqa: E402
 
 T0 = 1_767_225_600.0
 TOKENS = 8192

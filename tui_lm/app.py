@@ -16,6 +16,7 @@ from textual.screen import Screen
 
 from engine.config.run_config import RunConfig, build_config
 from engine.errors import ConfigError
+from engine.runs.layout import RUN_CONFIG, is_run_folder, named_folder
 from engine.runs.listing import default_roots
 from engine.train.launch import picker_roots, resume_request
 from tui_lm.messages import BrowseRuns, OpenResumePicker, ResumeRun, StartTraining, WatchRun
@@ -119,7 +120,7 @@ class TuiLmApp(App[int]):
         from tui_lm.screens.watch import WatchScreen
 
         try:
-            cfg = build_config(None, run_dir / "run.toml")
+            cfg = build_config(None, run_dir / RUN_CONFIG)
         except ConfigError as e:
             self.notify(str(e), title="cannot watch", severity="error")
             return
@@ -227,8 +228,8 @@ def make_app(profile: Path | None = None, resume_picker: bool = False, roots: li
     roots = list(roots or [])
     named_run = None
     if resume is not None:
-        resume = resume.parent if resume.name == "run.toml" else resume
+        resume = named_folder(resume)
         roots = picker_roots(str(resume)) + roots
-        named_run = resume if (resume / "run.toml").is_file() else None
+        named_run = resume if is_run_folder(resume) else None
     return TuiLmApp(cfg, source=source, resume_picker=resume_picker or resume is not None, roots=roots,
                     startup_error=error, subtitle=subtitle, named_run=named_run, watch=watch, browse=browse)

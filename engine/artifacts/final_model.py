@@ -30,13 +30,15 @@ from engine.runs.checkpoints import (
     read_sidecar,
     sidecar_path,
 )
+from engine.runs.layout import MODELS, TOKENIZER
 
 CHECKSUMS = "checksums.json"
 
 
-def save_final_model(run_dir: Path, model: torch.nn.Module, cfg: RunConfig, tokenizer_path: Path) -> Path:
-    """models/: weights as safetensors, config, tokenizer and their checksums (hashed from memory)."""
-    out = ensure_folder(Path(run_dir) / "models")
+def save_final_model(run_dir: Path, model: torch.nn.Module, cfg: RunConfig) -> Path:
+    """models/: weights as safetensors, config, the run's tokenizer and their checksums (hashed from memory)."""
+    out = ensure_folder(Path(run_dir) / MODELS)
+    tokenizer_path = Path(run_dir) / TOKENIZER
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
     try:
         tokenizer = Path(tokenizer_path).read_bytes()
@@ -82,7 +84,7 @@ def _read_verified(path: Path, sums: dict[str, Any]) -> bytes:
 
 
 def _final_model(run_dir: Path) -> tuple[RunConfig, dict[str, torch.Tensor], Path, dict[str, Any]]:
-    models = run_dir / "models"
+    models = run_dir / MODELS
     sums: dict[str, Any] = {}
     if (models / CHECKSUMS).is_file():
         try:
@@ -141,9 +143,9 @@ def load_model(run_dir: str | Path, checkpoint: str | Path | None = None, device
     if not run_dir.is_dir():
         raise CheckpointError(f"run folder {run_dir} does not exist")
     expected_tok: str | None = None
-    if checkpoint is None and (run_dir / "models" / "model.safetensors").is_file():
+    if checkpoint is None and (run_dir / MODELS / "model.safetensors").is_file():
         cfg, state, source, sums = _final_model(run_dir)
-        config_name, from_ckpt = str(run_dir / "models" / "config.toml"), False
+        config_name, from_ckpt = str(run_dir / MODELS / "config.toml"), False
         expected_tok = sums.get("tokenizer.json") if isinstance(sums.get("tokenizer.json"), str) else None
     else:
         if checkpoint is not None:
@@ -155,11 +157,11 @@ def load_model(run_dir: str | Path, checkpoint: str | Path | None = None, device
             expected_tok = read_sidecar(source).get("tokenizer_" + HASH_NAME)
         cfg = _config_from(data[CONFIG.key], f"the config inside {source}")
         state, from_ckpt, config_name = data[MODEL.key], True, f"the config inside {source}"
-    tok_file = run_dir / "models" / "tokenizer.json"
+    tok_file = run_dir / MODELS / "tokenizer.json"
     if not tok_file.is_file():
-        tok_file = run_dir / "tokenizer.json"
+        tok_file = run_dir / TOKENIZER
     if not tok_file.is_file():
-        raise CheckpointError(f"no tokenizer.json in {run_dir / 'models'} or {run_dir}")
+        raise CheckpointError(f"no tokenizer.json in {run_dir / MODELS} or {run_dir}")
     try:
         tok_bytes = tok_file.read_bytes()
         tokenizer = Tokenizer.from_str(tok_bytes.decode("utf-8"))

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 from engine.errors import short_reason
 from engine.errors import CheckpointError, FileError
 from engine.files import HASH_NAME, HashingWriter, atomic_write, ensure_folder, hash_file, os_reason, read_json_object, write_json
+from engine.runs.layout import SNAPSHOTS
 
 if TYPE_CHECKING:
     import torch
@@ -38,7 +39,7 @@ _NAME = re.compile(r"^step_(\d+)\.pt$")
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
-    return Path(run_dir) / "snapshots" / f"step_{step:07d}.pt"
+    return Path(run_dir) / SNAPSHOTS / f"step_{step:07d}.pt"
 
 
 def sidecar_path(path: Path) -> Path:
@@ -52,7 +53,7 @@ def step_of(path: Path) -> int:
 
 def _all_checkpoint_files(run_dir: Path) -> list[Path]:
     """Every `step_N.pt` (complete or not), oldest first."""
-    snaps = Path(run_dir) / "snapshots"
+    snaps = Path(run_dir) / SNAPSHOTS
     try:
         found = [p for p in snaps.iterdir() if _NAME.match(p.name)]
     except OSError:
@@ -282,5 +283,5 @@ def load_latest_checkpoint(
             if skipped is not None:
                 skipped.append(path)
             warn(f"{e}; skipping it and falling back to the previous checkpoint")
-    detail = ("; ".join(problems)) if problems else "no checkpoints in " + str(Path(run_dir) / "snapshots")
+    detail = ("; ".join(problems)) if problems else "no checkpoints in " + str(Path(run_dir) / SNAPSHOTS)
     raise CheckpointError(f"cannot resume {run_dir}: {detail}")

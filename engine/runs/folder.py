@@ -29,16 +29,14 @@ from engine.config.run_config import RunConfig, write_toml
 from engine.errors import ConfigError, DataError, FileError, RunLocked
 from engine.files import (check_path_text, copy_file, hash_file, os_reason, read_json_object,
                           remove_stale_temps, write_json)
+from engine.runs.layout import DATA_RECORD, LOCK, MODELS, RUN_CONFIG, SNAPSHOTS, STATE, TOKENIZER, is_run_folder
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no advisory locks, runs are not locked
     fcntl = None  # type: ignore[assignment]
 
-LOCK_NAME = ".lock"
-DATA_RECORD = "data.json"
-TOKENIZER = "tokenizer.json"
-_WRITTEN_FOLDERS = ("", "snapshots", "models")
+_WRITTEN_FOLDERS = ("", SNAPSHOTS, MODELS)
 
 
 def default_out_dir(dataset_name: str) -> Path:
@@ -65,7 +63,7 @@ def lock_run(run_dir: Path) -> RunLock:
     run_dir = Path(run_dir)
     if fcntl is None:
         return RunLock(None, run_dir)
-    path = run_dir / LOCK_NAME
+    path = run_dir / LOCK
     flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags, 0o644)
@@ -133,10 +131,10 @@ def new_run_dir(cfg: RunConfig, dataset_name: str) -> Path:
         run_dir = parent / cfg.run.run_name
         if _make_folder(run_dir):
             return run_dir
-        if (run_dir / "run.toml").exists():
+        if is_run_folder(run_dir):
             raise ConfigError(f"run folder {run_dir} already holds a run; choose another --run-name or "
                               f"resume it with --resume {run_dir}")
-        raise ConfigError(f"{run_dir} already exists and is not a run folder (no run.toml); choose another "
+        raise ConfigError(f"{run_dir} already exists and is not a run folder (no {RUN_CONFIG}); choose another "
                           "--run-name or remove it")
     base = f"{cfg.run.preset or 'custom'}-{time.strftime('%Y%m%d-%H%M%S')}"
     for n in count(1):
@@ -156,13 +154,13 @@ def create_run(cfg: RunConfig, dataset_name: str, tokenizer: Path, data_fingerpr
     run_dir = new_run_dir(cfg, dataset_name)
     lock = lock_run(run_dir)
     try:
-        write_toml(cfg, run_dir / "run.toml")
+        write_toml(cfg, run_dir / RUN_CONFIG)
         tok_hash = copy_file(tokenizer, run_dir / TOKENIZER)
         write_json(run_dir / DATA_RECORD, {"fingerprint": data_fingerprint, "source": data_source,
                                            "tokenizer_xxh3_128": tok_hash, "changes": []})
     except BaseException:
         lock.release()
-        for name in ("run.toml", TOKENIZER, DATA_RECORD, LOCK_NAME):
+        for name in (RUN_CONFIG, TOKENIZER, DATA_RECORD, LOCK):
             (run_dir / name).unlink(missing_ok=True)
         try:
             run_dir.rmdir()
@@ -212,7 +210,7 @@ def check_data(run_dir: Path, fingerprint: str, source: str, accept_change: bool
 
 def update_state(run_dir: Path, **values: Any) -> dict[str, Any]:
     """Merge `values` into state.json (atomically); a damaged state.json is replaced, not fatal."""
-    path = Path(run_dir) / "state.json"
+    path = Path(run_dir) / STATE
     try:
         state = read_json_object(path) if path.is_file() else {}
     except FileError:

@@ -4,9 +4,13 @@
 parsed record, `feed` for raw bytes, with a fast path for step records). The
 curves are arrays (step, tokens seen, value, byte offset of the record: 32
 bytes a point), so a million logged steps take 32 MB per curve and any full
-record can be read back by its offset. A resumed run replays the steps after
-its checkpoint: a step written again supersedes the earlier record and
-everything after it. engine.runs.reader opens, backfills and downsamples it.
+record can be read back by its offset.
+
+The replay rule, the only one: a resumed run logs again the steps after its
+checkpoint, so a step written again supersedes the earlier record of that
+step and everything logged after it (steps, evaluations, samples,
+checkpoints). engine.runs.reader opens, backfills and downsamples it; every
+view of a run (dashboard, watch, browse, compare, summary) reads it there.
 Torch-free.
 """
 
@@ -106,27 +110,40 @@ class RunHistory:
 
     # ------------------------------------------------------------------ feeding
 
-    def _replay(self, step: int) -> None:
-        if self.train and step <= self.train.x[-1]:
-            for curve in (self.train, self.lr, self.valid):
-                curve.cut(step)
-            for rows in (self.evals, self.samples, self.checkpoints):
-                rows[:] = [r for r in rows if r.get("step", 0) < step]
+    def _cut(self, step: int) -> None:
+        for curve in (self.train, self.lr, self.valid):
+            curve.cut(step)
+        for rows in (self.evals, self.samples, self.checkpoints):
+            rows[:] = [r for r in rows if r.get("step", 0) < step]
+        if self.test is not None and self.test.get("step", 0) >= step:
+            self.test = None
 
-    def add_step(self, step: int, loss: float, lr: float, tokens: int, offset: int) -> None:
-        self._replay(step)
+    def cut_from(self, step: int) -> None:
+        """Forget every record at `step` and after: what a session resumed at step - 1 is about to log again."""
+        self._cut(step)
+        self.last_step = self.record_at(self.train.offset[-1]) if self.train else None
+        self.end = None
+
+    def add_step(self, step: int, loss: float, lr: float, tokens: int, offset: int) -> int | None:
+        """A step record; returns `step` when it replays a logged step (the records from it on are superseded)."""
+        replayed = step if self.train and step <= self.train.x[-1] else None
+        if replayed is not None:
+            self._cut(step)
         self.train.add(step, tokens, loss, offset)
         self.lr.add(step, tokens, lr, offset)
         self.end = None
+        return replayed
 
-    def add(self, row: dict[str, Any], offset: int) -> None:
-        """One record of metrics.jsonl, in file order."""
+    def add(self, row: dict[str, Any], offset: int) -> int | None:
+        """One record of metrics.jsonl, in file order; the step a replay starts at, else None."""
         self.records += 1
         kind = row.get("event")
         try:
             if kind == "StepMetrics":
-                self.add_step(int(row["step"]), float(row["loss"]), float(row["lr"]), int(row["tokens_seen"]), offset)
+                replayed = self.add_step(int(row["step"]), float(row["loss"]), float(row["lr"]),
+                                         int(row["tokens_seen"]), offset)
                 self.last_step = row
+                return replayed
             elif kind == "EvalResult":
                 self.evals.append(row)
                 if row.get("split") == "valid":
@@ -146,6 +163,7 @@ class RunHistory:
                     self.test = row["test"]
         except (KeyError, TypeError, ValueError):
             pass  # a record missing a field is skipped, never fatal
+        return None
 
     def feed(self, data: bytes | mmap.mmap, start: int, end: int) -> None:
         """Every complete line of data[start:end] (file offsets: data is the whole file or from 0)."""

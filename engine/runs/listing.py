@@ -20,6 +20,7 @@ from engine.files import read_json_object
 from engine.runs.liveness import trainer_gone
 from engine.runs.folder import default_out_dir  # noqa: F401  (where --resume looks by default)
 from engine.runs.checkpoints import good_checkpoints, list_checkpoints
+from engine.runs.layout import RUN_CONFIG, STATE, is_run_folder
 
 STATUSES = ("running", "paused", "stopped", "finished", "crashed")
 
@@ -58,13 +59,13 @@ def read_run(run_dir: Path) -> RunInfo:
     """Describe a run folder from its small files only; never raises for a damaged run."""
     problem = ""
     try:
-        cfg = read_toml(run_dir / "run.toml")
+        cfg = read_toml(run_dir / RUN_CONFIG)
     except ConfigError as e:
-        cfg, problem = {}, f"run.toml unreadable: {e}"
+        cfg, problem = {}, f"{RUN_CONFIG} unreadable: {e}"
     state: dict[str, Any] = {}
-    if (run_dir / "state.json").is_file():
+    if (run_dir / STATE).is_file():
         try:
-            state = read_json_object(run_dir / "state.json")
+            state = read_json_object(run_dir / STATE)
         except FileError as e:
             problem = problem or str(e)
     status = state.get("status") if state.get("status") in STATUSES else "crashed"
@@ -103,12 +104,12 @@ def find_runs(roots: list[Path]) -> list[RunInfo]:
         if not root.is_dir():
             continue
         for child in root.iterdir():
-            if (child / "run.toml").is_file():
+            if is_run_folder(child):
                 runs.append(read_run(child))
 
     def newest(r: RunInfo) -> float:
         try:
-            return r.last_checkpoint_time or (r.path / "run.toml").stat().st_mtime
+            return r.last_checkpoint_time or (r.path / RUN_CONFIG).stat().st_mtime
         except OSError:
             return 0.0
 

@@ -10,13 +10,13 @@ between logging steps. On this host a dead pid settles it; on another host
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 from pathlib import Path
 from typing import Any
 
 from engine.files import pid_alive
+from engine.runs.layout import STATE
 
 ACTIVE = ("running", "paused")  # statuses that claim a trainer process is there
 STALE_AFTER_S = 120.0  # no heartbeat for this long (and 5 expected intervals): the trainer is gone
@@ -25,12 +25,10 @@ STALE_AFTER_S = 120.0  # no heartbeat for this long (and 5 expected intervals): 
 def read_state(run_dir: Path) -> dict[str, Any]:
     """state.json as a dict; {} when missing or unreadable (a run still starting, a damaged file)."""
     try:
-        state = json.loads((Path(run_dir) / "state.json").read_text())
+        state = json.loads((Path(run_dir) / STATE).read_text())
     except (OSError, ValueError):
         return {}
     return state if isinstance(state, dict) else {}
-
-
 
 
 def _age(seconds: float) -> str:

@@ -1,11 +1,14 @@
-"""A run's history from its folder: metrics.jsonl read incrementally by byte offset, curves downsampled for a plot.
+"""The one reader of metrics.jsonl: a run's history from its folder, incremental, progressive, downsampled.
 
-`MetricsReader` remembers how far it has read and parses only what was
-appended since (complete lines only; a line still being written waits for the
-next read). A file replaced or cut shorter (a new run in the same folder) is
-read again from the start, and the caller is told.
+`read_history(run_dir)` is the whole history, read exactly; `open_history`
+shows a large file at once and `backfill` completes it (browse, compare,
+watch). `MetricsReader` remembers how far it has read and parses only what
+was appended since (complete lines only; a line still being written waits for
+the next read). A file replaced or cut shorter (a new run in the same folder)
+is read again from the start, and the caller is told.
 
-The records go into an engine.runs.history.RunHistory.
+The records go into an engine.runs.history.RunHistory, which holds the replay
+rule (a step written again supersedes what was logged from it on).
 
 Opening a large file does not parse it all: the last `TAIL_BYTES` are read
 exactly and `OVERVIEW_SAMPLES` records are sampled at even byte offsets before
@@ -28,10 +31,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from engine import events as ev
-from engine.runs.history import STEP_TAG, Curve, RunHistory, fast_step, loads_record
 from engine.config.schedule import LRSchedule
-
-METRICS = "metrics.jsonl"
+from engine.runs.history import STEP_TAG, Curve, RunHistory, fast_step, loads_record
+from engine.runs.layout import METRICS
 FULL_READ_BYTES = 8 << 20  # files up to this size are parsed whole when opened (~35k steps)
 TAIL_BYTES = 2 << 20  # larger ones: this much of the end exactly at once (~8k steps)...
 OVERVIEW_SAMPLES = 2048  # ...and this many step records sampled before it (4 per column of a wide plot)
@@ -56,6 +58,10 @@ class MetricsReader:
         self.path = Path(path)
         self.offset = 0  # end of the last complete line read
         self._identity: tuple[int, int] | None = None
+
+    @classmethod
+    def of_run(cls, run_dir: Path) -> MetricsReader:
+        return cls(Path(run_dir) / METRICS)
 
     def start_at(self, offset: int) -> None:
         """Continue from `offset` (a line boundary) of the file as it is now."""
@@ -135,6 +141,14 @@ def open_history(reader: MetricsReader, *, full_read_bytes: int | None = None, t
         if mm is not None:
             mm.close()
         f.close()
+    return history
+
+
+def read_history(run_dir: Path) -> RunHistory:
+    """A run folder's whole history, read exactly (a large file takes a while: a worker thread's call)."""
+    history = open_history(MetricsReader.of_run(run_dir))
+    if history.pending is not None:
+        history.merge_earlier(backfill(history.path, *history.pending))
     return history
 
 

@@ -14,8 +14,9 @@ following a symlink. A crash can leave a torn last line; it is repaired on
 open (cut off, or completed when it is a whole record missing its newline).
 Each session starts with a `RunStarted` record; a resumed run replays the
 steps after its checkpoint, so a step can appear twice: the later record
-wins (`latest_records` applies that rule). TensorBoard gets `purge_step`, so
-its curves do not overlap either.
+supersedes the earlier one and everything logged after it (engine.runs.reader
+reads the file by that rule). TensorBoard gets `purge_step`, so its curves do
+not overlap either.
 """
 
 from __future__ import annotations
@@ -25,14 +26,13 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from engine import events as ev
 from engine.errors import FileError
 from engine.files import ensure_folder, open_append, os_reason
 from engine.runs.folder import update_state
-
-METRICS = "metrics.jsonl"
+from engine.runs.layout import METRICS, TENSORBOARD
 
 HEARTBEAT_S = 1.0
 
@@ -61,31 +61,6 @@ def repair_tail(path: Path) -> bool:
         return False
     except OSError as e:
         raise FileError(f"cannot repair {path}: {os_reason(e)}") from None
-
-
-def read_metrics(path: Path) -> Iterator[dict[str, Any]]:
-    """The records of a metrics.jsonl, torn or damaged lines skipped, in file order."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(row, dict):
-                    yield row
-    except OSError:
-        return
-
-
-def latest_records(path: Path) -> list[dict[str, Any]]:
-    """One record per (event, step, split): the last one written, which wins after a replay."""
-    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for row in read_metrics(path):
-        key = (row.get("event"), row.get("step"), row.get("split"))
-        rows.pop(key, None)  # re-insert, so the order is that of the surviving records
-        rows[key] = row
-    return list(rows.values())
 
 
 class RunRecorder:
@@ -119,7 +94,7 @@ class RunRecorder:
 
         # Events logged after the checkpoint by an earlier session are replayed now: drop them.
         purge = start_step + 1 if start_step > 0 else None
-        self._tb = SummaryWriter(str(ensure_folder(self.run_dir / "tensorboard")), purge_step=purge)
+        self._tb = SummaryWriter(str(ensure_folder(self.run_dir / TENSORBOARD)), purge_step=purge)
 
     def _state(self, **values: Any) -> None:
         with self._state_lock:

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.files import write_json
+from engine.runs.layout import REQUEST
 
-REQUEST_FILE = "request.json"
 ACTIONS = ("pause", "resume", "stop")
 
 
@@ -32,7 +32,7 @@ def write_request(run_dir: Path, action: str) -> dict[str, Any]:
     request = {"action": action, "time": time.time(), "pid": os.getpid()}
     # Atomic, through an exclusive temp file: the trainer never sees half a request,
     # and a symlink planted in the run folder is never written through.
-    write_json(Path(run_dir) / REQUEST_FILE, request)
+    write_json(Path(run_dir) / REQUEST, request)
     return request
 
 
@@ -46,7 +46,7 @@ def _parse(path: Path) -> str | None:
 
 def pending_request(run_dir: Path) -> str | None:
     """The action waiting in `run_dir`, without taking it."""
-    return _parse(Path(run_dir) / REQUEST_FILE)
+    return _parse(Path(run_dir) / REQUEST)
 
 
 def take_request(run_dir: Path) -> str | None:
@@ -55,8 +55,8 @@ def take_request(run_dir: Path) -> str | None:
     Cheap when there is no request (one failed rename), so the trainer can
     look at every logging step.
     """
-    path = Path(run_dir) / REQUEST_FILE
-    taken = path.with_name(f".{REQUEST_FILE}.taken.{os.getpid()}")
+    path = Path(run_dir) / REQUEST
+    taken = path.with_name(f".{REQUEST}.taken.{os.getpid()}")
     try:
         os.rename(path, taken)
     except OSError:
@@ -68,4 +68,4 @@ def take_request(run_dir: Path) -> str | None:
 
 
 def clear_request(run_dir: Path) -> None:
-    (Path(run_dir) / REQUEST_FILE).unlink(missing_ok=True)
+    (Path(run_dir) / REQUEST).unlink(missing_ok=True)

@@ -16,12 +16,13 @@ from engine.config.run_config import read_toml
 from engine.errors import ConfigError
 from engine.runs.liveness import read_state, trainer_gone
 from engine.runs.history import RunHistory
+from engine.runs.layout import RUN_CONFIG
 
 # Settings that name the run rather than describe how it was trained.
 NOT_SETTINGS = ("run.run_name", "run.out_dir")
 
 # (label, RunSummary attribute, format) of the final-metrics table, in order.
-METRICS = (
+METRIC_ROWS = (
     ("state", "status", "{}"),
     ("steps", "step", "{:,}"),
     ("tokens seen", "tokens_seen", "{:,}"),
@@ -63,7 +64,7 @@ class RunSummary:
 def flat_settings(run_dir: Path) -> dict[str, Any]:
     """run.toml as {"section.key": value}; {} when it cannot be read."""
     try:
-        data = read_toml(Path(run_dir) / "run.toml")
+        data = read_toml(Path(run_dir) / RUN_CONFIG)
     except ConfigError:
         return {}
     return {f"{section}.{key}": value for section, values in data.items() if isinstance(values, dict)

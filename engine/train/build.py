@@ -30,6 +30,7 @@ from engine.model.gpt import GPT
 from engine.optim.groups import make_optimizer
 from engine.runs.checkpoints import CONFIG, LOADER, MODEL, OPTIMIZER, RNG, SCALER, TRAINER, load_latest_checkpoint
 from engine.runs.folder import check_data, claim_run, create_run, run_tokenizer
+from engine.runs.layout import RUN_CONFIG
 from engine.runs.recorder import RunRecorder
 from engine.runs.requests import clear_request
 from engine.train.launch import check_memory_is_sane
@@ -148,7 +149,7 @@ def build_state(cfg: RunConfig, rt: Runtime, emit: Relay, progress: Progress, re
         # take the flags given with --resume (the resume policy's safe changes).
         # The run keeps its own tokenizer: it is never rewritten.
         if rt.is_main:
-            write_toml(resolved, run_dir / "run.toml")
+            write_toml(resolved, run_dir / RUN_CONFIG)
         if changes:
             _announce_changes(changes, progress.step, plan, emit)
 

@@ -26,6 +26,7 @@ from typing import Any
 from engine.config.plan import DeviceInfo, plan_run
 from engine.config.run_config import RunConfig, build_config, user_settings
 from engine.errors import ConfigError
+from engine.runs.layout import RUN_CONFIG, is_run_folder, named_folder
 
 # A run whose estimate exceeds this many times the largest catalogue GPU and
 # this machine's RAM is a typo (an extra zero), not a plan: refuse it at once.
@@ -106,11 +107,9 @@ def find_run_dir(target: str, base: RunConfig) -> Path:
     from engine.runs.listing import default_out_dir, latest_run
 
     if target:
-        run_dir = Path(target)
-        if run_dir.name == "run.toml":
-            run_dir = run_dir.parent
-        if not (run_dir / "run.toml").is_file():
-            raise ConfigError(f"--resume {target}: not a run folder (no run.toml in it)")
+        run_dir = named_folder(Path(target))
+        if not is_run_folder(run_dir):
+            raise ConfigError(f"--resume {target}: not a run folder (no {RUN_CONFIG} in it)")
         return run_dir
     parent = Path(base.run.out_dir) if base.run.out_dir else default_out_dir(canonical_name(base.data.dataset))
     if base.run.run_name:
@@ -120,8 +119,8 @@ def find_run_dir(target: str, base: RunConfig) -> Path:
 
 def resume_request(run_dir: Path, overrides: dict[str, dict[str, Any]] | None = None) -> ResumeRequest:
     """The run's config with the flags applied per the resume policy; raises on a "fixed" change."""
-    stored = build_config(None, run_dir / "run.toml")
-    requested = build_config(None, run_dir / "run.toml", overrides or {}) if overrides else stored
+    stored = build_config(None, run_dir / RUN_CONFIG)
+    requested = build_config(None, run_dir / RUN_CONFIG, overrides or {}) if overrides else stored
     changes: dict[str, tuple[Any, Any]] = {}
     config = copy.deepcopy(stored)
     for s in user_settings():
@@ -130,7 +129,7 @@ def resume_request(run_dir: Path, overrides: dict[str, dict[str, Any]] | None = 
             continue
         if s.resume == "fixed":
             raise ConfigError(
-                f"--resume {run_dir}: {s.key} cannot change when resuming ({_show(old)} in run.toml, "
+                f"--resume {run_dir}: {s.key} cannot change when resuming ({_show(old)} in {RUN_CONFIG}, "
                 f"{_show(new)} asked); it changes what is being trained: start a new run instead")
         changes[s.key] = (old, new)
         setattr(getattr(config, s.section), s.name, new)
@@ -156,4 +155,4 @@ def resolve(config_file: str | None, overrides: dict[str, dict[str, Any]],
 def picker_roots(target: str) -> list[Path]:
     """Folders the resume picker lists for `--resume target`: a run folder's siblings, or the folder's runs."""
     chosen = Path(target)
-    return [chosen.parent if (chosen / "run.toml").is_file() else chosen]
+    return [chosen.parent if is_run_folder(chosen) else chosen]

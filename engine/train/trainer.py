@@ -379,7 +379,7 @@ class Trainer:
             self._save("final")
         model_dir = ""
         if s.rt.is_main:
-            model_dir = str(save_final_model(s.run_dir, s.raw_model, s.cfg, s.run_dir / "tokenizer.json"))
+            model_dir = str(save_final_model(s.run_dir, s.raw_model, s.cfg))
         try:
             test = self._final_evaluation()
         except EvalInterrupted:

@@ -18,7 +18,7 @@ from engine.config.run_config import build_config
 from engine.control import TrainingControl
 from engine.runs.checkpoints import checkpoint_path
 from engine.runs.folder import new_run_dir
-from engine.runs.recorder import latest_records, read_metrics
+from engine.runs.reader import read_history
 from engine.train.trainer import Trainer
 from tests.conftest import stopped_run, tiny_config
 
@@ -105,7 +105,7 @@ def test_crash_replay_and_torn_tail_leave_readable_metrics_and_non_overlapping_c
     run_dir = tmp_path / "out" / "r"
     with open(run_dir / "metrics.jsonl", "a") as f:
         f.write('{"time": 1, "event": "StepMetr')  # a write cut by the crash
-    result, _ = resume(run_dir)
+    result, seen = resume(run_dir)
     assert isinstance(result, ev.Finished) and not result.stopped
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in lines]  # every line is whole JSON again
@@ -113,9 +113,11 @@ def test_crash_replay_and_torn_tail_leave_readable_metrics_and_non_overlapping_c
     assert [r["start_step"] for r in starts] == [0, 6]
     steps = [r["step"] for r in rows if r["event"] == "StepMetrics"]
     assert steps == list(range(1, 9)) + list(range(7, 13))  # steps 7 and 8 replayed after the resume mark
-    latest = [r["step"] for r in latest_records(run_dir / "metrics.jsonl") if r["event"] == "StepMetrics"]
-    assert latest == list(range(1, 13))
-    assert len(list(read_metrics(run_dir / "metrics.jsonl"))) == len(rows)
+    history = read_history(run_dir)  # what every view plots: one point per step, the resumed session's
+    assert list(history.train.x) == list(range(1, 13))
+    resumed = {e.step: e.loss for e in seen if isinstance(e, ev.StepMetrics)}
+    assert list(history.train.y)[6:] == [resumed[s] for s in range(7, 13)]
+    assert history.records == len(rows)
     acc = EventAccumulator(str(run_dir / "tensorboard"))
     acc.Reload()
     assert [s.step for s in acc.Scalars("train/loss")] == list(range(1, 13))

@@ -9,7 +9,8 @@ from array import array
 from pathlib import Path
 
 from engine import events as ev
-from engine.runs.reader import MetricsReader, backfill, downsample, open_history, to_event
+from engine.runs.history import RunHistory
+from engine.runs.reader import MetricsReader, backfill, downsample, open_history, read_history, to_event
 from engine.train.trainer import Trainer
 from tests.conftest import tiny_config  # by package: with tests/ui in the session, "conftest" may be that one
 
@@ -76,9 +77,18 @@ def test_replayed_steps_after_a_resume_supersede_the_earlier_records(tmp_path: P
     assert list(history.train.y) == [9, 8, 7, 6, 15, 14, 13, 12]  # steps 5, 6 from the second session
     assert list(history.valid.x) == [4, 8]  # the first session's evaluation at step 6 was replayed away
     assert len(history.sessions) == 1
+    # Fed record by record (as watch does), the history says where the replay starts.
+    fed, offset, replays = RunHistory(path), 0, []
+    for line in first + second:
+        replays.append(fed.add(json.loads(line), offset))
+        offset += len(line.encode())
+    assert [r for r in replays if r is not None] == [5]
+    fed.cut_from(7)  # what a session resumed at step 6 logs again
+    assert list(fed.train.x) == list(range(1, 7)) and fed.last_step is not None and fed.last_step["loss"] == 14.0
+    assert list(fed.valid.x) == [4]
 
 
-def test_large_file_opens_from_its_tail_then_backfills_exactly(tmp_path: Path) -> None:
+def test_large_file_opens_from_its_tail_then_backfills_exactly(tmp_path: Path, monkeypatch) -> None:
     path = tmp_path / "metrics.jsonl"
     rng = random.Random(0)
     lines = []
@@ -101,6 +111,12 @@ def test_large_file_opens_from_its_tail_then_backfills_exactly(tmp_path: Path) -
         assert list(a.x) == list(b.x) and list(a.y) == list(b.y) and list(a.offset) == list(b.offset)
     assert list(history.train.x) == list(range(1, 3101)) and history.train.y[-1] == 1.0
     assert [e["step"] for e in history.evals] == [e["step"] for e in exact.evals]
+    import engine.runs.reader as run_reader
+
+    monkeypatch.setattr(run_reader, "FULL_READ_BYTES", 10_000)
+    monkeypatch.setattr(run_reader, "TAIL_BYTES", 40_000)
+    whole = read_history(tmp_path)  # the run folder's whole history at once: tail, then backfill
+    assert whole.complete and list(whole.train.y) == list(exact.train.y) and list(whole.valid.x) == list(exact.valid.x)
     # The reader goes on from the end of what was opened.
     with open(path, "a") as f:
         f.write(step_line(3101, 0.5))

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine.errors import UserError
+from engine.runs.layout import RUN_CONFIG, is_run_folder, named_folder
 
 
 def relative(path: Path, root: Path) -> str:
@@ -19,13 +20,11 @@ def relative(path: Path, root: Path) -> str:
 
 def run_folder(text: str) -> Path:
     """A RUN_FOLDER argument (a run.toml names its folder); a UserError when it is not one."""
-    run_dir = Path(text)
-    if run_dir.name == "run.toml":
-        run_dir = run_dir.parent
+    run_dir = named_folder(Path(text))
     if not run_dir.is_dir():
         raise UserError(f"run folder {run_dir} does not exist")
-    if not (run_dir / "run.toml").is_file():
-        raise UserError(f"{run_dir} is not a run folder (no run.toml in it)")
+    if not is_run_folder(run_dir):
+        raise UserError(f"{run_dir} is not a run folder (no {RUN_CONFIG} in it)")
     return run_dir
 
 

@@ -11,7 +11,8 @@ in the folder into the engine events the dashboard already consumes:
 - state.json's status becomes Paused / Resumed, its heartbeat a `Failed` of
   kind "gone" when the trainer process is gone, its memory figures MemorySample;
 - a new trainer process (the run resumed elsewhere) becomes a RunStarted, and
-  the view follows it.
+  the view follows it; the steps it logs again after its checkpoint supersede
+  the shown ones from there on, as the history (the one replay rule) says.
 
 The history before attaching does not go through events: it is posted once as
 a `HistoryLoaded` of downsampled curves (min and max per plot bucket), then
@@ -32,8 +33,9 @@ from textual.message_pump import MessagePump
 
 from engine import events as ev
 from engine.runs.history import RunHistory
+from engine.runs.layout import METRICS, SNAPSHOTS
 from engine.runs.liveness import ACTIVE, read_state, trainer_gone
-from engine.runs.reader import METRICS, MetricsReader, backfill, downsample, open_history, to_event
+from engine.runs.reader import MetricsReader, backfill, downsample, open_history, to_event
 from engine.runs.requests import write_request
 from tui_lm.messages import TrainingEvent
 
@@ -62,6 +64,13 @@ def curves_of(history: RunHistory, buckets: int = HISTORY_BUCKETS) -> Curves:
                   downsample(history.lr.x, history.lr.y, buckets), upto, history.complete)
 
 
+@dataclasses.dataclass(frozen=True)
+class Replayed:
+    """In the step buffer, in order: the history says a resumed trainer logged `step` again."""
+
+    step: int
+
+
 class HistoryLoaded(Message):
     """The run's curves so far, downsampled; the dashboard replaces its plotted history with them."""
 
@@ -77,7 +86,7 @@ class FolderRunner:
         self.run_dir = Path(run_dir)
         self.target = target
         self.cfg = cfg
-        self._pending: deque[ev.Event] = deque(maxlen=MAX_PENDING)
+        self._pending: deque[ev.Event | Replayed] = deque(maxlen=MAX_PENDING)
         self._closed = threading.Event()
         self.result: ev.Event | None = None
         self.state: dict[str, Any] = {}
@@ -89,7 +98,6 @@ class FolderRunner:
         self._status: Any = None
         self._gone_pid: Any = None
         self._session_record = False  # a RunStarted record announced the current process already
-        self._drained_step = -1
         # Called on the UI thread with the first replayed step, when a resumed trainer
         # logs again the steps after its checkpoint: the view drops its points from there.
         self.on_replay: Any = None
@@ -103,21 +111,16 @@ class FolderRunner:
             self.target.post_message(TrainingEvent(event))
 
     def drain(self) -> list[ev.Event]:
-        out = []
+        out: list[ev.Event] = []
         while self._pending:
-            out.append(self._pending.popleft())
-        replay, last = None, self._drained_step
-        for i, e in enumerate(out):
-            if isinstance(e, ev.StepMetrics):
-                if e.step <= last:
-                    replay = i
-                last = e.step
-        self._drained_step = last
-        if replay is not None:  # the steps before it in this batch are superseded too
-            step = out[replay].step  # type: ignore[attr-defined]
-            out = [e for i, e in enumerate(out) if i >= replay or not isinstance(e, ev.StepMetrics)]
-            if self.on_replay is not None:
-                self.on_replay(step)
+            e = self._pending.popleft()
+            if isinstance(e, Replayed):
+                # Buffered steps it supersedes are dropped before they are shown; shown ones by the view.
+                out = [x for x in out if not (isinstance(x, ev.StepMetrics) and x.step >= e.step)]
+                if self.on_replay is not None:
+                    self.on_replay(e.step)
+            else:
+                out.append(e)
         return out
 
     @property
@@ -150,7 +153,7 @@ class FolderRunner:
     def _watch(self) -> None:
         import numpy  # noqa: F401  (for downsampling: imported here, off the UI thread)
 
-        reader = MetricsReader(self.run_dir / METRICS)
+        reader = MetricsReader.of_run(self.run_dir)
         self.history = history = open_history(reader)
         self.state = state = read_state(self.run_dir)
         self._pid, self._status = state.get("pid"), state.get("status")
@@ -160,14 +163,16 @@ class FolderRunner:
         while not self._closed.wait(POLL_S):
             rows, restarted = reader.read()
             if restarted:  # a new metrics.jsonl: everything is read again
-                reader = MetricsReader(self.run_dir / METRICS)
+                reader = MetricsReader.of_run(self.run_dir)
                 self.history = history = open_history(reader)
                 self._start_backfill(history)
-                self.emit(ev.Log("metrics.jsonl was replaced; its history was read again", "warning"))
+                self.emit(ev.Log(f"{METRICS} was replaced; its history was read again", "warning"))
                 self.target.post_message(HistoryLoaded(curves_of(history)))
                 rows = []
             for offset, row in rows:
-                history.add(row, offset)
+                replayed = history.add(row, offset)
+                if replayed is not None:
+                    self._pending.append(Replayed(replayed))
                 event = to_event(row)
                 if event is not None:
                     self._record(event)
@@ -254,7 +259,7 @@ class FolderRunner:
             self._session_record = False
             self._pid, self._gone_pid = pid, None
         if status != self._status or first:
-            checkpoint = str(self.run_dir / "snapshots" / state.get("last_checkpoint", ""))
+            checkpoint = str(self.run_dir / SNAPSHOTS / state.get("last_checkpoint", ""))
             if status == "paused" and self.alive:
                 self.emit(ev.Paused(step=step, checkpoint=checkpoint))
             elif status == "running" and self._status == "paused" and self.alive:
@@ -272,4 +277,4 @@ class FolderRunner:
             self.emit(ev.Failed(
                 message=f"{gone}; it was {status} at step {step:,}. Resume it with: tui-lm --no-ui --resume "
                         f"{self.run_dir} (this view follows when it starts again)",
-                step=step, kind="gone", checkpoint=str(self.run_dir / "snapshots" / checkpoint) if checkpoint else ""))
+                step=step, kind="gone", checkpoint=str(self.run_dir / SNAPSHOTS / checkpoint) if checkpoint else ""))

@@ -22,7 +22,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
 from engine.runs.history import RunHistory
-from engine.runs.reader import METRICS, MetricsReader, backfill, open_history
+from engine.runs.layout import RUN_CONFIG
+from engine.runs.reader import MetricsReader, backfill, open_history
 from engine.runs.summary import RunSummary, summarize
 from tui_lm.widgets.common.format import clock
 from tui_lm.widgets.compare.curve_plot import PALETTE, CurvePlot
@@ -113,13 +114,13 @@ class BrowseScreen(Screen):
     def _load(self) -> None:
         import numpy  # noqa: F401  (for downsampling; importing it takes a while: not on the UI thread)
 
-        history = open_history(MetricsReader(self.run_dir / METRICS))
+        history = open_history(MetricsReader.of_run(self.run_dir))
         summary = summarize(self.run_dir, history)
         checkpoints = load_checkpoints(self.run_dir)
         try:
-            config = (self.run_dir / "run.toml").read_text(encoding="utf-8", errors="replace")
+            config = (self.run_dir / RUN_CONFIG).read_text(encoding="utf-8", errors="replace")
         except OSError as e:
-            config = f"run.toml cannot be read: {e}"
+            config = f"{RUN_CONFIG} cannot be read: {e}"
         self.app.call_from_thread(self._show, history, summary, checkpoints, config)
 
     @work(thread=True, group="browse-backfill", exclusive=True, exit_on_error=False)

@@ -20,9 +20,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from engine.runs.history import RunHistory
-from engine.runs.reader import METRICS, MetricsReader, backfill, open_history
-from engine.runs.summary import METRICS as METRIC_ROWS
-from engine.runs.summary import RunSummary, differing_settings, summarize
+from engine.runs.reader import MetricsReader, backfill, open_history
+from engine.runs.summary import METRIC_ROWS, RunSummary, differing_settings, summarize
 from tui_lm.widgets.compare.curve_plot import PALETTE, CurvePlot
 
 
@@ -85,7 +84,7 @@ class CompareScreen(Screen):
 
         opened = []
         for i, run_dir in enumerate(self.run_dirs):
-            history = open_history(MetricsReader(run_dir / METRICS))
+            history = open_history(MetricsReader.of_run(run_dir))
             opened.append(history)
             self.app.call_from_thread(self._show_run, i, history, summarize(run_dir, history))
         self.app.call_from_thread(self._show_tables)

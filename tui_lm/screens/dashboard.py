@@ -8,11 +8,8 @@ however fast the loop steps. The worker never touches a widget.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 from pathlib import Path
-from typing import Any
 
 from rich.markup import escape
 from textual import on, work
@@ -25,7 +22,10 @@ from textual.widgets import Footer, Static
 
 from engine import events as ev
 from engine.config.run_config import RunConfig
+from engine.runs.liveness import read_state
+from engine.runs.reader import read_history, to_event
 from tui_lm.messages import TrainingEvent
+from tui_lm.runners.folder import Curves, curves_of
 from tui_lm.runners.training import TrainingRunner
 from tui_lm.widgets.common.format import display_path, duration
 from tui_lm.widgets.dashboard.event_log import EventLog
@@ -41,6 +41,8 @@ LR_CURVE_POINTS = 240
 ENDED = ("finished", "stopped", "failed")
 COMPACT = (100, 30)  # columns, rows under which the dashboard collapses its secondary panels
 SMOOTHING = 0.9  # EMA weight of the `e` key's smoothed training loss
+# (plot, series, Curves attribute) of the history read from a run folder.
+HISTORY_SERIES = (("#loss-plot", "train", "train"), ("#loss-plot", "valid", "valid"), ("#lr-plot", "done", "lr"))
 
 
 class DashboardScreen(Screen):
@@ -302,64 +304,45 @@ class DashboardScreen(Screen):
 
     @work(thread=True, group="history", exit_on_error=False)
     def _load_history(self, run_dir: Path, upto: int) -> None:
-        """Earlier sessions' metrics from metrics.jsonl, so a resumed run's plots and numbers are whole."""
-        train: list[tuple[int, float]] = []
-        valid: list[tuple[int, float]] = []
-        last_train: ev.StepMetrics | None = None
-        last_valid: ev.EvalResult | None = None
-        try:
-            with open(run_dir / "metrics.jsonl") as f:
-                for line in f:
-                    try:
-                        row = json.loads(line)
-                    except ValueError:
-                        continue  # a line cut by a crash
-                    if row.get("step", upto + 1) > upto:
-                        continue
-                    if row.get("event") == "StepMetrics":
-                        train.append((row["step"], row["loss"]))
-                        last_train = event_from_row(ev.StepMetrics, row) or last_train
-                    elif row.get("event") == "EvalResult" and row.get("split") == "valid":
-                        valid.append((row["step"], row["loss"]))
-                        last_valid = event_from_row(ev.EvalResult, row) or last_valid
-        except OSError:
-            pass
-        best = min((loss for _, loss in valid), default=math.inf)
-        if last_valid is None:  # no metrics.jsonl (or no evaluation in it): state.json's summary
-            last_valid, best = valid_from_state(run_dir, upto), best
-            if last_valid is not None:
-                best = min(best, last_valid.loss)
-        self.app.call_from_thread(self._prepend_history, train, valid)
-        self.app.call_from_thread(self.query_one(MetricsPanel).restore, last_train, last_valid, best)
+        """Earlier sessions' history up to the resumed step, so a resumed run's plots and panels are whole."""
+        history = read_history(run_dir)
+        history.cut_from(upto + 1)  # this session logs those steps again
+        valid = [r for r in history.evals if r.get("split") == "valid"]
+        last_valid = to_event(valid[-1]) if valid else valid_from_state(run_dir, upto)
+        best = min(history.valid.y, default=math.inf)
+        if not valid and last_valid is not None:
+            best = last_valid.loss
+        last_train = to_event(history.last_step) if history.last_step else None
+        sample = to_event(history.samples[-1]) if history.samples else None
+        self.app.call_from_thread(self._restore, curves_of(history), last_train, last_valid, best, sample)
 
-    def _prepend_history(self, train: list[tuple[int, float]], valid: list[tuple[int, float]]) -> None:
-        plot = self.query_one("#loss-plot", LinePlot)
-        for key, old in (("train", train), ("valid", valid)):
-            s = plot.series[key]
-            plot.set_points(key, [x for x, _ in old] + s.xs, [y for _, y in old] + s.ys)
+    def _restore(self, curves: Curves, train: ev.StepMetrics | None, valid: ev.EvalResult | None, best: float,
+                 sample: ev.SampleGenerated | None) -> None:
+        self.show_history(curves)
+        self.query_one(MetricsPanel).restore(train, valid, best)
+        if sample is not None:
+            self.query_one(SampleView).restore(sample)
 
-
-def event_from_row(cls: type[ev.Event], row: dict) -> Any:
-    """A metrics.jsonl row back into its event; None when the row lacks a field (an older format)."""
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name in row:
-            kwargs[f.name] = row[f.name]
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            return None
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError):
-        return None
+    def show_history(self, curves: Curves) -> None:
+        """Plot a run's history read from its folder; points that arrived live after it stay."""
+        for selector, key, name in HISTORY_SERIES:
+            plot = self.query_one(selector, LinePlot)
+            xs, ys = getattr(curves, name)
+            series = plot.series[key]
+            end = xs[-1] if xs else -math.inf
+            live = [(x, y) for x, y in zip(series.xs, series.ys) if x > end]
+            plot.set_points(key, xs + [x for x, _ in live], ys + [y for _, y in live])
+            plot.flush(force=True)
 
 
 def valid_from_state(run_dir: Path, step: int) -> ev.EvalResult | None:
     """The last validation figures state.json keeps, when metrics.jsonl has none."""
+    state = read_state(run_dir)
     try:
-        state = json.loads((run_dir / "state.json").read_text())
         loss = float(state["last_val_loss"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return ev.EvalResult(step=step, split="valid", loss=loss,
+                             perplexity=float(state.get("last_val_ppl", math.exp(loss))),
+                             word_perplexity=float(state.get("last_word_ppl", math.nan)), bits_per_byte=math.nan,
+                             tokens=0, partial=True)
+    except (KeyError, TypeError, ValueError):
         return None
-    return ev.EvalResult(step=step, split="valid", loss=loss, perplexity=float(state.get("last_val_ppl", math.exp(loss))),
-                         word_perplexity=float(state.get("last_word_ppl", math.nan)), bits_per_byte=math.nan,
-                         tokens=0, partial=True)

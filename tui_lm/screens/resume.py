@@ -19,6 +19,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from engine.runs.layout import RUN_CONFIG, is_run_folder
 from tui_lm.messages import BrowseRuns, ResumeRun, WatchRun
 from tui_lm.widgets.common.format import display_path
 from tui_lm.widgets.resume.run_table import RunTable
@@ -28,14 +29,14 @@ def collect_runs(roots: list[Path]) -> list[Any]:
     """Runs under every root, newest first; a root that is itself a run folder is listed as one run."""
     from engine.runs.listing import find_runs, read_run
 
-    runs = find_runs([r for r in roots if not (r / "run.toml").is_file()])
-    runs += [read_run(r) for r in roots if (r / "run.toml").is_file()]
+    runs = find_runs([r for r in roots if not is_run_folder(r)])
+    runs += [read_run(r) for r in roots if is_run_folder(r)]
     unique: dict[Path, Any] = {}
     for info in runs:
         unique.setdefault(info.path.resolve(), info)
     # find_runs' order (newest first), across all the roots together.
     return sorted(unique.values(), reverse=True,
-                  key=lambda r: r.last_checkpoint_time or (r.path / "run.toml").stat().st_mtime)
+                  key=lambda r: r.last_checkpoint_time or (r.path / RUN_CONFIG).stat().st_mtime)
 
 
 class ResumeScreen(Screen):

@@ -19,13 +19,11 @@ from textual.widgets import Static
 from engine import events as ev
 from engine.config.run_config import RunConfig
 from tui_lm.runners.folder import FolderRunner, HistoryLoaded
-from tui_lm.screens.dashboard import DashboardScreen
+from tui_lm.screens.dashboard import HISTORY_SERIES, DashboardScreen
 from tui_lm.widgets.dashboard.line_plot import LinePlot
 from tui_lm.widgets.dashboard.metrics_panel import MetricsPanel
 from tui_lm.widgets.dashboard.run_header import RunHeader
 from tui_lm.widgets.dashboard.step_progress import StepProgress
-
-SERIES = (("#loss-plot", "train", "train"), ("#loss-plot", "valid", "valid"), ("#lr-plot", "done", "lr"))
 
 
 class WatchScreen(DashboardScreen):
@@ -70,21 +68,14 @@ class WatchScreen(DashboardScreen):
     def _on_history(self, message: HistoryLoaded) -> None:
         """Replace the plotted history; points that arrived live after it stay."""
         curves = message.curves
-        for selector, key, name in SERIES:
-            plot = self.query_one(selector, LinePlot)
-            xs, ys = getattr(curves, name)
-            series = plot.series[key]
-            end = xs[-1] if xs else -math.inf
-            live = [(x, y) for x, y in zip(series.xs, series.ys) if x > end]
-            plot.set_points(key, xs + [x for x, _ in live], ys + [y for _, y in live])
-            if key == "valid":
-                self.valid_upto = end
-            plot.flush(force=True)
+        self.show_history(curves)
+        valid_steps = curves.valid[0]
+        self.valid_upto = valid_steps[-1] if valid_steps else -math.inf
         self.history_complete = curves.complete
 
     def _cut_from(self, step: int) -> None:
         """A resumed trainer logs again from `step`: the points from there were superseded."""
-        for selector, key, _ in SERIES:
+        for selector, key, _ in HISTORY_SERIES:
             plot = self.query_one(selector, LinePlot)
             series = plot.series[key]
             kept = [(x, y) for x, y in zip(series.xs, series.ys) if x < step]

@@ -35,6 +35,8 @@ class SampleView(VerticalScroll, can_focus=False):  # the keys stay the dashboar
     SampleView > Static { width: 1fr; height: auto; }
     """
 
+    step: int | None = None  # the step of the sample shown
+
     def compose(self) -> ComposeResult:
         yield Static(Text("no sample yet: one is generated at each evaluation", style="dim"))
 
@@ -46,5 +48,11 @@ class SampleView(VerticalScroll, can_focus=False):  # the keys stay the dashboar
         return self.query_one(Static).content  # type: ignore[return-value]
 
     def show(self, s: SampleGenerated) -> None:
+        self.step = s.step
         self.border_title = f"sample at step {s.step:,}"
         self.query_one(Static).update(sample_text(s.prompt, s.text))
+
+    def restore(self, s: SampleGenerated) -> None:
+        """The latest sample of a resumed run's earlier sessions, unless this session's is shown already."""
+        if self.step is None or self.step < s.step:
+            self.show(s)
