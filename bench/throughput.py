@@ -286,7 +286,7 @@ def _engine_row(preset: str, cfg: RunConfig, runs: list[EngineRun]) -> Row:
     if failed:
         row.error = failed[0].error
         return row
-    tf32 = rt.device.type == "cuda" and precision == "fp32"  # the runtime enables TF32 on CUDA
+    tf32 = rt.tf32 and precision == "fp32"  # the runtime's TF32 matmuls (CUDA, Ampere and newer)
     if tf32:
         row.precision = "fp32/tf32"
     row.runs = [r.tokens_per_s for r in runs]
