@@ -122,6 +122,7 @@ def test_compiled_ddp_with_accumulation_trains_stops_and_resumes(prepared: Path,
     assert_same_weights(tmp_path / "one", tmp_path / "two")
 
 
+@pytest.mark.slow
 def test_ranks_wait_out_each_others_slow_host_work_on_the_long_timeout_group(prepared: Path, tmp_path: Path) -> None:
     # The default group's collectives time out after 5 s here (NCCL's watchdog: 10 min). Rank 1's data
     # preparation and rank 0's checkpoint and final-model writes each take 7 s longer: the other rank waits
