@@ -38,8 +38,8 @@ def _slow(fn, seconds: float):
 
 
 def install() -> None:
-    import engine.data.token_cache as token_cache
-    import engine.train.trainer as trainer
+    from engine.data import token_cache
+    from engine.train import trainer
 
     rank = int(os.environ.get("RANK", "0"))
     if os.environ.get("TEST_COMPILE_BACKEND"):
