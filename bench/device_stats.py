@@ -62,3 +62,8 @@ def catalogue_gpu(device: torch.device) -> GPU | None:
         return find_gpu(torch.cuda.get_device_name(device), torch.cuda.get_device_properties(device).total_memory)
     except ConfigError:
         return None
+
+
+def peak_flops(gpu: GPU | None, precision: str, tf32: bool) -> float | None:
+    """The catalogue GPU's dense peak FLOP/s for this precision (GPU.peak_tflops); None for no (or an unknown) GPU."""
+    return None if gpu is None else gpu.peak_tflops(precision, tf32) * 1e12

@@ -11,9 +11,11 @@ budget left is below what it needs, so a lease never ends with nothing):
   published 450K tok/s figures use, and medium with the chunked loss
   (train.loss_chunk 4096) beside the plain one. bench/throughput.py does the
   measuring.
-- torchrun: a one-GPU `torchrun` run with NCCL (compile on, DDP): trains,
-  checkpoints, then `--resume` continues it; checks exit codes, the resumed
-  start step and the final model on disk.
+- torchrun: a one-GPU `torchrun` run forced onto the distributed path
+  (TUI_LM_FORCE_DDP=1: NCCL process group, DDP wrapper, compile on; one rank,
+  so no gradient all-reduce between GPUs): trains, checkpoints, then `--resume`
+  continues it; checks exit codes, the log's DistributedDataParallel/nccl line,
+  the resumed start step and the final model on disk.
 - memory: bench/memory_gpu.py's grid (preset x eager/compiled x checkpointing):
   estimate vs max_memory_allocated, max_memory_reserved and NVML used.
 - dashboard: bench/dashboard.py on the GPU: dashboard-attached vs headless.
@@ -127,21 +129,25 @@ def torchrun(check: Check, dataset: Path) -> None:
                   "--eval-interval", "0", "--sample-tokens", "0", "--batch-size", "32", "--compile", "on"]
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
                     "-m", "tui_lm"]
+        forced = {"TUI_LM_FORCE_DDP": "1"}  # world size 1 would otherwise skip the process group and DDP
         first = _run(launcher + common + ["--preset", "tiny", "--run-name", "ddp", "--max-steps", "30",
-                                          "--save-interval", "10"])
+                                          "--save-interval", "10"], env=forced)
         run_dir = Path(tmp) / "ddp"
-        second = _run(launcher + ["--no-ui", "--resume", str(run_dir), "--max-steps", "60"])
+        second = _run(launcher + ["--no-ui", "--resume", str(run_dir), "--max-steps", "60"], env=forced)
         metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
                    if line.strip()] if (run_dir / "metrics.jsonl").exists() else []
         steps = [m["step"] for m in metrics if m.get("event") == "StepMetrics"]
         resumed_at_30 = "at step 30" in second.stdout + second.stderr
-        ok = (first.returncode == 0 and second.returncode == 0 and resumed_at_30
+        nccl_ddp = all("DistributedDataParallel over 1 rank(s), nccl" in r.stdout for r in (first, second))
+        ok = (first.returncode == 0 and second.returncode == 0 and resumed_at_30 and nccl_ddp
               and steps == [10, 20, 30, 40, 50, 60] and (run_dir / "models" / "model.safetensors").exists())
-        result = {"ok": ok, "first_exit": first.returncode, "resume_exit": second.returncode,
+        result = {"ok": ok, "first_exit": first.returncode, "resume_exit": second.returncode, "nccl_ddp": nccl_ddp,
                   "resumed_at_30": resumed_at_30, "logged_steps": steps,
                   "tail": (first.stdout + first.stderr)[-1500:] + "\n---\n" + (second.stdout + second.stderr)[-1500:]}
-    check.say("", "## torchrun --nproc_per_node 1 (NCCL, DDP, compile on)",
-              f"{'PASS' if ok else 'FAIL'}: train 30 steps (checkpoints at 10/20/30), exit {first.returncode}; "
+    check.say("", "## torchrun --nproc_per_node 1, TUI_LM_FORCE_DDP=1 (NCCL group and DDP wrapper on one GPU, "
+              "compile on; no all-reduce between GPUs)",
+              f"{'PASS' if ok else 'FAIL'}: DDP/nccl in the log ({nccl_ddp}); "
+              f"train 30 steps (checkpoints at 10/20/30), exit {first.returncode}; "
               f"--resume to 60 from step 30 ({resumed_at_30}), exit {second.returncode}; logged steps {steps}")
     if not ok:
         check.say(result["tail"])
@@ -184,10 +190,11 @@ RUNNERS: dict[str, Callable[[Check, Path], None]] = {
 }
 
 
-def _run(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    log_to_stderr(" ".join(cmd))
+def _run(cmd: list[str], timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    log_to_stderr(" ".join([f"{k}={v}" for k, v in (env or {}).items()] + cmd))
     try:
-        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                              env={**os.environ, **(env or {})})
     except subprocess.TimeoutExpired as e:
         def text(b) -> str:
             return b.decode(errors="replace") if isinstance(b, bytes) else (b or "")

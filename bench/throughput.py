@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from device_stats import catalogue_gpu, peak_rss, read_peak, release, reset_peak  # noqa: E402
+from device_stats import catalogue_gpu, peak_flops, peak_rss, read_peak, release, reset_peak  # noqa: E402
 from reference_gpt import RefConfig, measure_reference  # noqa: E402
 from throughput_report import Row, context_lines, format_table, ratios  # noqa: E402
 
@@ -284,7 +284,7 @@ def _engine_row(preset: str, cfg: RunConfig, runs: list[EngineRun]) -> Row:
     if failed:
         row.error = failed[0].error
         return row
-    tf32 = rt.tf32 and precision == "fp32"
+    tf32 = rt.tf32 and precision == "fp32"  # the runtime's TF32 matmuls (CUDA, Ampere and newer)
     if tf32:
         row.precision = "fp32/tf32"
     row.runs = [r.tokens_per_s for r in runs]
@@ -296,7 +296,7 @@ def _engine_row(preset: str, cfg: RunConfig, runs: list[EngineRun]) -> Row:
     row.compile_s = row.compile_logged_s + row.first_window_excess_s
     gpu = catalogue_gpu(rt.device)
     row.gpu = gpu.name if gpu else ""
-    peak = gpu.peak_flops(precision, tf32) if gpu else None
+    peak = peak_flops(gpu, precision, tf32)
     row.mfu = fpt * row.tokens_per_s / peak if peak else None
     return row
 
@@ -310,8 +310,7 @@ def _reference_row(preset: str, cfg: RunConfig, runs: list) -> Row:
     row.tokens_per_s = statistics.median(row.runs)
     row.step_ms = 1e3 * row.batch * row.seq / row.tokens_per_s
     row.peak_bytes = max(r.peak_bytes for r in runs)
-    gpu = catalogue_gpu(rt.device)
-    peak = gpu.peak_flops("fp32", tf32=False) if gpu else None  # the reference does not enable TF32
+    peak = peak_flops(catalogue_gpu(rt.device), "fp32", tf32=False)  # the reference does not enable TF32
     row.mfu = fpt * row.tokens_per_s / peak if peak else None
     return row
 

@@ -170,7 +170,7 @@ class MemorySample(Event):
     total_bytes: int  # GPU capacity or system RAM
     allocated_bytes: int = 0  # torch.cuda.memory_allocated
     reserved_bytes: int = 0  # torch.cuda.memory_reserved
-    peak_bytes: int = 0  # torch.cuda.max_memory_allocated, or peak RSS
+    peak_bytes: int = 0  # torch.cuda.max_memory_allocated since training began (reset after warm-up), or peak RSS
     utilization: float = -1.0  # GPU utilisation percent; -1 when unknown
     label: str = ""  # "NVIDIA H100 80GB HBM3" or "process memory (no GPU)"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -22,15 +23,20 @@ def headless_flags(corpus: Path, out: Path, name: str, steps: int, **extra: obje
 
 
 class TrainerProcess:
-    """`python -m tui_lm ARGS` (torchrun when nproc > 1), output in files: a pipe nobody reads would block it."""
+    """`python -m tui_lm ARGS` (torchrun when nproc > 1), output in files: a pipe nobody reads would block it.
 
-    def __init__(self, args: list[str], folder: Path, nproc: int = 1, tag: str = "trainer") -> None:
+    `module` runs another entry point (tests.rank_launcher: the CLI with fault knobs, set through `env`).
+    kill() ends torchrun and every rank together.
+    """
+
+    def __init__(self, args: list[str], folder: Path, nproc: int = 1, tag: str = "trainer",
+                 module: str = "tui_lm", env: dict[str, str] | None = None) -> None:
         launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
                    "-m"] if nproc > 1 else [sys.executable, "-m"])
         self.out, self.err = folder / f"{tag}.stdout", folder / f"{tag}.stderr"
-        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+        full_env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})}
         with open(self.out, "w") as out, open(self.err, "w") as err:
-            self.proc = subprocess.Popen(launch + ["tui_lm", *args], env=env, stdout=out, stderr=err)
+            self.proc = subprocess.Popen(launch + [module, *args], env=full_env, stdout=out, stderr=err)
         self.pid = self.proc.pid
 
     def poll(self) -> int | None:
@@ -41,9 +47,22 @@ class TrainerProcess:
         return code, self.out.read_text(), self.err.read_text()
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
+        """SIGKILL to the whole job, as the OOM killer or a scheduler would: torchrun and its ranks (which it
+        starts in sessions of their own), all at once."""
+        import psutil
+
+        try:
+            job = [psutil.Process(self.proc.pid)]
+            job += job[0].children(recursive=True)
+        except psutil.NoSuchProcess:  # the job is gone already
+            job = []
+        for p in job:
+            try:
+                p.send_signal(signal.SIGKILL)
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(job[1:], timeout=30)
+        self.proc.wait(timeout=30)
 
     def wait_until(self, condition: Callable[[], bool], timeout: float = 120, what: str = "") -> None:
         deadline = time.monotonic() + timeout

@@ -24,13 +24,19 @@ class GPU:
     peak_bf16_tflops: float  # dense half-precision tensor peak (fp16 where bf16 is missing)
     peak_fp32_tflops: float  # plain FP32 (no TF32), what an fp32 run gets without allow_tf32
 
-    def peak_flops(self, precision: str, tf32: bool) -> float:
-        """Dense peak FLOP/s for a run in `precision` ("bf16" | "fp16" | "fp32"); `tf32`: fp32 matmuls in TF32."""
+    def peak_tflops(self, precision: str, tf32: bool) -> float:
+        """The dense peak an MFU figure of a run in `precision` ("fp32", "bf16", "fp16") is measured against.
+
+        Half precision: the tensor cores' bf16/fp16 rate. fp32 with `tf32`
+        (engine.train.runtime turns TF32 matmuls on for CUDA, Ampere and newer:
+        Runtime.tf32): the TF32 tensor cores, half the bf16 rate; an fp32 figure
+        against plain FP32 would read above 100%. Otherwise plain FP32.
+        """
         if precision in ("bf16", "fp16"):
-            return self.peak_bf16_tflops * 1e12
-        if tf32 and self.bf16:  # TF32 tensor cores run at half the bf16 rate on Ampere and newer
-            return self.peak_bf16_tflops / 2 * 1e12
-        return self.peak_fp32_tflops * 1e12
+            return self.peak_bf16_tflops
+        if tf32 and self.bf16:
+            return self.peak_bf16_tflops / 2
+        return self.peak_fp32_tflops
 
 
 # Capacities are the marketed size read as GiB (a "24 GB" card = 24 * 1024**3
@@ -153,7 +159,7 @@ def peak_flops_of(device_name: str, precision: str, tf32: bool) -> float | None:
     if not device_name:
         return None
     try:
-        return find_gpu(device_name).peak_flops(precision, tf32)
+        return find_gpu(device_name).peak_tflops(precision, tf32) * 1e12
     except ConfigError:
         return None
 

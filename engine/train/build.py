@@ -103,14 +103,17 @@ def build_state(cfg: RunConfig, rt: Runtime, emit: Relay, progress: Progress, re
     if run_dir is not None and rt.is_main:
         resources.callback(claim_run(run_dir, log).release)
     if not rt.is_main:
-        rt.wait_for_main()  # rank 0 trains the tokenizer and writes the token cache first
+        rt.slow_barrier()  # rank 0 trains the tokenizer and writes the token cache first
     # should_stop: a stop during the download or tokenizing raises engine.control.Interrupted.
     data = prepare_data(cfg.data, log=log, tokenizer_file=run_tokenizer(run_dir) if run_dir is not None else None,
                         should_stop=should_stop)
     if run_dir is not None and rt.is_main:
         check_data(run_dir, data.fingerprint, data.source, accept_data_change, log)
     if rt.is_main:
-        rt.wait_for_main()
+        rt.slow_barrier()  # the others prepare now, from rank 0's cache
+    # ...or tokenize again, on a node without the shared cache: every rank waits
+    # for the slowest here, not in the next collective under its default timeout.
+    rt.slow_barrier()
     plan = plan_run(cfg, world_size=rt.world_size, device=rt.info, vocab_size=data.vocab_size,
                     train_tokens=len(data.train.ids))
     if plan.errors:
@@ -153,24 +156,49 @@ def build_state(cfg: RunConfig, rt: Runtime, emit: Relay, progress: Progress, re
         if changes:
             _announce_changes(changes, progress.step, plan, emit)
 
-    model: torch.nn.Module = raw_model
-    ddp = None
-    if rt.distributed:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        # Gradients are reduced in buckets as backward produces them; the
-        # buckets alias the .grad tensors (no second copy of the gradients).
-        model = ddp = DDP(raw_model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
-                          gradient_as_bucket_view=True)
+    ddp = _wrap_ddp(raw_model, rt, emit) if rt.distributed else None
+    model: torch.nn.Module = ddp or raw_model
     state = RunState(rt, plan, resolved, data, run_dir, raw_model, model, ddp, optimizer, scaler, loader, progress,
                      resumed_from, 0.0, bad_checkpoints)
     if plan.compile:
-        # Compile the DDP wrapper, not the other way round: dynamo then splits
-        # the graph at bucket boundaries so all-reduce overlaps the backward.
+        # A session that trains many runs (the dashboard) would otherwise pile
+        # each run's graphs onto the one GPT.forward code object, and past
+        # dynamo's recompile limit (8) run eagerly without a word.
+        torch._dynamo.reset()
+        # The order of DDP and compile does not decide the graph split: dynamo's
+        # DDPOptimizer splits any graph it compiles inside a DDP forward at the
+        # bucket boundaries (DistributedDataParallel._get_active_ddp_module(), read
+        # in torch/_dynamo/convert_frame.py), so all-reduce overlaps the backward
+        # either way, and DDP's own forward stays eager (_inside_ddp_forward is
+        # dynamo-disabled). Compiling the wrapper keeps one object for the loop to
+        # call while no_sync() stays on the wrapper.
         # dynamic=False: every training batch has one shape, so one static graph.
         state.model = torch.compile(model, dynamic=False)
         state.compile_s = _compile_warmup(state)
+    rt.reset_peak_memory()  # the memory "peak" covers training from here, not the warm-up or an earlier run
     return state
+
+
+def _wrap_ddp(raw_model: GPT, rt: Runtime, emit: ev.EventSink) -> torch.nn.Module:
+    """The DistributedDataParallel wrapper, announced in the run's log."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    # The only buffers are the rotary tables, computed alike on every rank: DDP's
+    # broadcast of them before every forward is pure overhead. torch 2.13 renamed
+    # the switch (broadcast_buffers is deprecated there).
+    no_buffer_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters
+                      else {"broadcast_buffers": False})
+    # Gradients are reduced in buckets as backward produces them; the
+    # buckets alias the .grad tensors (no second copy of the gradients).
+    ddp = DDP(raw_model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
+              gradient_as_bucket_view=True, **no_buffer_sync)
+    backend = torch.distributed.get_backend()
+    forced = " (forced by TUI_LM_FORCE_DDP=1)" if rt.world_size == 1 else ""
+    if rt.is_main:
+        emit(ev.Log(f"DistributedDataParallel over {rt.world_size} rank(s), {backend}{forced}"))
+    return ddp
 
 
 def _announce_changes(changes: dict[str, tuple[Any, Any]], step: int, plan: RunPlan, emit: ev.EventSink) -> None:

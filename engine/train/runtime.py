@@ -5,6 +5,11 @@ as an `engine.config.plan.DeviceInfo` (name, compute capability), which the run 
 turns into the precision and compile choices (bf16 on GPUs of compute
 capability 8.0 or newer, fp16 with a scaler on older ones, fp32 on the CPU;
 torch.compile on CUDA). Nothing here decides them a second time.
+
+The distributed path (process group, DDP, rank-0 writes, votes) runs under
+torchrun with two or more ranks, or in one process with TUI_LM_FORCE_DDP=1
+(world size 1: gloo on the CPU, NCCL on CUDA), which is how a one-GPU check
+exercises NCCL and the DDP wrapper.
 """
 
 from __future__ import annotations
@@ -23,9 +28,12 @@ from engine.config.run_config import TrainConfig
 from engine.errors import ConfigError
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-# Rank 0 may tokenize a large corpus (WikiText-103: tens of minutes) while the
-# other ranks wait; NCCL's default 10-minute collective timeout would kill them.
+# Ranks wait for each other's long host-side work (rank 0 tokenizing
+# WikiText-103: tens of minutes; a checkpoint on slow storage): NCCL's default
+# 10-minute collective timeout would kill them, so those waits use a gloo group
+# with this timeout instead.
 PREPARE_TIMEOUT = timedelta(hours=6)
+FORCE_DDP_ENV = "TUI_LM_FORCE_DDP"  # "1": the distributed path at world size 1
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -42,30 +50,30 @@ class Runtime:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
-    slow_group: Any = None  # gloo group with PREPARE_TIMEOUT, for waits on rank 0's data preparation
+    slow_group: Any = None  # gloo group with PREPARE_TIMEOUT, for waits on another rank's long work
+    distributed: bool = False  # process group and DDP: world_size > 1, or TUI_LM_FORCE_DDP=1
+    tf32: bool = False  # fp32 matmuls run as TF32 (CUDA): the MFU peak of an fp32 run
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    def wait_for_main(self) -> None:
-        """Barrier on the slow group: ranks wait here while rank 0 prepares the data."""
+    def slow_barrier(self) -> None:
+        """Barrier on the slow group, where ranks wait for another rank's long work (data preparation,
+        rank 0's checkpoint and model writes) instead of in a collective with the default timeout."""
         if self.distributed:
             dist.barrier(group=self.slow_group)
+
+    def reset_peak_memory(self) -> None:
+        """Start the allocator's peak (torch.cuda.max_memory_allocated) afresh: from here it covers
+        this run's training, evaluations and checkpoints, not its compile warm-up or an earlier run."""
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
 
     def synchronize(self) -> None:
         """Wait for the device's queued work, so a clock read after it is honest."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-
-    @property
-    def tf32(self) -> bool:
-        """fp32 matmuls run in TF32: resolve_runtime allows it on every CUDA device."""
-        return self.device.type == "cuda"
 
     def describe(self) -> str:
         """"cuda:0 (NVIDIA H100 80GB HBM3)" or "cpu"."""
@@ -77,22 +85,40 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = _resolve_device(cfg.device, local_rank if world_size > 1 else None)
+    distributed = world_size > 1 or os.environ.get(FORCE_DDP_ENV, "") == "1"
+    # Under torchrun (LOCAL_RANK set) each rank takes its own GPU; a forced single process keeps train.device.
+    device = _resolve_device(cfg.device, local_rank if distributed and "LOCAL_RANK" in os.environ else None)
     slow_group = None
-    if world_size > 1 and device.type == "cuda":
+    if distributed and device.type == "cuda":
         # Before any collective or pin_memory(): otherwise every rank's NCCL
         # communicator and CUDA context land on GPU 0.
         torch.cuda.set_device(device)
-    if world_size > 1 and not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
-    if world_size > 1:
+    if distributed and not dist.is_initialized():
+        _init_process_group("nccl" if device.type == "cuda" else "gloo", device)
+    if distributed:
         slow_group = dist.new_group(backend="gloo", timeout=PREPARE_TIMEOUT)
     if device.type == "cuda":
         configure_cuda_allocator()
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    return Runtime(device, device_info(device), rank, local_rank, world_size, slow_group)
+    info = device_info(device)
+    # TF32 units came with bf16's (Ampere, 8.0): on older cards allow_tf32 changes nothing.
+    tf32 = info.bf16_native
+    return Runtime(device, info, rank, local_rank, world_size, slow_group, distributed, tf32)
+
+
+def _init_process_group(backend: str, device: torch.device) -> None:
+    """The default process group: torchrun's env:// rendezvous, or one forced rank without one.
+
+    A process started without torchrun (TUI_LM_FORCE_DDP=1) has no MASTER_ADDR;
+    its group of one is rendezvoused through an in-process store, so no port
+    is opened and none can clash with another run on the machine.
+    """
+    device_id = device if device.type == "cuda" else None
+    if "MASTER_ADDR" in os.environ:
+        dist.init_process_group(backend=backend, device_id=device_id)
+    else:
+        dist.init_process_group(backend=backend, device_id=device_id, store=dist.HashStore(), rank=0, world_size=1)
 
 
 def configure_cuda_allocator() -> None:

@@ -16,6 +16,7 @@ import contextlib
 import math
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -54,6 +55,22 @@ def _oom_cause(e: BaseException | None) -> BaseException | None:
     return None
 
 
+@dataclass
+class LossWindow:
+    """The summed training loss of the steps since the last logging step, kept on the device (no sync)."""
+
+    total: torch.Tensor
+    steps: int = 0
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.total += loss
+        self.steps += 1
+
+    def reset(self) -> None:
+        self.total.zero_()
+        self.steps = 0
+
+
 class Trainer:
     def __init__(
         self,
@@ -81,6 +98,7 @@ class Trainer:
         self.rt: Runtime | None = None  # for failure messages only; the loop reads self.s.rt
         self.s: RunState  # set by run(), fully built, before the loop starts
         self.estimate: MemoryEstimate  # set by _announce(), before the loop starts
+        self.window: LossWindow  # set by _loop(): the losses not yet checked for NaN
 
     # ------------------------------------------------------------------ entry point
 
@@ -171,8 +189,8 @@ class Trainer:
         s, p, t = self.s, self.progress, self.s.cfg.train
         rt, plan = s.rt, s.plan
         s.model.train()
-        window_loss = torch.zeros((), device=rt.device)
-        window_steps, window_start = 0, time.perf_counter()
+        window = self.window = LossWindow(torch.zeros((), device=rt.device))
+        window_start = time.perf_counter()
         while p.step < plan.total_steps:
             request = self._agreed_request()
             if request == "pause":
@@ -183,30 +201,25 @@ class Trainer:
             lr = set_lr(s.optimizer, t, plan.schedule.multiplier(p.step))
             epoch = s.loader.epoch
             loss, grad_norm = self._train_step(s.loader.next_step())
-            window_loss += loss
-            window_steps += 1
+            window.add(loss)
             p.step += 1
             p.tokens_seen += plan.tokens_per_step
             if p.step % t.log_interval == 0 or p.step == plan.total_steps:
                 # The only host sync of the step, and only on logging steps. The clock
                 # is read after it: on CUDA the host runs ahead of the GPU, and a
                 # reading before the sync would count work the GPU has not done yet.
-                mean_loss = all_reduce_sum([window_loss.item()], rt)[0] / (window_steps * rt.world_size)
+                mean_loss = self._checked_loss()
                 now = time.perf_counter()
                 dt = now - window_start
                 p.elapsed_s += dt
-                if not math.isfinite(mean_loss):
-                    raise NonFiniteLoss(f"training loss is {mean_loss} at step {p.step}; "
-                                        f"try a lower train.lr (now {t.lr}) or fp32/bf16 precision")
-                tokens_per_s = window_steps * plan.tokens_per_step / dt
+                tokens_per_s = window.steps * plan.tokens_per_step / dt
                 self.emit(ev.StepMetrics(
                     step=p.step, total_steps=plan.total_steps, epoch=epoch, loss=mean_loss, lr=lr,
                     grad_norm=float(grad_norm), tokens_per_s=tokens_per_s,
-                    step_time_s=dt / window_steps, elapsed_s=p.elapsed_s, tokens_seen=p.tokens_seen,
+                    step_time_s=dt / window.steps, elapsed_s=p.elapsed_s, tokens_seen=p.tokens_seen,
                     mfu=self.estimate.flops_per_token * tokens_per_s / self.peak_flops if self.peak_flops else None,
                 ))
-                window_loss.zero_()
-                window_steps = 0
+                window.reset()
                 window_start = now
             evaluate = bool(t.eval_interval) and p.step % t.eval_interval == 0 and p.step < plan.total_steps
             save = bool(t.save_interval) and p.step % t.save_interval == 0
@@ -332,8 +345,20 @@ class Trainer:
                            device=s.rt.device)
         self.emit(ev.SampleGenerated(step=self.progress.step, prompt=t.sample_prompt, text=text))
 
+    def _checked_loss(self) -> float:
+        """The mean training loss of the steps since the last logging step, over all ranks; NonFiniteLoss if
+        it is NaN or infinite. Called by every rank at the same steps (it all-reduces): logging steps and saves."""
+        s, w = self.s, self.window
+        mean = all_reduce_sum([w.total.item()], s.rt)[0] / (w.steps * s.rt.world_size)
+        if not math.isfinite(mean):
+            raise NonFiniteLoss(f"training loss is {mean} at step {self.progress.step}; "
+                                f"try a lower train.lr (now {s.cfg.train.lr}) or fp32/bf16 precision")
+        return mean
+
     def _save(self, reason: str, best: bool = False) -> str:
         s, p = self.s, self.progress
+        if self.window.steps:  # steps since the last logging step: never checkpoint weights a NaN step made
+            self._checked_loss()
         rngs = all_gather(rng_state(), s.rt)  # every rank's stream, so same-size resumes are exact
         path = checkpoint_path(s.run_dir, p.step)
         if s.rt.is_main:
@@ -344,6 +369,7 @@ class Trainer:
             save_checkpoint(path, state, meta)
             prune_checkpoints(s.run_dir, s.cfg.train.keep_checkpoints, bad=s.bad_checkpoints)
             self.emit(ev.CheckpointSaved(step=p.step, path=str(path), reason=reason))
+        s.rt.slow_barrier()  # the other ranks wait out the write here, not in a collective with NCCL's timeout
         p.last_checkpoint = str(path)
         return str(path)
 
@@ -380,6 +406,7 @@ class Trainer:
         model_dir = ""
         if s.rt.is_main:
             model_dir = str(save_final_model(s.run_dir, s.raw_model, s.cfg))
+        s.rt.slow_barrier()
         try:
             test = self._final_evaluation()
         except EvalInterrupted:

@@ -1,4 +1,5 @@
-"""torchrun on the CPU with gloo and 2 processes: same numbers as 1 process, cross-size resume, failures."""
+"""torchrun on the CPU with gloo and 2 processes: same numbers as 1 process, cross-size resume, failures, slow
+ranks, and the CUDA defaults (compile, DDP, accumulation) trained, steered, killed and resumed."""
 
 from __future__ import annotations
 
@@ -13,44 +14,16 @@ import torch
 from safetensors.torch import load_file
 
 from engine.runs.checkpoints import list_checkpoints, load_checkpoint
+from tests.processes import TrainerProcess
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Test scaffolding run by every rank: optional fault injection, then the real CLI.
-LAUNCHER = """
-import os, signal, sys
-if os.environ.get("TEST_COMPILE_BACKEND"):  # the CUDA default (compile on) with a backend fast on 2 cores
-    import functools, torch
-    torch.compile = functools.partial(torch.compile, backend=os.environ["TEST_COMPILE_BACKEND"])
-from engine import events as ev
-import tui_lm.headless as headless
-stop_at = int(os.environ.get("TEST_STOP_AT", "0"))
-fail_rank, _, fail_step = os.environ.get("TEST_FAIL_AT", "-1:0").partition(":")
-real = headless.Printer.__call__
-def call(self, e):
-    real(self, e)
-def step_hook(trainer_step):
-    pass
-import engine.train.trainer as t
-real_train_step = t.Trainer._train_step
-def train_step(self, batches):
-    if self.progress.step + 1 == int(fail_step) and self.s.rt.rank == int(fail_rank):
-        raise RuntimeError("injected failure")
-    out = real_train_step(self, batches)
-    if stop_at and self.progress.step + 1 == stop_at:
-        os.kill(os.getpid(), signal.SIGTERM)  # as torchrun does on Ctrl-C
-    return out
-t.Trainer._train_step = train_step
-from tui_lm.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
 
 def run(args: list[str], tmp: Path, nproc: int, **env: str) -> subprocess.CompletedProcess:
-    launcher = tmp / "launch.py"
-    launcher.write_text(LAUNCHER)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-           str(launcher)] if nproc > 1 else [sys.executable, str(launcher)]
+    """The CLI on `nproc` ranks (one plain process for 1), with tests/rank_launcher.py's knobs in `env`."""
+    launcher = ["-m", "tests.rank_launcher"]
+    cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), *launcher]
+           if nproc > 1 else [sys.executable, *launcher])
     full_env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **env}
     return subprocess.run(cmd + args, env=full_env, capture_output=True, text=True, timeout=300)
 
@@ -147,3 +120,100 @@ def test_compiled_ddp_with_accumulation_trains_stops_and_resumes(prepared: Path,
     assert "finished at step 6" in resumed.stdout
     assert step_losses(tmp_path / "two") == pytest.approx(step_losses(tmp_path / "one"), rel=1e-4)
     assert_same_weights(tmp_path / "one", tmp_path / "two")
+
+
+@pytest.mark.slow
+def test_ranks_wait_out_each_others_slow_host_work_on_the_long_timeout_group(prepared: Path, tmp_path: Path) -> None:
+    # The default group's collectives time out after 5 s here (NCCL's watchdog: 10 min). Rank 1's data
+    # preparation and rank 0's checkpoint and final-model writes each take 7 s longer: the other rank waits
+    # on the gloo group with the long timeout, never in a collective of the default group.
+    result = run(flags(prepared, tmp_path, "slow", steps=2) + ["--save_interval", "2"], tmp_path, 2,
+                 TEST_PG_TIMEOUT="5", TEST_SLOW_PREPARE="1:7", TEST_SLOW_SAVE="7")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "finished at step 2" in result.stdout
+    assert [p.name for p in list_checkpoints(tmp_path / "slow")] == ["step_0000002.pt"]
+    assert (tmp_path / "slow" / "models" / "model.safetensors").is_file()
+
+
+# ----------------------------------------------------------------------------- what a multi-GPU user runs by default
+# torch.compile on (aot_eager: inductor takes minutes to build its kernels on 2 cores), DDP, accumulation, the
+# constant learning rate after warm-up (min_lr_ratio 1) so that a resume may set another max_steps and still
+# follow the uninterrupted run step for step. Each case combines several axes; the uninterrupted reference is one
+# eager process.
+
+COMPILED = {"TEST_COMPILE_BACKEND": "aot_eager"}
+STEERED = {**COMPILED, "TEST_SLOW_STEP": "0.2"}  # a request from outside lands within a step or two
+CONSTANT_LR = ["--grad_accum_steps", "2", "--min_lr_ratio", "1"]
+
+
+def steer(action: str, run_dir: Path) -> int:
+    from tui_lm.cli import main
+
+    return main([action, str(run_dir), "--wait", "--timeout", "120"])
+
+
+def trainer(args: list[str], tmp: Path, nproc: int) -> TrainerProcess:
+    return TrainerProcess(args, tmp, nproc=nproc, module="tests.rank_launcher", env=STEERED)
+
+
+@pytest.mark.slow
+def test_compiled_ddp_modern_muon_chunked_steered_from_outside_resumes_on_one_forced_rank(
+        prepared: Path, tmp_path: Path) -> None:
+    """2 ranks, modern + Muon + chunked loss, paused then stopped by `tui-lm pause|stop RUN` from this process;
+    resumed on one process that runs the distributed path (TUI_LM_FORCE_DDP=1), compiled; equal to one eager run."""
+    from engine.runs.liveness import read_state
+
+    extra = CONSTANT_LR + ["--arch", "modern", "--optimizer", "muon", "--muon_lr", "0.02", "--loss_chunk", "24"]
+    run_dir = tmp_path / "steered"
+    proc = trainer(flags(prepared, tmp_path, "steered", steps=100_000) + extra + ["--compile", "on"], tmp_path, 2)
+    try:
+        proc.wait_until(lambda: read_state(run_dir).get("step", 0) >= 2, timeout=240, what="two compiled ranks")
+        assert steer("pause", run_dir) == 0
+        paused = read_state(run_dir)
+        assert paused["status"] == "paused" and paused["world_size"] == 2
+        assert steer("stop", run_dir) == 0
+        code, out, err = proc.finish()
+        assert code == 0, err[-3000:]
+    finally:
+        proc.kill()
+    assert "torch.compile" in out and "DistributedDataParallel over 2 rank(s), gloo" in out
+    stopped_at = read_state(run_dir)["step"]
+    end = stopped_at + 2
+    resumed = run(["--no-ui", "--resume", str(run_dir), "--compile", "on", "--max_steps", str(end)], tmp_path, 1,
+                  TUI_LM_FORCE_DDP="1", **COMPILED)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"at step {stopped_at}" in resumed.stdout and f"finished at step {end}" in resumed.stdout
+    assert "DistributedDataParallel over 1 rank(s), gloo (forced by TUI_LM_FORCE_DDP=1)" in resumed.stdout
+    straight = run(flags(prepared, tmp_path, "straight", steps=end) + extra, tmp_path, 1)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    assert step_losses(run_dir) == pytest.approx(step_losses(tmp_path / "straight"), rel=1e-3)
+    assert_same_weights(tmp_path / "straight", run_dir, atol=2e-3)  # Muon's bf16 Newton-Schulz (see above)
+
+
+@pytest.mark.slow
+def test_compiled_ddp_gpt2_adamw_bf16_killed_resumes_from_its_last_checkpoint(prepared: Path, tmp_path: Path) -> None:
+    """2 ranks, gpt2 + AdamW in bf16 autocast (the CUDA default precision), the whole job SIGKILLed after a
+    checkpoint; resumed on 2 ranks, compiled; its steps after the checkpoint equal one eager run's."""
+    from engine.runs.liveness import read_state
+
+    extra = CONSTANT_LR + ["--precision", "bf16", "--save_interval", "3"]
+    run_dir = tmp_path / "killed"
+    proc = trainer(flags(prepared, tmp_path, "killed", steps=100_000) + extra + ["--compile", "on"], tmp_path, 2)
+    try:
+        proc.wait_until(lambda: read_state(run_dir).get("step", 0) >= 4, timeout=240, what="a checkpoint at step 3")
+    finally:
+        proc.kill()
+    assert proc.poll() == -9
+    saved_at = load_checkpoint(list_checkpoints(run_dir)[-1])["trainer"]["step"]
+    assert saved_at >= 3 and saved_at % 3 == 0
+    end = saved_at + 3
+    resumed = run(["--no-ui", "--resume", str(run_dir), "--compile", "on", "--max_steps", str(end)], tmp_path, 2,
+                  **COMPILED)
+    assert resumed.returncode == 0, resumed.stdout[-1000:] + resumed.stderr[-3000:]
+    assert f"at step {saved_at}" in resumed.stdout and f"finished at step {end}" in resumed.stdout
+    straight = run(flags(prepared, tmp_path, "straight", steps=end) + extra, tmp_path, 1)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    assert step_losses(run_dir)[-3:] == pytest.approx(step_losses(tmp_path / "straight")[-3:], rel=1e-3)
+    # bf16 autocast rounds each rank's half batch apart from the whole one: up to 0.017 per weight after
+    # 6 steps (measured); a wrong data position or optimizer state would move the losses above first.
+    assert_same_weights(tmp_path / "straight", run_dir, atol=3e-2)

@@ -150,3 +150,52 @@ def test_evaluation_batch_stays_within_the_training_peak_and_scores_the_same() -
     one = score_tokens(model, ids, seq_len=8, batch_size=2, device=torch.device("cpu"))
     big = score_tokens(model, ids, seq_len=8, batch_size=16, device=torch.device("cpu"), loss_rows=2)
     assert one[1] == big[1] and big[0] == pytest.approx(one[0], rel=1e-5)
+
+
+@pytest.mark.parametrize("loss_chunk", [0, 8])
+def test_evaluation_waits_for_the_device_once_and_scores_as_before(loss_chunk: int, monkeypatch) -> None:
+    """The per-batch sums stay on the device (one host sync per evaluation), and the figures are exactly those
+    of summing each batch on the host as it is scored."""
+    import sys
+
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(d_model=16, num_heads=2, num_layers=1, d_ff=32, max_seq_len=8, dropout=0.0, vocab_size=50),
+                loss_chunk=loss_chunk).eval()
+    ids = np.random.default_rng(0).integers(0, 50, 8 * 20 + 1).astype(np.uint16)
+    expected = 0.0
+    with torch.inference_mode():
+        for first in range(0, 20, 2):  # batches of 2 windows of 8 targets, each summed on the host
+            rows = torch.from_numpy(np.stack([ids[s:s + 9] for s in (8 * first, 8 * first + 8)]).astype(np.int64))
+            if loss_chunk:
+                expected += float(model(rows[:, :-1], rows[:, 1:])[1]) * 16
+            else:
+                logits = model(rows[:, :-1])[0]
+                expected += float(F.cross_entropy(logits.float().flatten(0, 1), rows[:, 1:].flatten(), reduction="sum"))
+    syncs: list[str] = []
+    for name in ("item", "tolist", "__float__", "cpu"):
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _real=real, _name=name, **k):
+            if sys._getframe(1).f_code.co_filename.endswith("evaluate.py"):
+                syncs.append(_name)
+            return _real(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    nll, count = score_tokens(model, ids, seq_len=8, batch_size=2, device=torch.device("cpu"))
+    assert syncs == ["tolist"]
+    assert count == 160 and nll == expected
+
+
+def test_evaluation_batches_reach_a_gpu_from_pinned_memory(monkeypatch) -> None:
+    from engine.train import evaluate
+
+    calls: list[tuple] = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: calls.append(("pin",)) or self)
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, *a, **k: calls.append(("to", *a, k)) or self)
+    evaluate._to_device(np.zeros((2, 9), dtype=np.int64), torch.device("cuda", 0))
+    assert calls == [("pin",), ("to", torch.device("cuda", 0), {"non_blocking": True})]
+    calls.clear()
+    evaluate._to_device(np.zeros((2, 9), dtype=np.int64), torch.device("cpu"))
+    assert calls == [("to", torch.device("cpu"), {})]  # pinning needs a GPU

@@ -9,6 +9,7 @@ compute capability, and a compiler backend that runs out of memory.
 from __future__ import annotations
 
 import functools
+import json
 import re
 import sys
 import types
@@ -22,7 +23,10 @@ from torch._dynamo.utils import counters
 from engine import events as ev
 from engine.config.plan import plan_run
 from engine.config.run_config import RunConfig, TrainConfig
+from engine.control import TrainingControl
 from engine.memory.gpus import GPU_CATALOGUE, find_gpu
+from engine.model.gpt import GPT
+from engine.runs.checkpoints import list_checkpoints
 from engine.train import runtime as runtime
 from engine.train.trainer import Trainer
 from tests.conftest import tiny_config
@@ -204,3 +208,130 @@ def test_cuda_runs_use_expandable_segments_unless_the_user_configured_the_alloca
     monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:512")
     runtime.resolve_runtime(TrainConfig(device="cuda"))
     assert settings == ["expandable_segments:True"]  # the user's own setting is left alone
+
+
+# ----------------------------------------------------------------------------- the distributed path in one process
+
+def test_forced_ddp_runs_the_distributed_path_in_one_process(corpus: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """TUI_LM_FORCE_DDP=1: process group (gloo here, NCCL on a GPU), the DDP wrapper, no_sync on accumulation
+    micro-steps, rank-0 writes and the stop vote, at world size 1; same numbers as without. (Compiled DDP:
+    test_distributed's matrix.)"""
+    import torch.distributed as dist
+
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    def config(out: Path) -> RunConfig:
+        cfg = tiny_config(corpus, out, max_steps=4, eval_interval=0, grad_accum_steps=2)
+        cfg.model.arch, cfg.model.dropout = "modern", 0.0  # the rotary tables are the model's buffers
+        return cfg
+
+    plain: list[ev.Event] = []
+    Trainer(config(tmp_path / "plain"), plain.append).run()
+
+    monkeypatch.setenv(runtime.FORCE_DDP_ENV, "1")
+    broadcasts, no_syncs = [], []
+    real_broadcast = dist._broadcast_coalesced
+    monkeypatch.setattr(dist, "_broadcast_coalesced", lambda *a: broadcasts.append(a) or real_broadcast(*a))
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    real_no_sync = DDP.no_sync
+    monkeypatch.setattr(DDP, "no_sync", lambda self: no_syncs.append(1) or real_no_sync(self))
+    control = TrainingControl()
+    seen: list[ev.Event] = []
+
+    def sink(e: ev.Event) -> None:
+        seen.append(e)
+        if isinstance(e, ev.StepMetrics) and e.step == 3:
+            control.stop()  # decided by the ranks' vote (an all-reduce) at the next step
+
+    done = Trainer(config(tmp_path / "forced"), sink, control).run()
+    assert isinstance(done, ev.Finished) and done.stopped and done.step == 3
+    logs = [e.message for e in seen if isinstance(e, ev.Log)]
+    assert "DistributedDataParallel over 1 rank(s), gloo (forced by TUI_LM_FORCE_DDP=1)" in logs
+    assert not dist.is_initialized()  # the group is gone with the run
+    assert len(no_syncs) == 3 * 1  # one per accumulation micro-step but the last
+    # DDP's start-up broadcast only: the rotary buffers are not broadcast before every forward
+    assert len(broadcasts) == 1
+    meta = json.loads(list_checkpoints(tmp_path / "forced" / "r")[-1].with_suffix(".json").read_text())
+    assert meta["world_size"] == 1 and meta["reason"] == "stop" and meta["step"] == 3
+    losses = [e.loss for e in seen if isinstance(e, ev.StepMetrics)]
+    assert losses == pytest.approx([e.loss for e in plain if isinstance(e, ev.StepMetrics)][:3], rel=1e-5)
+
+
+def test_forced_ddp_under_torchrun_uses_its_rendezvous(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forced rank started by torchrun --nproc_per_node 1 joins torchrun's env:// group; alone, an in-process one."""
+    calls: list[dict] = []
+    monkeypatch.setattr(runtime.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(runtime.dist, "init_process_group", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(runtime.dist, "new_group", lambda backend, timeout: "slow")
+    monkeypatch.setenv(runtime.FORCE_DDP_ENV, "1")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    rt = runtime.resolve_runtime(TrainConfig(device="cpu"))
+    assert rt.distributed and rt.world_size == 1 and rt.slow_group == "slow"
+    assert calls[-1]["backend"] == "gloo" and calls[-1]["world_size"] == 1
+    assert isinstance(calls[-1]["store"], torch.distributed.HashStore)
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    runtime.resolve_runtime(TrainConfig(device="cpu"))
+    assert calls[-1] == {"backend": "gloo", "device_id": None}  # env://, as torchrun set it
+    monkeypatch.setenv(runtime.FORCE_DDP_ENV, "0")
+    assert not runtime.resolve_runtime(TrainConfig(device="cpu")).distributed
+
+
+# ----------------------------------------------------------------------------- memory peak, many runs, TF32
+
+def test_peak_memory_is_reset_after_the_compile_warmup(corpus: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    FakeCuda("NVIDIA H100 80GB HBM3", (9, 0)).patch(monkeypatch)
+    resets: list[torch.device] = []
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", resets.append)
+    runtime.Runtime(torch.device("cuda", 0), runtime.device_info(torch.device("cuda", 0))).reset_peak_memory()
+    assert resets == [torch.device("cuda", 0)]
+    monkeypatch.undo()
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    forwards, seen, at_reset = [], [], []
+    real_forward = GPT.forward
+    monkeypatch.setattr(GPT, "forward", lambda self, *a, **k: forwards.append(1) or real_forward(self, *a, **k))
+    real_reset = runtime.Runtime.reset_peak_memory
+    monkeypatch.setattr(runtime.Runtime, "reset_peak_memory",
+                        lambda self: at_reset.append((len(forwards), len(seen))) or real_reset(self))
+    Trainer(tiny_config(corpus, tmp_path, max_steps=2, eval_interval=0, compile="on"), seen.append).run()
+    # once, after the warm-up's forward and before the first training step (or its RunStarted)
+    assert len(at_reset) == 1 and at_reset[0][0] == 1
+    assert not any(isinstance(e, (ev.RunStarted, ev.StepMetrics)) for e in seen[:at_reset[0][1]])
+
+
+def test_a_session_of_many_compiled_runs_compiles_each_afresh(corpus: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dynamo keeps compiled graphs per code object: without a reset, a dashboard's ninth run of another shape
+    would pass the recompile limit and silently run eagerly. Here the limit is 1, so the second run shows it."""
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    for i, d_ff in enumerate((64, 96)):
+        counters.clear()
+        cfg = tiny_config(corpus, tmp_path / str(i), max_steps=2, eval_interval=0, compile="on")
+        cfg.model.d_ff = d_ff
+        done = Trainer(cfg, lambda e: None).run()
+        assert isinstance(done, ev.Finished) and not done.stopped
+        assert counters["stats"]["unique_graphs"] == 1, f"run {i}: {dict(counters['stats'])}"
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("name,capability,tf32,fp32_peak", [
+    ("NVIDIA A100-SXM4-80GB", (8, 0), True, 156.0),  # TF32 tensor cores: half the bf16 rate
+    ("NVIDIA H100 80GB HBM3", (9, 0), True, 494.7),
+    ("Tesla V100-SXM2-16GB", (7, 0), False, 15.7),  # no TF32: allow_tf32 changes nothing, plain FP32
+])
+def test_fp32_mfu_peak_is_the_tf32_peak_where_the_runtime_turns_tf32_on(
+        name: str, capability: tuple[int, int], tf32: bool, fp32_peak: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    FakeCuda(name, capability).patch(monkeypatch)
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)  # restored after: the runtime sets it
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    rt = runtime.resolve_runtime(TrainConfig(device="cuda"))
+    assert rt.tf32 == tf32 and torch.backends.cuda.matmul.allow_tf32
+    gpu = find_gpu(name)
+    assert gpu.peak_tflops("fp32", rt.tf32) == pytest.approx(fp32_peak)
+    assert gpu.peak_tflops("bf16", rt.tf32) == gpu.peak_bf16_tflops
+    assert not runtime.resolve_runtime(TrainConfig(device="cpu")).tf32

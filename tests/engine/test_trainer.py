@@ -209,3 +209,27 @@ def test_memory_samples_reach_the_sink(corpus: Path, tmp_path: Path) -> None:
     Trainer(tiny_config(corpus, tmp_path / "out"), seen.append).run()
     samples = [e for e in seen if isinstance(e, ev.MemorySample)]
     assert samples and samples[0].kind == "cpu" and samples[0].used_bytes > 0
+
+
+@pytest.mark.parametrize("save", ["interval", "stop"])
+def test_no_checkpoint_holds_weights_a_nan_step_made(corpus: Path, tmp_path: Path, monkeypatch, save: str) -> None:
+    """save_interval 3 with log_interval 4 (and a stop between logging steps): the loss is checked before the save."""
+    from engine.runs.checkpoints import list_checkpoints
+
+    control = TrainingControl()
+    real_step = Trainer._train_step
+
+    def train_step(self, batches):
+        out = real_step(self, batches)
+        if self.progress.step + 1 == 2:  # step 2's update leaves NaN weights: step 3's loss is NaN
+            with torch.no_grad():
+                next(self.s.raw_model.parameters()).fill_(float("nan"))
+        if save == "stop" and self.progress.step + 1 == 3:
+            control.stop()
+        return out
+
+    monkeypatch.setattr(Trainer, "_train_step", train_step)
+    cfg = tiny_config(corpus, tmp_path, log_interval=4, save_interval=3 if save == "interval" else 0, eval_interval=0)
+    result = Trainer(cfg, control=control).run()
+    assert isinstance(result, ev.Failed) and result.kind == "nan" and "at step 3" in result.message
+    assert list_checkpoints(tmp_path / "r") == [] and result.checkpoint == ""

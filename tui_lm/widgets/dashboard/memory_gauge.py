@@ -65,7 +65,9 @@ class MemoryGauge(Static):
             used = f"used {amount}"
         details = []
         if s.peak_bytes:
-            details.append(f"peak {human_bytes(s.peak_bytes)}")
+            # On a GPU the allocator's peak is reset when training starts (after the compile
+            # warm-up); the process's peak RSS cannot be reset and covers its whole life.
+            details.append(f"{'training peak' if s.kind == 'cuda' else 'peak'} {human_bytes(s.peak_bytes)}")
         if s.utilization >= 0:
             details.append(f"utilisation {s.utilization:.0f}%")
         lines: list[tuple[int, Text | str]] = [
