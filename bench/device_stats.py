@@ -10,6 +10,7 @@ import torch
 
 from engine.errors import ConfigError
 from engine.memory.gpus import GPU, find_gpu
+from engine.speed.table import peak_flops as catalogue_peak
 
 
 def reset_peak_rss() -> None:
@@ -65,11 +66,5 @@ def catalogue_gpu(device: torch.device) -> GPU | None:
 
 
 def peak_flops(gpu: GPU | None, precision: str, tf32: bool) -> float | None:
-    """The catalogue GPU's dense peak FLOP/s for this precision; None for no (or an unknown) GPU."""
-    if gpu is None:
-        return None
-    if precision in ("bf16", "fp16"):
-        return gpu.peak_bf16_tflops * 1e12
-    if tf32 and gpu.bf16:  # TF32 tensor cores run at half the bf16 rate on Ampere and newer
-        return gpu.peak_bf16_tflops / 2 * 1e12
-    return gpu.peak_fp32_tflops * 1e12
+    """The catalogue GPU's dense peak FLOP/s for this precision (engine.speed's rule); None for no (or an unknown) GPU."""
+    return None if gpu is None else catalogue_peak(gpu, precision, tf32)
