@@ -107,9 +107,10 @@ class TrainConfig:
     """Optimisation and loop settings; defaults are the seed project's."""
 
     epochs: int = setting(20, "passes over the training split (ignored when max_steps > 0)", ge=0,
-                          resume="safe", group=TRAINING)
+                          resume="safe", group=TRAINING, estimate="time")
     max_steps: int = setting(0, "optimizer steps to run", label="max steps", ge=0, zero="use epochs",
-                             unit="steps", placeholder="0 = from epochs", resume="safe", group=TRAINING)
+                             unit="steps", placeholder="0 = from epochs", resume="safe", group=TRAINING,
+                             estimate="time")
     batch_size: int = setting(32, "sequences per optimizer step, over all GPUs and accumulation micro-steps",
                               label="batch size", unit="sequences", gt=0, group=TRAINING, estimate=True)
     grad_accum_steps: int = setting(1, "micro-steps per optimizer step (each forward sees "
@@ -150,13 +151,14 @@ class TrainConfig:
     log_interval: int = setting(10, "steps between logged training metrics", label="log interval", unit="steps",
                                 gt=0, resume="safe", group=ADVANCED)
     eval_interval: int = setting(250, "steps between validation runs", label="eval interval", unit="steps", ge=0,
-                                 zero="end only", resume="safe", group=TRAINING)
+                                 zero="end only", resume="safe", group=TRAINING, estimate="time")
     eval_batches: int = setting(50, "batches per periodic validation", label="eval batches", ge=0,
-                                zero="whole split", resume="safe", group=ADVANCED)
+                                zero="whole split", resume="safe", group=ADVANCED, estimate="time")
     final_eval_batches: int = setting(0, "batches of the final validation and test evaluation; -1 skips it "
                                          "(for smoke runs); a bounded one is marked partial",
                                       label="final eval batches", ge=-1, zero="whole split",
-                                      placeholder="0 = whole split, -1 = skip", resume="safe", group=ADVANCED)
+                                      placeholder="0 = whole split, -1 = skip", resume="safe", group=ADVANCED,
+                                      estimate="time")
     save_interval: int = setting(500, "steps between checkpoints", label="save interval", unit="steps", ge=0,
                                  zero="only on pause, stop and end", resume="safe", group=ADVANCED)
     keep_checkpoints: int = setting(3, "newest checkpoints kept, besides the best one", label="keep checkpoints",
@@ -177,7 +179,7 @@ class DataConfig:
 
     dataset: str = setting("wikitext-2", "wikitext-2, wikitext-103 (-raw), a folder with train/valid/test.txt, "
                                          "or a .txt file", metavar="NAME|PATH",
-                           placeholder="wikitext-2, a folder or a .txt", group=DATA)
+                           placeholder="wikitext-2, a folder or a .txt", group=DATA, estimate="time")
     max_samples: int = setting(0, "use only the first N training lines", label="max samples", ge=0, zero="all",
                                group=ADVANCED)
     tokenizer: str = setting("bpe", "bpe: trained on the training split; gpt2: GPT-2's own (from the hub)",

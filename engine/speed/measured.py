@@ -4,8 +4,8 @@ One JSON file per (machine, config) under `<cache>/measured/`, the cache being
 engine.data.token_cache.cache_root(None): $TUI_LM_CACHE, else
 $XDG_CACHE_HOME/tui-lm (~/.cache/tui-lm). The machine is its host name,
 processor, core count, torch version and the device the run trains on; the
-config is every setting that changes the speed (those `tui-lm estimate`
-takes) plus the real vocabulary, the ranks, the resolved precision and
+config is every setting that changes a step's speed (declared
+`estimate=True`) plus the real vocabulary, the ranks, the resolved precision and
 compile. A stored figure replaces the modelled one (engine.speed.model) and is
 labelled "measured here on DATE". Written atomically; an unreadable file is
 treated as no measurement.
@@ -57,7 +57,7 @@ def machine_id(device: str) -> dict[str, str]:
 def config_id(plan: RunPlan) -> dict[str, object]:
     """The settings that decide the speed of `plan`, resolved."""
     cfg = plan.config
-    values: dict[str, object] = {s.key: cfg.get(s.key) for s in SCHEMA if s.estimate}
+    values: dict[str, object] = {s.key: cfg.get(s.key) for s in SCHEMA if s.estimate is True}
     values.update({"model.vocab_size": plan.vocab_size, "world_size": plan.world_size,
                    "precision": plan.precision, "compile": plan.compile})
     return values

@@ -124,3 +124,60 @@ def test_a_measurement_is_kept_per_config_and_replaces_the_model(monkeypatch, tm
 
 def test_format_duration() -> None:
     assert [format_duration(s) for s in (45, 600, 4 * 3600, 3 * 86400)] == ["45 s", "10 min", "4.0 h", "3.0 days"]
+
+
+# ----------------------------------------------------------------------------- tui-lm estimate
+
+
+def _estimate_json(capsys, *argv: str) -> dict:
+    from tui_lm.commands.estimate import main
+
+    assert main(["--json", *argv]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_estimate_says_how_long_on_the_cpu_and_the_dataset_size(capsys, corpus: Path) -> None:
+    from engine.data.token_cache import prepare_data
+
+    argv = ["--preset", "tiny", "--batch_size", "8", "--seq_len", "32", "--vocab_size", "300", "--device", "cpu",
+            "--dataset", str(corpus), "--epochs", "3", "--eval_interval", "10"]
+    before = _estimate_json(capsys, *argv)
+    assert before["dataset"]["exact"] is False and "estimated from" in before["dataset"]["how"]
+    cfg = build_config("tiny", None, {"data": {"dataset": str(corpus), "vocab_size": 300}})
+    train_tokens = len(prepare_data(cfg.data).train.ids)
+    out = _estimate_json(capsys, *argv)
+    assert out["dataset"] == {**out["dataset"], "exact": True, "train_tokens": train_tokens}
+    t = out["time"]
+    steps_per_epoch = (train_tokens - 1) // 32 // 8
+    assert t["steps"] == 3 * steps_per_epoch
+    assert t["tokens_per_s"] == pytest.approx(8 * 32 / t["seconds_per_step"])
+    assert t["epoch_s"] == pytest.approx(steps_per_epoch * t["seconds_per_step"])
+    assert t["periodic_evals"] == (t["steps"] - 1) // 10
+    assert t["total_s"] == pytest.approx(t["train_s"] + t["eval_s"] + t["compile_s"]) and t["eval_s"] > 0
+    assert "development CPU" in t["source"] and t["measured_here"] is False
+    assert all(g["time"] is None for g in out["gpus"])  # --device cpu: no GPU times
+
+
+def test_estimate_times_each_gpu_that_fits(capsys, monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("TUI_LM_CACHE", str(tmp_path))
+    out = _estimate_json(capsys, "--preset", "medium", "--batch_size", "16", "--max_steps", "1000")
+    fitting = [g for g in out["gpus"] if g["verdict"] != "does not fit"]
+    assert fitting and all(g["time"]["steps"] == 1000 for g in fitting)
+    assert all(g["time"] is None for g in out["gpus"] if g["verdict"] == "does not fit")
+    by_name = {g["name"]: g["time"] for g in fitting}
+    # The same MFU at a 6x lower peak: 6x the time per step.
+    ratio = by_name["RTX 4090 24GB"]["seconds_per_step"] / by_name["H100 80GB"]["seconds_per_step"]
+    assert ratio == pytest.approx(989.4 / 165.2)
+    assert out["time"] is None  # no --gpu, no --device cpu: no single target
+    one = _estimate_json(capsys, "--preset", "medium", "--batch_size", "16", "--max_steps", "1000", "--gpu", "H100")
+    assert one["time"] == by_name["H100 80GB"]
+
+
+def test_estimate_prints_the_time(capsys, corpus: Path) -> None:
+    from tui_lm.commands.estimate import main
+
+    assert main(["--preset", "tiny", "--batch_size", "8", "--vocab_size", "300", "--device", "cpu",
+                 "--dataset", str(corpus), "--seq_len", "32"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Time on this CPU:" in out and "per epoch" in out and "to the end of the schedule" in out
+    assert "estimated from" in out and "throughput extrapolated from the development CPU" in out
