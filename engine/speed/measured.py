@@ -5,8 +5,8 @@ engine.data.token_cache.cache_root(None): $TUI_LM_CACHE, else
 $XDG_CACHE_HOME/tui-lm (~/.cache/tui-lm). The machine is its host name,
 processor, core count, torch version and the device the run trains on; the
 config is every setting that changes a step's speed (declared
-`estimate=True`) plus the real vocabulary, the ranks, the resolved precision and
-compile. A stored figure replaces the modelled one (engine.speed.model) and is
+`estimate=True`, the data's vocabulary among them) plus the ranks, the resolved
+precision and compile. A stored figure replaces the modelled one (engine.speed.model) and is
 labelled "measured here on DATE". Written atomically; an unreadable file is
 treated as no measurement.
 """
@@ -38,10 +38,15 @@ class Measurement:
     date: str  # ISO date of the measurement
 
     def throughput(self, modelled: Throughput) -> Throughput:
-        """The modelled throughput with the measured training speed and compile time in its place."""
+        """The modelled throughput with the measured training speed and compile time in its place.
+
+        Evaluations were not measured: their modelled rate moves by the same
+        factor as the training speed did.
+        """
+        ratio = self.tokens_per_s / modelled.tokens_per_s
         return Throughput(tokens_per_s=self.tokens_per_s, source=f"measured here on {self.date} ({self.steps} steps)",
-                          mfu=None if modelled.mfu is None else modelled.mfu * self.tokens_per_s / modelled.tokens_per_s,
-                          compile_s=self.compile_s, eval_tokens_per_s=modelled.eval_tokens_per_s)
+                          mfu=None if modelled.mfu is None else modelled.mfu * ratio, compile_s=self.compile_s,
+                          eval_tokens_per_s=modelled.eval_tokens_per_s * ratio)
 
 
 def machine_id(device: str) -> dict[str, str]:
@@ -58,8 +63,7 @@ def config_id(plan: RunPlan) -> dict[str, object]:
     """The settings that decide the speed of `plan`, resolved."""
     cfg = plan.config
     values: dict[str, object] = {s.key: cfg.get(s.key) for s in SCHEMA if s.estimate is True}
-    values.update({"model.vocab_size": plan.vocab_size, "world_size": plan.world_size,
-                   "precision": plan.precision, "compile": plan.compile})
+    values.update({"world_size": plan.world_size, "precision": plan.precision, "compile": plan.compile})
     return values
 
 

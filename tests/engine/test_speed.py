@@ -181,3 +181,45 @@ def test_estimate_prints_the_time(capsys, corpus: Path) -> None:
     out = " ".join(capsys.readouterr().out.split())
     assert "Time on this CPU:" in out and "per epoch" in out and "to the end of the schedule" in out
     assert "estimated from" in out and "throughput extrapolated from the development CPU" in out
+
+
+def test_estimate_measure_trains_here_and_is_remembered(capsys, corpus: Path) -> None:
+    import datetime
+
+    from tui_lm.commands.estimate import main
+
+    argv = ["--preset", "tiny", "--d_model", "32", "--num_heads", "2", "--num_layers", "2", "--d_ff", "64",
+            "--seq_len", "16", "--vocab_size", "300", "--batch_size", "4", "--device", "cpu",
+            "--dataset", str(corpus), "--max_steps", "100", "--json"]
+    modelled = _estimate_json(capsys, *argv)["time"]
+    assert main([*argv, "--measure"]) == 0
+    captured = capsys.readouterr()
+    measured = json.loads(captured.out)["time"]
+    assert "measured here:" in captured.err
+    today = datetime.date.today().isoformat()
+    assert measured["source"] == f"measured here on {today} (5 steps)" and measured["measured_here"]
+    assert measured["seconds_per_step"] != modelled["seconds_per_step"]
+    # Kept in the cache: the next estimate of the same config uses it, another batch size does not.
+    assert _estimate_json(capsys, *argv)["time"] == measured
+    assert len(list((corpus.parent / "cache" / "measured").glob("*.json"))) == 1
+    other = _estimate_json(capsys, *argv, "--batch_size", "8")["time"]
+    assert other["measured_here"] is False
+    # A timed step is a real one: far more than nothing, far less than a minute here.
+    assert 1e-3 < measured["seconds_per_step"] < 60
+
+
+def test_estimate_measure_without_a_gpu_is_one_line_and_exit_2(capsys, corpus: Path) -> None:
+    from tui_lm.commands.estimate import main
+
+    assert main(["--preset", "tiny", "--dataset", str(corpus), "--vocab_size", "300", "--measure"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tui-lm estimate: error:") and "no CUDA GPU" in err and "\n" not in err
+
+
+def test_a_gpu_measurement_is_kept_under_its_catalogue_name() -> None:
+    from engine.train.measure import device_key
+
+    assert device_key("cuda:0 (NVIDIA H200)", "NVIDIA H200") == "H200 141GB"
+    assert device_key("cuda:1 (NVIDIA H100 80GB HBM3)", "NVIDIA H100 80GB HBM3") == "H100 80GB"
+    assert device_key("cuda:0 (Radeon X)", "Radeon X") == "Radeon X"
+    assert device_key("cpu", "") == "cpu"

@@ -2,26 +2,29 @@
 
     tui-lm estimate --preset small --batch_size 32 [--precision bf16] [--grad-checkpointing]
                     [--attention math] [--grad-accum N] [--seq-len N] [--d_model N] ...
-                    [--vocab-size N] [--gpu "RTX 4080"] [--json]
+                    [--vocab-size N] [--gpu "RTX 4080"] [--epochs N] [--dataset PATH] [--measure] [--json]
 
 Prints the breakdown of the estimated peak (engine.memory.estimate), the parameter
 count, tokens per step and FLOPs per token, then for every catalogue GPU (or
 just --gpu) whether it fits, the largest batch_size that does and, where it
 fits, seconds per step, time per epoch and to the end of the schedule
 (engine.speed; tui_lm/commands/plan_time.py), then the same in detail for the
-target (--device cpu: this CPU; --gpu). `--json` prints the same as one JSON
-object. Nothing here imports torch.
+target (--device cpu: this CPU; --gpu). `--measure` trains a few real steps
+here first (engine.train.measure, the only import of torch, made on demand)
+and the measured speed replaces the modelled one, also next time. `--json`
+prints the same as one JSON object.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from typing import Any
 
 from engine.config.plan import DeviceInfo, RunPlan, plan_run
 from engine.config.run_config import RunConfig, build_config, user_settings
-from engine.errors import ConfigError
+from engine.errors import ConfigError, UserError
 from engine.memory.estimate import MemoryEstimate, estimate_memory, format_bytes, max_batch_size, verdict
 from engine.memory.gpus import GPU, GPU_CATALOGUE, find_gpu
 from engine.speed.model import SplitSizes
@@ -48,8 +51,22 @@ def build_parser() -> Parser:
                    help="data-parallel ranks sharing batch_size (default 1)")
     p.add_argument(*spellings("--device"), dest="device", default="cuda", choices=("cuda", "cpu"),
                    help="estimate for a GPU (default) or for CPU training")
+    p.add_argument("--measure", action="store_true",
+                   help="train a few real steps of this config here (after a warm-up, compile included) and use "
+                        "the measured speed, now and next time (kept in the user's cache)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
+
+
+def measure_here(cfg: RunConfig, device: str, quiet: bool) -> str:
+    """Run the measurement (engine.train.measure, which imports torch) on `device`; the card's name on a GPU."""
+    from engine.train.measure import measure
+
+    on = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device=device))
+    _, key, m = measure(on, log=(lambda _: None) if quiet else (lambda line: print(line, file=sys.stderr)))
+    print(f"measured here: {m.tokens_per_s:,.0f} tokens/s over {m.steps} steps"
+          + (f", compile {m.compile_s:.1f} s" if m.compile_s else ""), file=sys.stderr)
+    return key
 
 
 def overrides_from(args) -> dict[str, dict[str, Any]]:
@@ -183,6 +200,15 @@ def main(argv: list[str]) -> int:
     except ConfigError as e:
         print(f"tui-lm estimate: error: {e}", file=sys.stderr)
         return 2
+    if args.measure:
+        try:
+            measured_on = measure_here(cfg, args.device, args.json)
+        except UserError as e:
+            print(f"tui-lm estimate: error: {e}", file=sys.stderr)
+            return 2
+        if args.device == "cuda":
+            gpus = [g for g in GPU_CATALOGUE if g.name == measured_on] or gpus
+            args.gpu = args.gpu or measured_on
     est = estimate_memory(cfg, plan=plan)
     sizes = split_sizes(cfg.data)
     rows = gpu_rows(cfg, gpus, args.device, args.world_size, sizes)
