@@ -46,7 +46,7 @@ class Measurement:
         ratio = self.tokens_per_s / modelled.tokens_per_s
         return Throughput(tokens_per_s=self.tokens_per_s, source=f"measured here on {self.date} ({self.steps} steps)",
                           mfu=None if modelled.mfu is None else modelled.mfu * ratio, compile_s=self.compile_s,
-                          eval_tokens_per_s=modelled.eval_tokens_per_s * ratio)
+                          eval_tokens_per_s=modelled.eval_tokens_per_s * ratio, here=True)
 
 
 def machine_id(device: str) -> dict[str, str]:

@@ -38,6 +38,7 @@ class Throughput:
     mfu: float | None = None  # None on the CPU (no catalogued peak)
     compile_s: float = 0.0
     eval_tokens_per_s: float = 0.0  # forward-only, eager; 0 = tokens_per_s / FORWARD_SHARE
+    here: bool = False  # measured on this machine (engine.speed.measured), not modelled
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ WARMUP_STEPS = 2
 TIMED_STEPS = 5
 
 
-def device_key(describe: str, name: str) -> str:
+def measured_device(describe: str, name: str) -> str:
     """"cpu", or the catalogue name of the CUDA card `name` (its own name when the catalogue lacks it)."""
     if not describe.startswith("cuda"):
         return "cpu"
@@ -86,7 +86,7 @@ def measure(cfg: RunConfig, *, steps: int = TIMED_STEPS, warmup: int = WARMUP_ST
                            date=datetime.date.today().isoformat())
     device = _device_info(run.device)
     plan = plan_run(cfg, device=device)
-    key = device_key(run.device, device.name)
+    key = measured_device(run.device, device.name)
     save_measurement(plan, key, result_m)
     return plan, key, result_m
 

@@ -217,9 +217,9 @@ def test_estimate_measure_without_a_gpu_is_one_line_and_exit_2(capsys, corpus: P
 
 
 def test_a_gpu_measurement_is_kept_under_its_catalogue_name() -> None:
-    from engine.train.measure import device_key
+    from engine.train.measure import measured_device
 
-    assert device_key("cuda:0 (NVIDIA H200)", "NVIDIA H200") == "H200 141GB"
-    assert device_key("cuda:1 (NVIDIA H100 80GB HBM3)", "NVIDIA H100 80GB HBM3") == "H100 80GB"
-    assert device_key("cuda:0 (Radeon X)", "Radeon X") == "Radeon X"
-    assert device_key("cpu", "") == "cpu"
+    assert measured_device("cuda:0 (NVIDIA H200)", "NVIDIA H200") == "H200 141GB"
+    assert measured_device("cuda:1 (NVIDIA H100 80GB HBM3)", "NVIDIA H100 80GB HBM3") == "H100 80GB"
+    assert measured_device("cuda:0 (Radeon X)", "Radeon X") == "Radeon X"
+    assert measured_device("cpu", "") == "cpu"

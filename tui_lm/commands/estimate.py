@@ -29,7 +29,8 @@ from engine.memory.estimate import MemoryEstimate, estimate_memory, format_bytes
 from engine.memory.gpus import GPU, GPU_CATALOGUE, find_gpu
 from engine.speed.model import SplitSizes
 from engine.speed.sizes import split_sizes
-from tui_lm.commands.plan_time import gpu_time, sizes_json, time_lines, time_of, time_table, timed_plan
+from engine.speed.run_time import timed_plan
+from tui_lm.commands.plan_time import gpu_time, sizes_json, time_lines, time_of, time_table
 from tui_lm.flags import Parser, add_setting_flags, spellings
 from tui_lm.flags import overrides_from as flag_overrides
 

@@ -1,52 +1,33 @@
 """The time half of `tui-lm estimate`: seconds per step, tokens/s, time per epoch and to the end of the schedule.
 
 For the target (the CPU with --device cpu, the --gpu card) and each catalogue
-GPU that fits, from engine.speed's time model, or from this machine's own
-measurement of the same config when `tui-lm estimate --measure` kept one
-(engine.speed.measured). Nothing here imports torch.
+GPU that fits (engine.speed.run_time: this machine's kept measurement of the
+config, else the model), as JSON and as printed lines. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from engine.config.plan import DeviceInfo, RunPlan, plan_run
+from engine.config.plan import DeviceInfo, RunPlan
 from engine.config.run_config import RunConfig
-from engine.errors import DataError
 from engine.memory.estimate import MemoryEstimate, estimate_memory
 from engine.memory.gpus import GPU
-from engine.speed.measured import load_measurement
-from engine.speed.model import SplitSizes, estimate_time, format_duration, modelled_throughput
-
-
-def device_key(gpu: GPU | None) -> str:
-    """The device a measurement is kept under: "cpu" or the catalogue card's name."""
-    return "cpu" if gpu is None else gpu.name
-
-
-def timed_plan(cfg: RunConfig, world_size: int, device: DeviceInfo, sizes: SplitSizes | None) -> RunPlan:
-    """The plan with the training split's size when it is known (epochs need it)."""
-    if sizes is not None:
-        try:
-            return plan_run(cfg, world_size=world_size, device=device, train_tokens=sizes.train)
-        except DataError:  # shorter than one window: the run says so when it starts; plan without epochs
-            pass
-    return plan_run(cfg, world_size=world_size, device=device)
+from engine.speed.model import SplitSizes, format_duration
+from engine.speed.run_time import run_time, timed_plan
 
 
 def time_of(plan: RunPlan, est: MemoryEstimate, gpu: GPU | None, sizes: SplitSizes | None) -> dict[str, Any]:
     """The time figures of `plan` on `gpu` (None: the CPU), JSON-ready, each labelled with its source."""
-    modelled = modelled_throughput(plan, est, gpu)
-    kept = load_measurement(plan, device_key(gpu))
-    th = kept.throughput(modelled) if kept else modelled
-    te = estimate_time(plan, est, th, sizes)
+    te = run_time(plan, est, gpu, sizes)
+    th = te.throughput
     known = te.steps > 0
     return {
         "seconds_per_step": te.seconds_per_step,
         "tokens_per_s": te.tokens_per_s,
         "mfu": th.mfu,
         "source": th.source,
-        "measured_here": kept is not None,
+        "measured_here": th.here,
         "steps": te.steps or None,  # None: epochs over a split of unknown size
         "epoch_s": te.epoch_s,
         "periodic_evals": te.periodic_evals,
