@@ -34,7 +34,8 @@ class Throughput:
     """Training speed on one rank, and where the figure comes from."""
 
     tokens_per_s: float
-    source: str  # "measured on NVIDIA H200", "extrapolated from ...", "measured here on 2026-12-04"
+    # "measured on NVIDIA H200: <row>", "extrapolated from <device>: <row> (differs in ...)", "measured here on DATE"
+    source: str
     mfu: float | None = None  # None on the CPU (no catalogued peak)
     compile_s: float = 0.0
     eval_tokens_per_s: float = 0.0  # forward-only, eager; 0 = tokens_per_s / FORWARD_SHARE
@@ -76,9 +77,8 @@ def _efficiency(plan: RunPlan, flops: int, gpu: GPU | None, compile: bool) -> tu
     exact = not differs and row.flops_per_token == flops and row.micro_batch * row.seq_len == \
         plan.micro_batch * plan.seq_len
     what = "measured on" if exact and same_card else "extrapolated from"
-    if differs:
-        what += f" (differs in {', '.join(differs)})"
-    source = f"{what} {row.describe()} [{row.source}]"
+    unlike = f" (differs in {', '.join(differs)})" if differs else ""
+    source = f"{what} {row.describe()}{unlike} [{row.source}]"
     if gpu is None:
         return row.achieved_flops, None, source, row.compile_s
     mfu = row_mfu(row)
@@ -140,3 +140,8 @@ def format_duration(seconds: float) -> str:
     if seconds < 48 * 3600:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} days"
+
+
+def short_source(th: Throughput) -> str:
+    """The source up to the row's details: "extrapolated from NVIDIA H200", "measured here on 2026-12-04 (5 steps)"."""
+    return th.source.split(":")[0]
