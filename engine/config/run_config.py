@@ -51,6 +51,31 @@ def _device_ok(device: str) -> bool:
     return head == "cuda" and index.isdigit()
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of "90s", "45m", "2h" or "1.5h"; ValueError otherwise (a bare number is refused: which unit?)."""
+    value, unit = text.strip()[:-1], text.strip()[-1:].lower()
+    try:
+        seconds = float(value) * _DURATION_UNITS[unit]
+    except (KeyError, ValueError):
+        raise ValueError(f"not a duration: {text!r}") from None
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"not a positive duration: {text!r}")
+    return seconds
+
+
+def _duration_ok(text: str) -> bool:
+    if not text:
+        return True
+    try:
+        parse_duration(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _plain_name(name: str) -> bool:
     return "/" not in name and "\\" not in name and name not in (".", "..")
 
@@ -111,6 +136,15 @@ class TrainConfig:
     max_steps: int = setting(0, "optimizer steps to run", label="max steps", ge=0, zero="use epochs",
                              unit="steps", placeholder="0 = from epochs", resume="safe", group=TRAINING,
                              estimate="time")
+    time_budget: str = setting("", "train for this long: the run measures its speed over its first steps and "
+                                   "fixes its number of steps so that training, evaluations and the final "
+                                   "evaluation end within it (epochs and max_steps are then ignored)",
+                               label="time budget", metavar="DURATION",
+                               placeholder="e.g. 90s, 45m, 2h; empty = off", valid=_duration_ok,
+                               allowed="a duration like 90s, 45m or 2h", group=TRAINING, estimate="time")
+    # Not a user setting: the total the time budget fixed, recorded so a resume continues to exactly it.
+    budget_steps: int = setting(0, "the steps the time budget fixed (set by the trainer; 0 = not yet)", ge=0,
+                                derived=True, resume="ignore")
     batch_size: int = setting(32, "sequences per optimizer step, over all GPUs and accumulation micro-steps",
                               label="batch size", unit="sequences", gt=0, group=TRAINING, estimate=True)
     grad_accum_steps: int = setting(1, "micro-steps per optimizer step (each forward sees "

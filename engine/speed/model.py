@@ -97,7 +97,7 @@ def modelled_throughput(plan: RunPlan, est: MemoryEstimate, gpu: GPU | None) -> 
                       eval_tokens_per_s=eval_rate / (flops * FORWARD_SHARE))
 
 
-def _eval_tokens(batches: int, micro: int, seq: int, split_tokens: int) -> int:
+def eval_tokens(batches: int, micro: int, seq: int, split_tokens: int) -> int:
     """Tokens one evaluation scores: `batches` micro-batches of windows (0 = the whole split), at most the split."""
     windows = -(-(split_tokens - 1) // seq) if split_tokens > 1 else 0
     if batches:
@@ -113,15 +113,15 @@ def estimate_time(plan: RunPlan, est: MemoryEstimate, throughput: Throughput,
     step_s = per_rank_tokens / throughput.tokens_per_s
     steps = plan.total_steps
     periodic = (steps - 1) // t.eval_interval if t.eval_interval and steps else 0
-    eval_tokens = 0
+    scored = 0
     if sizes is not None:
         micro, seq = plan.micro_batch, plan.seq_len
-        eval_tokens = periodic * _eval_tokens(t.eval_batches, micro, seq, sizes.valid)
+        scored = periodic * eval_tokens(t.eval_batches, micro, seq, sizes.valid)
         if t.final_eval_batches >= 0:
-            eval_tokens += sum(_eval_tokens(t.final_eval_batches, micro, seq, n) for n in (sizes.valid, sizes.test))
+            scored += sum(eval_tokens(t.final_eval_batches, micro, seq, n) for n in (sizes.valid, sizes.test))
     eval_rate = throughput.eval_tokens_per_s or throughput.tokens_per_s / FORWARD_SHARE
     # Each rank scores its share of the windows.
-    eval_s = eval_tokens / plan.world_size / eval_rate
+    eval_s = scored / plan.world_size / eval_rate
     train_s = steps * step_s
     return TimeEstimate(
         seconds_per_step=step_s, tokens_per_s=throughput.tokens_per_s * plan.world_size, throughput=throughput,
