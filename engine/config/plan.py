@@ -141,7 +141,8 @@ def plan_run(cfg: RunConfig, *, world_size: int = 1, device: DeviceInfo = Device
         if steps_per_epoch == 0:
             errors.append(f"train.batch_size ({t.batch_size}) is larger than the {windows} windows of {seq} "
                           f"tokens in the training split")
-    total = t.max_steps or t.epochs * steps_per_epoch
+    # A time budget's total, once the trainer fixed it, is the run's length (engine.train.budget).
+    total = t.budget_steps or t.max_steps or t.epochs * steps_per_epoch
     if total and 0 < total <= t.warmup_steps:
         warnings.append(f"train.warmup_steps ({t.warmup_steps}) is not below the run's {total:,} steps: the "
                         f"learning rate never leaves the warmup (peak {t.lr:g} is "

@@ -51,6 +51,31 @@ def _device_ok(device: str) -> bool:
     return head == "cuda" and index.isdigit()
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of "90s", "45m", "2h" or "1.5h"; ValueError otherwise (a bare number is refused: which unit?)."""
+    value, unit = text.strip()[:-1], text.strip()[-1:].lower()
+    try:
+        seconds = float(value) * _DURATION_UNITS[unit]
+    except (KeyError, ValueError):
+        raise ValueError(f"not a duration: {text!r}") from None
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"not a positive duration: {text!r}")
+    return seconds
+
+
+def _duration_ok(text: str) -> bool:
+    if not text:
+        return True
+    try:
+        parse_duration(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _plain_name(name: str) -> bool:
     return "/" not in name and "\\" not in name and name not in (".", "..")
 
@@ -107,9 +132,19 @@ class TrainConfig:
     """Optimisation and loop settings; defaults are the seed project's."""
 
     epochs: int = setting(20, "passes over the training split (ignored when max_steps > 0)", ge=0,
-                          resume="safe", group=TRAINING)
+                          resume="safe", group=TRAINING, estimate="time")
     max_steps: int = setting(0, "optimizer steps to run", label="max steps", ge=0, zero="use epochs",
-                             unit="steps", placeholder="0 = from epochs", resume="safe", group=TRAINING)
+                             unit="steps", placeholder="0 = from epochs", resume="safe", group=TRAINING,
+                             estimate="time")
+    time_budget: str = setting("", "train for this long: the run measures its speed over its first steps and "
+                                   "fixes its number of steps so that training, evaluations and the final "
+                                   "evaluation end within it (epochs and max_steps are then ignored)",
+                               label="time budget", metavar="DURATION",
+                               placeholder="e.g. 90s, 45m, 2h; empty = off", valid=_duration_ok,
+                               allowed="a duration like 90s, 45m or 2h", group=TRAINING, estimate="time")
+    # Not a user setting: the total the time budget fixed, recorded so a resume continues to exactly it.
+    budget_steps: int = setting(0, "the steps the time budget fixed (set by the trainer; 0 = not yet)", ge=0,
+                                derived=True, resume="ignore")
     batch_size: int = setting(32, "sequences per optimizer step, over all GPUs and accumulation micro-steps",
                               label="batch size", unit="sequences", gt=0, group=TRAINING, estimate=True)
     grad_accum_steps: int = setting(1, "micro-steps per optimizer step (each forward sees "
@@ -150,13 +185,14 @@ class TrainConfig:
     log_interval: int = setting(10, "steps between logged training metrics", label="log interval", unit="steps",
                                 gt=0, resume="safe", group=ADVANCED)
     eval_interval: int = setting(250, "steps between validation runs", label="eval interval", unit="steps", ge=0,
-                                 zero="end only", resume="safe", group=TRAINING)
+                                 zero="end only", resume="safe", group=TRAINING, estimate="time")
     eval_batches: int = setting(50, "batches per periodic validation", label="eval batches", ge=0,
-                                zero="whole split", resume="safe", group=ADVANCED)
+                                zero="whole split", resume="safe", group=ADVANCED, estimate="time")
     final_eval_batches: int = setting(0, "batches of the final validation and test evaluation; -1 skips it "
                                          "(for smoke runs); a bounded one is marked partial",
                                       label="final eval batches", ge=-1, zero="whole split",
-                                      placeholder="0 = whole split, -1 = skip", resume="safe", group=ADVANCED)
+                                      placeholder="0 = whole split, -1 = skip", resume="safe", group=ADVANCED,
+                                      estimate="time")
     save_interval: int = setting(500, "steps between checkpoints", label="save interval", unit="steps", ge=0,
                                  zero="only on pause, stop and end", resume="safe", group=ADVANCED)
     keep_checkpoints: int = setting(3, "newest checkpoints kept, besides the best one", label="keep checkpoints",
@@ -177,7 +213,7 @@ class DataConfig:
 
     dataset: str = setting("wikitext-2", "wikitext-2, wikitext-103 (-raw), a folder with train/valid/test.txt, "
                                          "or a .txt file", metavar="NAME|PATH",
-                           placeholder="wikitext-2, a folder or a .txt", group=DATA)
+                           placeholder="wikitext-2, a folder or a .txt", group=DATA, estimate="time")
     max_samples: int = setting(0, "use only the first N training lines", label="max samples", ge=0, zero="all",
                                group=ADVANCED)
     tokenizer: str = setting("bpe", "bpe: trained on the training split; gpt2: GPT-2's own (from the hub)",

@@ -3,7 +3,8 @@
 Each setting is declared once, as a field of a config dataclass in
 engine/config/run_config.py whose default comes from `setting(...)`: the default, the
 help text, the form label, the flag spellings, the unit, the allowed values
-and bounds, the setup-form group, whether `tui-lm estimate` takes it, and
+and bounds, the setup-form group, whether `tui-lm estimate` takes it (and
+whether it changes a step's speed or only the run's length), and
 whether it may change when a run is resumed. From those declarations come the
 main CLI and `estimate`'s flags (tui_lm/flags.py), the setup form
 (tui_lm/widgets/setup/fields.py), the TOML reader/writer and the per-field
@@ -52,7 +53,9 @@ class Setting:
     zero: str = ""  # what 0 means ("off", "whole split"), said in messages and help
     resume: str = "fixed"
     group: str = ""  # setup-form group title; every setting has one unless derived
-    estimate: bool = False  # `tui-lm estimate` takes this flag too
+    # `tui-lm estimate` takes this flag too: True where it changes the memory and the speed of a step, "time"
+    # where it changes only how long the run is (steps, evaluations, the data), not a step's speed.
+    estimate: bool | str = False
     metavar: str = ""  # N, FLOAT, PATH, ...; derived from the kind when empty
     placeholder: str = ""  # the form's hint for an empty input
     allowed: str = ""  # message for a custom `valid` check: "must be ..."

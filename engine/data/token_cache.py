@@ -242,18 +242,24 @@ def _build(folder: Path, key: str, texts: TextSplits, cfg: DataConfig, tokenizer
     return meta
 
 
-def cached_vocab_size(cfg: DataConfig) -> int | None:
-    """The real vocabulary of `cfg`'s tokens when they are already prepared; None otherwise.
+def cached_meta(cfg: DataConfig) -> dict | None:
+    """meta.json of `cfg`'s tokens when they are already prepared (vocabulary, split sizes); None otherwise.
 
-    Read-only (creates no folder): the setup screen uses it to plan with the
-    tokenizer's true size instead of the BPE target.
+    Read-only (creates no folder): the setup screen and `tui-lm estimate` plan
+    with the tokenizer's true size and the splits' token counts.
     """
     try:
         ref = resolve_dataset(cfg.dataset)
     except (DataError, OSError):
         return None
     found = _find_cache(ref, cache_key(ref, cfg))
-    return None if found is None else int(found[1]["vocab_size"])
+    return None if found is None else found[1]
+
+
+def cached_vocab_size(cfg: DataConfig) -> int | None:
+    """The real vocabulary of `cfg`'s tokens when they are already prepared; None otherwise."""
+    meta = cached_meta(cfg)
+    return None if meta is None else int(meta["vocab_size"])
 
 
 def _cache_candidates(ref: DatasetRef, key: str) -> list[Path]:

@@ -26,9 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from engine.errors import short_reason
-from engine.errors import CheckpointError, FileError
-from engine.files import HASH_NAME, HashingWriter, atomic_write, ensure_folder, hash_file, os_reason, read_json_object, write_json
+from engine.errors import CheckpointError, FileError, short_reason
+from engine.files import (
+    HASH_NAME,
+    HashingWriter,
+    atomic_write,
+    ensure_folder,
+    hash_file,
+    os_reason,
+    read_json_object,
+    write_json,
+)
 from engine.runs.layout import SNAPSHOTS
 
 if TYPE_CHECKING:

@@ -27,8 +27,15 @@ from typing import Any, Callable
 
 from engine.config.run_config import RunConfig, write_toml
 from engine.errors import ConfigError, DataError, FileError, RunLocked
-from engine.files import (check_path_text, copy_file, hash_file, os_reason, read_json_object,
-                          remove_stale_temps, write_json)
+from engine.files import (
+    check_path_text,
+    copy_file,
+    hash_file,
+    os_reason,
+    read_json_object,
+    remove_stale_temps,
+    write_json,
+)
 from engine.runs.layout import DATA_RECORD, LOCK, MODELS, RUN_CONFIG, SNAPSHOTS, STATE, TOKENIZER, is_run_folder
 
 try:

@@ -17,10 +17,10 @@ from typing import Any
 from engine.config.run_config import read_toml
 from engine.errors import ConfigError, FileError
 from engine.files import read_json_object
-from engine.runs.liveness import trainer_gone
-from engine.runs.folder import default_out_dir  # noqa: F401  (where --resume looks by default)
 from engine.runs.checkpoints import good_checkpoints, list_checkpoints
+from engine.runs.folder import default_out_dir  # noqa: F401  (where --resume looks by default)
 from engine.runs.layout import RUN_CONFIG, STATE, is_run_folder
+from engine.runs.liveness import trainer_gone
 
 STATUSES = ("running", "paused", "stopped", "finished", "crashed")
 

@@ -34,6 +34,7 @@ from engine import events as ev
 from engine.config.schedule import LRSchedule
 from engine.runs.history import STEP_TAG, Curve, RunHistory, fast_step, loads_record
 from engine.runs.layout import METRICS
+
 FULL_READ_BYTES = 8 << 20  # files up to this size are parsed whole when opened (~35k steps)
 TAIL_BYTES = 2 << 20  # larger ones: this much of the end exactly at once (~8k steps)...
 OVERVIEW_SAMPLES = 2048  # ...and this many step records sampled before it (4 per column of a wide plot)

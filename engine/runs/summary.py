@@ -14,9 +14,9 @@ from typing import Any
 
 from engine.config.run_config import read_toml
 from engine.errors import ConfigError
-from engine.runs.liveness import read_state, trainer_gone
 from engine.runs.history import RunHistory
 from engine.runs.layout import RUN_CONFIG
+from engine.runs.liveness import read_state, trainer_gone
 
 # Settings that name the run rather than describe how it was trained.
 NOT_SETTINGS = ("run.run_name", "run.out_dir")

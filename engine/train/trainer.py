@@ -32,7 +32,9 @@ from engine.memory.estimate import MemoryEstimate, estimate_memory
 from engine.memory.gpus import peak_flops_of
 from engine.optim.groups import set_lr
 from engine.runs.checkpoints import checkpoint_path, prune_checkpoints, save_checkpoint
+from engine.runs.layout import RUN_CONFIG
 from engine.runs.requests import take_request
+from engine.train.budget import BudgetWatch, fix_total
 from engine.train.build import Progress, Relay, RunState, build_state, checkpoint_state, preset_params
 from engine.train.evaluate import EvalInterrupted, EvalProgressReporter, eval_metrics, eval_windows, score_tokens
 from engine.train.runtime import Runtime, all_gather, all_reduce_sum, resolve_runtime, rng_state
@@ -191,6 +193,7 @@ class Trainer:
         s.model.train()
         window = self.window = LossWindow(torch.zeros((), device=rt.device))
         window_start = time.perf_counter()
+        budget = self._budget_watch()
         while p.step < plan.total_steps:
             request = self._agreed_request()
             if request == "pause":
@@ -221,6 +224,11 @@ class Trainer:
                 ))
                 window.reset()
                 window_start = now
+                fixed = budget.observe(p.step, p.elapsed_s) if budget is not None else None
+                if fixed is not None:  # the time budget's total: from here on the run's length
+                    s.cfg, s.plan = fix_total(s.cfg, plan, p.step, *fixed, self.emit,
+                                              s.run_dir / RUN_CONFIG if rt.is_main else None)
+                    plan, budget = s.plan, None
             evaluate = bool(t.eval_interval) and p.step % t.eval_interval == 0 and p.step < plan.total_steps
             save = bool(t.save_interval) and p.step % t.save_interval == 0
             if evaluate or save:
@@ -239,6 +247,15 @@ class Trainer:
                     self._save("interval" if not best else "best", best=best)
                 window_start += time.perf_counter() - paused_at
         return self._finish(stopped=False)
+
+    def _budget_watch(self) -> BudgetWatch | None:
+        """The time budget's watch while its total is not fixed yet (engine.train.budget)."""
+        s = self.s
+        if not s.cfg.train.time_budget or s.cfg.train.budget_steps:
+            return None
+        return BudgetWatch(s.cfg, s.plan, start_step=self.progress.step, spent_s=self.progress.elapsed_s,
+                           valid_tokens=len(s.data.valid.ids), test_tokens=len(s.data.test.ids) if s.data.test else 0,
+                           reduce=lambda xs: [x / s.rt.world_size for x in all_reduce_sum(xs, s.rt)])
 
     def _agreed_request(self) -> str | None:
         """"stop", "pause" or None, the same on every rank.

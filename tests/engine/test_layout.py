@@ -17,10 +17,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 ENGINE = ROOT / "engine"
 # Bottom up: a package may import those before it, never those after it.
-ORDER = ["config", "data", "model", "memory", "optim", "runs", "artifacts", "train"]
+ORDER = ["config", "data", "model", "memory", "speed", "optim", "runs", "artifacts", "train"]
 # What every package shares: they import each other and no package (events carries the torch-free schedule).
 SHARED = {"events": {"config"}, "errors": set(), "files": set(), "control": set()}
-TORCH_FREE = ["config", "memory", "runs", "data.sources", "data.tokenizers", "data.token_cache"]
+TORCH_FREE = ["config", "memory", "speed", "runs", "data.sources", "data.tokenizers", "data.token_cache"]
 
 
 def _engine_imports(path: Path) -> set[str]:

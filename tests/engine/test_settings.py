@@ -41,7 +41,7 @@ def other_value(s: Setting) -> Any:
     elif s.kind == "choice":
         candidates = [c for c in s.choices if c != d]
     else:
-        candidates = ["small", "cpu"]
+        candidates = ["small", "cpu", "45m"]  # a name, a device, a duration
     for value in candidates:
         if value != d and not value_problem(s, value):
             return value

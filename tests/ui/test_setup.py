@@ -323,3 +323,43 @@ def test_presets_side_by_side_and_every_setting_reachable() -> None:
                     assert app.screen.query(f"#f-{s.key.replace('.', '-')}"), f"{s.key} has no field"
 
     run(flow())
+
+
+def test_time_beside_the_verdict_and_in_the_presets_table(corpus: Path) -> None:
+    from engine.speed.measured import Measurement, save_measurement
+    from engine.speed.model import format_duration
+    from tui_lm.widgets.setup.time_estimate import short_total
+
+    async def flow() -> None:
+        app = make_app(out_dir="runs")
+        async with app.run_test(size=(160, 48)) as pilot:
+            await pilot.pause()
+            await type_into(pilot, "#f-data-dataset", str(corpus))
+            await type_into(pilot, "#f-train-max_steps", "1000")
+            panel = app.screen.query_one(MemoryPanel)
+            shown = " ".join(memory_text(app).split())
+            te = panel.time
+            # This CPU: the model's figures, said to be modelled from the development CPU's rows.
+            assert te.steps == 1000 and te.throughput.here is False
+            assert f"time {te.seconds_per_step:.3g} s/step" in shown
+            assert f"to the end {format_duration(te.total_s)} (1,000 steps, 3 evaluations + the final one)" in shown
+            assert "extrapolated from the development CPU; dataset size estimated" in shown
+            rows = {line.split()[0]: line.split()[1:] for line in memory_text(app).splitlines() if line.strip()}
+            # The presets table's time row: the whole run of each preset, tiny's being the form's.
+            assert rows["time"][0] == short_total(te) and len(rows["time"]) == 3
+            assert rows["time"][0].endswith("h") and rows["time"][2].endswith("d")  # 2.3h ... 3.0d on this CPU
+            # An H100: a faster step, from the H200 rows.
+            app.screen.query_one("#gpu-select", Select).value = "catalogue:H100 80GB"
+            await wait_for(pilot, lambda: "NVIDIA H200" in memory_text(app), 10, "H100 time")
+            assert panel.time.seconds_per_step < te.seconds_per_step / 50
+            # A measurement kept for this config on this machine replaces the model next time.
+            app.screen.query_one("#gpu-select", Select).value = "cpu"
+            await wait_for(pilot, lambda: "development CPU" in memory_text(app), 10, "CPU again")
+            form = app.screen.query_one(ConfigForm)
+            plan = plan_run(form.config, device=DeviceInfo("cpu"))
+            save_measurement(plan, "cpu", Measurement(1234.0, 0.0, 5, "2026-12-01"))
+            await type_into(pilot, "#f-train-max_steps", "2000")
+            await wait_for(pilot, lambda: "measured here on 2026-12-01" in memory_text(app), 10, "measured")
+            assert panel.time.seconds_per_step == 32 * 256 / 1234.0
+
+    run(flow())

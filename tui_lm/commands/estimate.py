@@ -1,28 +1,41 @@
-"""`tui-lm estimate`: will this run fit on my GPU? A peak-memory breakdown without touching one.
+"""`tui-lm estimate`: will this run fit on my GPU, and how long will it take? Without touching one.
 
     tui-lm estimate --preset small --batch_size 32 [--precision bf16] [--grad-checkpointing]
                     [--attention math] [--grad-accum N] [--seq-len N] [--d_model N] ...
-                    [--vocab-size N] [--gpu "RTX 4080"] [--json]
+                    [--vocab-size N] [--gpu "RTX 4080"] [--epochs N] [--dataset PATH] [--measure] [--json]
 
 Prints the breakdown of the estimated peak (engine.memory.estimate), the parameter
 count, tokens per step and FLOPs per token, then for every catalogue GPU (or
-just --gpu) whether it fits and the largest batch_size that does. `--json`
-prints the same as one JSON object. Nothing here imports torch.
+just --gpu) whether it fits, the largest batch_size that does and, where it
+fits, seconds per step, time per epoch and to the end of the schedule
+(engine.speed; tui_lm/commands/plan_time.py), then the same in detail for the
+target (--device cpu: this CPU; --gpu). `--measure` trains a few real steps
+here first (engine.train.measure, the only import of torch, made on demand)
+and the measured speed replaces the modelled one, also next time. `--json`
+prints the same as one JSON object.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from typing import Any
 
 from engine.config.plan import DeviceInfo, RunPlan, plan_run
 from engine.config.run_config import RunConfig, build_config, user_settings
-from engine.errors import ConfigError
+from engine.errors import ConfigError, UserError
 from engine.memory.estimate import MemoryEstimate, estimate_memory, format_bytes, max_batch_size, verdict
 from engine.memory.gpus import GPU, GPU_CATALOGUE, find_gpu
+from engine.speed.model import SplitSizes
+from engine.speed.run_time import timed_plan
+from engine.speed.sizes import split_sizes
+from tui_lm.commands.plan_time import gpu_time, sizes_json, time_lines, time_of, time_table
 from tui_lm.flags import Parser, add_setting_flags, spellings
 from tui_lm.flags import overrides_from as flag_overrides
+
+# (where, its time figures, the split sizes) of the --device cpu or --gpu target
+Target = tuple[str, dict[str, Any], SplitSizes | None] | None
 
 VERDICT_STYLE = {"fits": "green", "tight": "yellow", "does not fit": "red"}
 # The settings that change the estimate, declared as such in engine/config/run_config.py.
@@ -39,16 +52,32 @@ def build_parser() -> Parser:
                    help="data-parallel ranks sharing batch_size (default 1)")
     p.add_argument(*spellings("--device"), dest="device", default="cuda", choices=("cuda", "cpu"),
                    help="estimate for a GPU (default) or for CPU training")
+    p.add_argument("--measure", action="store_true",
+                   help="train a few real steps of this config here (after a warm-up, compile included) and use "
+                        "the measured speed, now and next time (kept in the user's cache)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
+
+
+def measure_here(cfg: RunConfig, device: str, quiet: bool) -> str:
+    """Run the measurement (engine.train.measure, which imports torch) on `device`; the card's name on a GPU."""
+    from engine.train.measure import measure
+
+    on = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device=device))
+    _, key, m = measure(on, log=(lambda _: None) if quiet else (lambda line: print(line, file=sys.stderr)))
+    print(f"measured here: {m.tokens_per_s:,.0f} tokens/s over {m.steps} steps"
+          + (f", compile {m.compile_s:.1f} s" if m.compile_s else ""), file=sys.stderr)
+    return key
 
 
 def overrides_from(args) -> dict[str, dict[str, Any]]:
     return flag_overrides(args, SETTINGS)
 
 
-def gpu_rows(cfg: RunConfig, gpus: list[GPU], device: str, world_size: int) -> list[dict[str, Any]]:
-    """Verdict and largest batch_size for each GPU, each with its own plan ("auto" is fp16 without bf16)."""
+def gpu_rows(cfg: RunConfig, gpus: list[GPU], device: str, world_size: int,
+             sizes: SplitSizes | None = None) -> list[dict[str, Any]]:
+    """Verdict, largest batch_size and (where it fits) time for each GPU, each with its own plan ("auto" is fp16
+    without bf16)."""
     rows = []
     for gpu in gpus:
         where = DeviceInfo.gpu(gpu.name, gpu.bf16) if device == "cuda" else DeviceInfo(device)
@@ -63,10 +92,12 @@ def gpu_rows(cfg: RunConfig, gpus: list[GPU], device: str, world_size: int) -> l
             "verdict": verdict(est.total_bytes, gpu.memory_bytes),
             "max_batch_size": max_batch_size(cfg, gpu.memory_bytes, plan=plan),
         })
+        fits = device == "cuda" and rows[-1]["verdict"] != "does not fit" and not plan.errors
+        rows[-1]["time"] = gpu_time(cfg, gpu, world_size, sizes) if fits else None
     return rows
 
 
-def as_json(plan: RunPlan, est: MemoryEstimate, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def as_json(plan: RunPlan, est: MemoryEstimate, rows: list[dict[str, Any]], target: Target = None) -> dict[str, Any]:
     cfg = plan.config
     return {
         "preset": cfg.run.preset,
@@ -88,6 +119,8 @@ def as_json(plan: RunPlan, est: MemoryEstimate, rows: list[dict[str, Any]]) -> d
         "eval_multiple": est.eval_multiple,  # training micro-batches an evaluation batch holds
         "rows": est.rows,
         "gpus": rows,
+        "dataset": sizes_json(target[2]) if target else None,
+        "time": target[1] if target else None,  # on the target: the CPU with --device cpu, or --gpu
     }
 
 
@@ -98,7 +131,7 @@ def _count(n: float) -> str:
     return str(int(n))
 
 
-def print_report(plan: RunPlan, est: MemoryEstimate, rows: list[dict[str, Any]]) -> None:
+def print_report(plan: RunPlan, est: MemoryEstimate, rows: list[dict[str, Any]], target: Target = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -141,6 +174,13 @@ def print_report(plan: RunPlan, est: MemoryEstimate, rows: list[dict[str, Any]])
         gpus.add_row(r["name"], format_bytes(r["memory_bytes"]), prec,
                      f"[{VERDICT_STYLE[r['verdict']]}]{r['verdict']}[/]", str(r["max_batch_size"] or "-"))
     console.print(gpus)
+    timed = [r for r in rows if r.get("time")]
+    if timed:
+        console.print("How long, where it fits:")
+        console.print(time_table(timed))
+    if target:
+        for line in time_lines(*target):
+            console.print(line, highlight=False, markup=False)
 
 
 def main(argv: list[str]) -> int:
@@ -161,12 +201,28 @@ def main(argv: list[str]) -> int:
     except ConfigError as e:
         print(f"tui-lm estimate: error: {e}", file=sys.stderr)
         return 2
+    if args.measure:
+        try:
+            measured_on = measure_here(cfg, args.device, args.json)
+        except UserError as e:
+            print(f"tui-lm estimate: error: {e}", file=sys.stderr)
+            return 2
+        if args.device == "cuda":
+            gpus = [g for g in GPU_CATALOGUE if g.name == measured_on] or gpus
+            args.gpu = args.gpu or measured_on
     est = estimate_memory(cfg, plan=plan)
-    rows = gpu_rows(cfg, gpus, args.device, args.world_size)
+    sizes = split_sizes(cfg.data)
+    rows = gpu_rows(cfg, gpus, args.device, args.world_size, sizes)
+    target = None
+    if args.device == "cpu":
+        target = ("this CPU", time_of(timed_plan(cfg, args.world_size, DeviceInfo("cpu"), sizes), est, None, sizes),
+                  sizes)
+    elif args.gpu:
+        target = (gpus[0].name, rows[0]["time"] or gpu_time(cfg, gpus[0], args.world_size, sizes), sizes)
     if args.json:
-        print(json.dumps(as_json(plan, est, rows)))
+        print(json.dumps(as_json(plan, est, rows, target)))
     else:
-        print_report(plan, est, rows)
+        print_report(plan, est, rows, target)
     return 0
 
 

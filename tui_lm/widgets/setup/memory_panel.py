@@ -11,7 +11,9 @@ nothing and says which field it waits for. When the run does not fit it
 offers the fixes the estimator can check (largest batch, gradient
 accumulation, chunked loss, checkpointing, bf16), one key each (the setup
 screen's F6-F10).
-Above the breakdown, the three presets side by side on the same target.
+Above the breakdown, the three presets side by side on the same target. Beside
+the verdict, how long the run takes there (tui_lm/widgets/setup/time_estimate.py),
+and the presets table has a time row.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from engine.memory import gpus as _gpus
 from engine.memory.advice import memory_fixes
 from tui_lm.widgets.common.format import bar, human_bytes, human_count
 from tui_lm.widgets.setup.messages import label, waiting_for
+from tui_lm.widgets.setup.time_estimate import UnknownCard, short_total, target_gpu, time_lines, time_on
 
 _VERDICT_STYLE = {"fits": "bold green", "tight": "bold yellow", "does not fit": "bold red"}
 SHORT_VERDICT = {"does not fit": "too big"}  # a narrow column
@@ -156,6 +159,8 @@ class MemoryPanel(VerticalScroll):
         self.estimate: Any = None  # the last MemoryEstimate
         self.fixes: list[Fix] = []
         self._vocab: tuple[DataConfig, tuple[int, str]] | None = None  # the last lookup, per data section
+        self._sizes: tuple[DataConfig, Any] | None = None  # the splits' sizes, per data section
+        self.time: Any = None  # the last TimeEstimate on the target (None: no catalogued card)
 
     def compose(self) -> ComposeResult:
         if not self.gpu_detected:
@@ -196,7 +201,7 @@ class MemoryPanel(VerticalScroll):
         cfg = self.config
         if cfg is None:
             return
-        self.estimate, self.fixes = None, []
+        self.estimate, self.fixes, self.time = None, [], None
         if self.waiting:
             # Never an estimate from a value that is not the one typed (batch -3, seq 0, "abc").
             body.update(Text(f"no estimate until these are fixed: {waiting_for(self.waiting)}", style="yellow"))
@@ -208,12 +213,14 @@ class MemoryPanel(VerticalScroll):
             if plan.errors:
                 raise ValueError(plan.errors[0])
             found = fixes(cfg, target, plan) if est.total_bytes > target.capacity else []
-            presets = self._presets(cfg, target, vocab)
+            sizes = self._split_sizes(cfg.data)
+            presets = self._presets(cfg, target, vocab, sizes)
+            timed = self._time(cfg, target, vocab, sizes)
         except Exception as e:  # a combination the planner refuses: say so instead of a wrong number
             body.update(Text(f"no estimate: {e}", style="yellow"))
             return
-        self.estimate, self.fixes = est, found
-        body.update(self._describe(plan, est, target, origin, found, presets))
+        self.estimate, self.fixes, self.time = est, found, timed
+        body.update(self._describe(plan, est, target, origin, found, presets, sizes))
 
     def _vocabulary(self, data: DataConfig) -> tuple[int, str]:
         """planned_vocab, looked up again only when the data section changes (it reads the cache)."""
@@ -221,17 +228,40 @@ class MemoryPanel(VerticalScroll):
             self._vocab = (copy.deepcopy(data), planned_vocab(data))
         return self._vocab[1]
 
+    def _split_sizes(self, data: DataConfig) -> Any:
+        """engine.speed.sizes.split_sizes, looked up again only when the data section changes (it reads files)."""
+        if self._sizes is None or self._sizes[0] != data:
+            from engine.speed.sizes import split_sizes
+
+            try:
+                found = split_sizes(data)
+            except Exception:  # an unreadable dataset only costs the epoch time
+                found = None
+            self._sizes = (copy.deepcopy(data), found)
+        return self._sizes[1]
+
     @staticmethod
-    def _presets(cfg: RunConfig, target: Target, vocab: int) -> list[tuple[str, Any, str]]:
-        """(name, estimate, verdict) of each preset's model with these training settings, on `target`."""
+    def _time(cfg: RunConfig, target: Target, vocab: int, sizes: Any) -> Any:
+        """The run's TimeEstimate on `target`; None for a card the catalogue does not know."""
+        try:
+            gpu = target_gpu(target.device, target.name, target.capacity)
+        except UnknownCard:
+            return None
+        return time_on(cfg, target.device, gpu, vocab, sizes)
+
+    @classmethod
+    def _presets(cls, cfg: RunConfig, target: Target, vocab: int, sizes: Any = None) -> list[tuple[str, Any, str, Any]]:
+        """(name, estimate, verdict, time) of each preset's model with these training settings, on `target`."""
         out = []
         for name in preset_names():
-            plan, est = estimate(with_preset(cfg, name), target.device, vocab)
-            out.append((name, est, _memory.verdict(est.total_bytes, target.capacity)))
+            preset = with_preset(cfg, name)
+            plan, est = estimate(preset, target.device, vocab)
+            out.append((name, est, _memory.verdict(est.total_bytes, target.capacity),
+                        cls._time(preset, target, vocab, sizes)))
         return sorted(out, key=lambda p: p[1].num_params)  # small to large
 
     def _describe(self, plan: RunPlan, est: Any, target: Target, origin: str, found: list[Fix],
-                  presets: list[tuple[str, Any, str]]) -> Group:
+                  presets: list[tuple[str, Any, str, Any]], sizes: Any = None) -> Group:
         parts: list[Any] = []
         # The verdict first: what the user came for.
         verdict = _memory.verdict(est.total_bytes, target.capacity)
@@ -244,6 +274,11 @@ class MemoryPanel(VerticalScroll):
         parts.append(line)
         largest = _memory.max_batch_size(plan.config, target.capacity, plan=plan)
         parts.append(Text.assemble(("largest batch that fits: ", "dim"), (f"{largest:,}" if largest else "none", "bold")))
+        if self.time is not None:
+            parts.extend(time_lines(self.time, sizes))
+        else:
+            parts.append(Text(f"time: {target.name} is not in the GPU catalogue (no peak to time it with)",
+                              style="dim"))
         for fix in found:
             fix_line = Text.assemble((f" {fix.key.upper()} ", "reverse bold"), f" {fix.what} → ",
                                      (f"{human_bytes(fix.total_bytes)} {fix.verdict}",
@@ -277,16 +312,17 @@ class MemoryPanel(VerticalScroll):
         return Group(*parts)
 
     @staticmethod
-    def _preset_table(presets: list[tuple[str, Any, str]], plan: RunPlan) -> Table:
+    def _preset_table(presets: list[tuple[str, Any, str, Any]], plan: RunPlan) -> Table:
         """The presets side by side, at these training settings, on this target."""
         # Short units and labels: the three columns fit the narrow side column of an 80-column terminal.
         table = Table(box=None, padding=(0, 1), pad_edge=False, collapse_padding=True, expand=True,
                       show_edge=False, header_style="bold")
         table.add_column("presets", style="dim", no_wrap=True)
-        for name, _, _ in presets:
+        for name, *_ in presets:
             table.add_column(name, justify="right", no_wrap=True)
-        table.add_row("params", *[human_count(e.num_params) for _, e, _ in presets])
-        table.add_row("tok/step", *[human_count(e.tokens_per_step) for _, e, _ in presets])
-        table.add_row("peak", *[short_bytes(e.total_bytes) for _, e, _ in presets])
-        table.add_row("here", *[Text(SHORT_VERDICT.get(v, v), style=_VERDICT_STYLE.get(v, "")) for _, _, v in presets])
+        table.add_row("params", *[human_count(e.num_params) for _, e, _, _ in presets])
+        table.add_row("tok/step", *[human_count(e.tokens_per_step) for _, e, _, _ in presets])
+        table.add_row("peak", *[short_bytes(e.total_bytes) for _, e, _, _ in presets])
+        table.add_row("here", *[Text(SHORT_VERDICT.get(v, v), style=_VERDICT_STYLE.get(v, "")) for _, _, v, _ in presets])
+        table.add_row("time", *[short_total(t) for *_, t in presets])
         return table
