@@ -22,7 +22,7 @@ from engine.config.run_config import ModelConfig, build_config
 from engine.model.gpt import GPT
 from engine.model.kernels import attention_kernel, compile_options, fp8_filter
 from engine.train.trainer import Trainer
-from tests.conftest import tiny_config
+from tests.conftest import stopped_run, tiny_config
 from tui_lm.cli import main
 
 CPU = DeviceInfo("cpu", kernels=frozenset())
@@ -219,3 +219,64 @@ def test_the_cli_refuses_a_choice_the_cpu_cannot_run(corpus: Path, tmp_path: Pat
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
     assert not (tmp_path / "runs").exists()  # no run folder
+
+
+# ----------------------------------------------------------------------------- resume across a lever change
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    """Every file of a run folder but its lock, which records the last process that opened it (the refused one)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+            and "tensorboard" not in p.parts and p.name != ".lock"}
+
+
+def test_every_lever_may_change_on_resume() -> None:
+    """Same weights, same state-dict names whichever the kernels: each lever is declared safe to change."""
+    from engine.config.run_config import SETTINGS
+
+    for name in ("fused_loss", "attention_backend", "fp8", "fp8_modules", "compile_mode"):
+        assert SETTINGS[f"train.{name}"].resume == "safe"
+
+
+def test_a_lever_changed_on_resume_is_applied_and_said(corpus: Path, tmp_path: Path, capsys) -> None:
+    run = stopped_run(corpus, tmp_path, at=4)
+    capsys.readouterr()
+    assert main(["--no-ui", "--resume", str(run), "--attention_backend", "math"]) == 0
+    out = capsys.readouterr().out
+    assert "resumed with changed settings from step 4: train.attention_backend auto -> math" in out
+    assert "speed levers: fused loss off, attention math" in out
+    assert build_config(None, run / "run.toml").train.attention_backend == "math"
+
+
+def test_fp8_on_resume_where_the_gpu_has_none_is_refused_and_the_run_untouched(corpus: Path, tmp_path: Path,
+                                                                               capsys) -> None:
+    run = stopped_run(corpus, tmp_path, at=4)
+    before = folder_bytes(run)
+    capsys.readouterr()
+    assert main(["--no-ui", "--resume", str(run), "--fp8", "rowwise"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "train.fp8 rowwise needs a GPU of compute capability 8.9" in err
+    assert folder_bytes(run) == before
+
+
+def test_a_bf16_checkpoint_trains_on_in_fp8_and_back(corpus: Path, tmp_path: Path) -> None:
+    """The checkpoint of a plain run loads into the FP8 model (torchao's emulated matmuls: FP8 needs a GPU),
+    trains a step there, and its weights load back into the plain model: resuming either way is a load."""
+    pytest.importorskip("torchao")
+    from engine.model.kernels import convert_to_fp8
+    from engine.runs.checkpoints import load_latest_checkpoint
+
+    run = stopped_run(corpus, tmp_path, at=4)
+    _, state = load_latest_checkpoint(run, map_location="cpu")
+    cfg = build_config(None, run / "run.toml").model
+    fp8 = convert_to_fp8(GPT(cfg), "rowwise", "mlp+head", emulate=True)
+    fp8.load_state_dict(state["model"])
+    assert type(fp8.h[0].mlp.c_fc).__name__ == "Float8Linear" and fp8.lm_head.weight is fp8.wte.weight
+    x = torch.randint(0, cfg.vocab_size, (2, cfg.max_seq_len))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, loss = fp8(x, x)
+    loss.backward()
+    torch.optim.SGD(fp8.parameters(), lr=0.1).step()
+    plain = GPT(cfg)
+    plain.load_state_dict(fp8.state_dict())
+    moved = plain.h[0].mlp.c_fc.weight - state["model"]["h.0.mlp.c_fc.weight"]
+    assert torch.isfinite(loss) and moved.abs().max() > 0
