@@ -280,3 +280,50 @@ def test_a_bf16_checkpoint_trains_on_in_fp8_and_back(corpus: Path, tmp_path: Pat
     plain.load_state_dict(fp8.state_dict())
     moved = plain.h[0].mlp.c_fc.weight - state["model"]["h.0.mlp.c_fc.weight"]
     assert torch.isfinite(loss) and moved.abs().max() > 0
+
+
+# ----------------------------------------------------------------------------- the memory estimate
+
+def medium(**train):
+    return build_config("medium", None, {"data": {"tokenizer": "gpt2"}, "model": {"max_seq_len": 1024},
+                                         "train": {"batch_size": 16, "precision": "bf16", **train}})
+
+
+def test_liger_chunk_follows_its_source() -> None:
+    from engine.memory.fused_loss import liger_chunk
+
+    assert liger_chunk(4096 * 4, 32000, 4096) == 2048  # the worked example in liger's fused_linear_cross_entropy.py
+    assert liger_chunk(16 * 1024, 47616, 768) == 512  # ceil(V / C) = 62 chunks' worth, rounded up to 2^k
+    assert liger_chunk(100, 128, 256) == 100  # never more than the tokens there are
+
+
+@pytest.mark.parametrize("backend", ["liger", "cce"])
+def test_the_fused_loss_estimate_has_no_logits(backend: str) -> None:
+    """Its loss row grows with the tokens by less than one bf16 logit a token, and is far below the chunked one's."""
+    from engine.memory.estimate import estimate_memory
+
+    def at(**train):
+        cfg = medium(**train)
+        return estimate_memory(cfg, plan=plan_run(cfg, device=H100, vocab_size=50257))
+
+    small, large = at(fused_loss=backend), at(fused_loss=backend, batch_size=32)
+    grown = large.rows["logits + cross-entropy"] - small.rows["logits + cross-entropy"]
+    assert 0 < grown < 16 * 1024 * 47616 * 2  # 16 more sequences of 1024 tokens: under their bf16 logits
+    chunked, plain = at(loss_chunk=4096), at()
+    assert small.rows["logits + cross-entropy"] < chunked.rows["logits + cross-entropy"] / 2
+    assert small.total_bytes < chunked.total_bytes < plain.total_bytes
+
+
+def test_estimate_shows_the_resolved_levers(capsys) -> None:
+    from tui_lm.commands.estimate import main as estimate
+
+    assert estimate(["--preset", "medium", "--fused_loss", "liger", "--gpu", "H100 80GB", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["levers"] == {"fused_loss": "liger", "attention_backend": "default", "fp8": "off", "fp8_modules": "",
+                             "compile_mode": "default"}
+    assert estimate(["--preset", "tiny", "--gpu", "H100 80GB"]) == 0
+    assert "speed levers: fused loss off, attention default, fp8 off, compile mode default" in capsys.readouterr().out
+    assert estimate(["--preset", "tiny", "--device", "cpu", "--fused_loss", "cce"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("tui-lm estimate: error: train.fused_loss cce needs a CUDA GPU (its kernels are Triton); on the "
+                   "CPU use off or auto (the plain loss, or train.loss_chunk)")
