@@ -9,8 +9,13 @@ budget left is below what it needs, so a lease never ends with nothing):
   bf16, compile off and on, honest clock (read after the loop's host sync),
   tokens/s and MFU; plus medium at dropout 0 and batch 64, the configuration
   published 450K tok/s figures use, and medium with the chunked loss
-  (train.loss_chunk 4096) beside the plain one. bench/throughput.py does the
-  measuring.
+  (train.loss_chunk 4096) beside the plain one. First the speed levers
+  (engine.config.levers), each interleaved with the plain path in one run:
+  medium at the preset's settings with the fused losses, the SDPA kernels and
+  FP8 (beside bench/reference_gpt.py compiled in bf16, nanoGPT's loop at the
+  same settings), small and tiny with the compile modes; a line per lever says
+  whether its `auto` would switch (faster than plain, memory no higher).
+  bench/throughput.py does the measuring.
 - torchrun: a one-GPU `torchrun` run forced onto the distributed path
   (TUI_LM_FORCE_DDP=1: NCCL process group, DDP wrapper, compile on; one rank,
   so no gradient all-reduce between GPUs): trains, checkpoints, then `--resume`
@@ -88,39 +93,53 @@ def log_to_stderr(message: str) -> None:
 
 # ----------------------------------------------------------------------------- sections
 
-# (preset, compile, batch or None for the bench's default, model overrides, loss chunks), most important first
+PLAIN = {}
+CHUNKED = {"loss_chunk": 4096}
+MEDIUM_LEVERS = [PLAIN, {"fused_loss": "liger"}, {"fused_loss": "cce"}, {"attention_backend": "cudnn"},
+                 {"attention_backend": "flash"}, {"fp8": "tensorwise"}, {"fp8": "rowwise"}, CHUNKED]
+COMPILE_MODES = [PLAIN, {"compile_mode": "max-autotune-no-cudagraphs"}, {"compile_mode": "reduce-overhead"}]
+# (preset, compile, batch or None for the bench's default, model overrides, variants interleaved with the plain
+# path, presets with a reference row), most important first
 THROUGHPUT_RUNS = (
-    ("medium", "on", None, {}, [0, 4096]),  # the chunked loss beside the plain one, interleaved
-    ("medium", "on", 64, {"dropout": 0.0}, [0]),  # the configuration of the published 450K tok/s figures
-    ("small", "on", None, {}, [0]),
-    ("tiny", "on", None, {}, [0]),
-    ("medium", "off", None, {}, [0, 4096]),
-    ("small", "off", None, {}, [0]),
-    ("tiny", "off", None, {}, [0]),
+    ("medium", "on", None, {}, MEDIUM_LEVERS, ["medium"]),  # the levers at the preset's settings, nanoGPT beside
+    ("small", "on", None, {}, COMPILE_MODES, []),  # Python overhead: CUDA graphs or not
+    ("tiny", "on", None, {}, COMPILE_MODES, []),
+    ("medium", "on", 64, {"dropout": 0.0}, [PLAIN], ["medium"]),  # the published 450K tok/s figures' setting
+    ("medium", "off", None, {}, [PLAIN, CHUNKED], []),
+    ("small", "off", None, {}, [PLAIN], []),
+    ("tiny", "off", None, {}, [PLAIN], []),
 )
 
 
 def throughput(check: Check, dataset: Path) -> None:
     import throughput as tp
-    from throughput_report import chunk_ratios, format_table
+    from throughput_report import format_table, ratios, variant_ratios
 
     rows = []
-    for preset, mode, batch, overrides, chunks in THROUGHPUT_RUNS:
-        if rows and check.left() < 45 * len(chunks):
+    for preset, mode, batch, overrides, variants, reference in THROUGHPUT_RUNS:
+        if rows and check.left() < 45 * (len(variants) + len(reference)):
             check.say(f"(throughput: budget spent, {preset} compile={mode} not run)")
-            break
+            continue  # a shorter run further down may still fit
         added = tp.run_bench([preset], device="cuda", steps=50, batch_size=batch, precision="bf16", compile=mode,
-                             dataset=dataset, reference=[], log=log_to_stderr, model_overrides=overrides,
-                             loss_chunks=chunks)
+                             dataset=dataset, reference=reference, log=log_to_stderr, model_overrides=overrides,
+                             variants=variants)
         for row in added if overrides else ():
             row.preset += ", " + ", ".join(f"{k} {v:g}" for k, v in overrides.items())
         rows += added
         check.record("throughput", [dataclasses.asdict(r) for r in rows])
     check.say("", "## throughput (bf16, 50 timed steps in windows of 10, clock read after the sync)",
               format_table(rows))
-    for base, chunked, ratio, _ in chunk_ratios(rows):
-        check.say(f"loss chunk {chunked.loss_chunk} / plain, {base.preset} compile={'on' if base.compile else 'off'}: "
-                  f"tokens/s {ratio:.3f}x, peak mem {chunked.peak_bytes / max(1, base.peak_bytes):.2f}x")
+    for eng, ref, ratio, _ in ratios(rows):
+        check.say(f"engine / reference ({ref.precision}, compile {'on' if ref.compile else 'off'}: nanoGPT's loop), "
+                  f"{eng.preset}: tokens/s {ratio:.3f}x")
+    for base, other, ratio, _ in variant_ratios(rows):
+        memory = other.peak_bytes / max(1, base.peak_bytes)
+        # A lever that fell back ("(ran off)": its library missing) was not measured; the chunked loss is no lever.
+        lever = "(ran " not in other.variant and not other.variant.startswith("loss_chunk")
+        verdict = (f"; auto would switch to it: {'yes' if ratio > 1.0 and memory <= 1.0 else 'no'}"
+                   if lever else "")
+        check.say(f"{other.variant} / plain, {base.preset} compile={'on' if base.compile else 'off'}: "
+                  f"tokens/s {ratio:.3f}x, peak mem {memory:.2f}x{verdict}")
 
 
 def torchrun(check: Check, dataset: Path) -> None:

@@ -5,7 +5,10 @@ fused qkv, tied embeddings, vocabulary padded to a multiple of 64 as the
 engine pads it, so the FLOPs per token are the same) trained with the plainest
 loop there is: fp32, eager, `torch.optim.AdamW` (decay on matrices only),
 gradient clipping at 1.0, `zero_grad(set_to_none=True)`. It imports nothing
-from `engine`, so a slowdown in the engine cannot hide in it.
+from `engine`, so a slowdown in the engine cannot hide in it. With
+`precision="bf16", compile=True` it is nanoGPT's train.py loop instead: bf16
+autocast, TF32 matmuls, `torch.compile(model)` and fused AdamW, so the engine
+is compared with what nanoGPT users run at the same settings.
 
 `measure_reference(...)` returns the tokens/s of N timed steps after a few
 warm-up steps; `bench/throughput.py` runs it interleaved with the engine's
@@ -17,6 +20,7 @@ real trainer and prints engine/reference. On its own:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import statistics
 import time
@@ -125,6 +129,8 @@ class RefResult:
     peak_bytes: int = 0  # torch.cuda.max_memory_allocated on a GPU; 0 on the CPU (the caller reads RSS)
     num_params: int = 0
     final_loss: float = float("nan")
+    precision: str = "fp32"  # the loop's: fp32 | bf16 (autocast)
+    compiled: bool = False
 
 
 def measure_reference(
@@ -138,6 +144,8 @@ def measure_reference(
     seed: int = 0,
     lr: float = 3e-4,
     window: int = 1,
+    precision: str = "fp32",
+    compile: bool = False,
 ) -> RefResult:
     """Train `steps` timed steps (after `warmup` untimed ones); tokens/s is the median step's.
 
@@ -146,7 +154,10 @@ def measure_reference(
 
     `tokens` is a 1-D token stream (e.g. the engine's memmap) to cut random
     windows from, nanoGPT's get_batch; None trains on random tokens (same
-    FLOPs). On CUDA the loop runs true fp32 (TF32 off for its duration).
+    FLOPs). `precision` "fp32": on CUDA the loop runs true fp32 (TF32 off for
+    its duration); "bf16": bf16 autocast with TF32 on, as nanoGPT runs.
+    `compile`: torch.compile(model) (its default mode; the warm-up steps
+    compile); on CUDA AdamW is then fused, as nanoGPT's is.
     """
     dev = torch.device(device)
     torch.manual_seed(seed)
@@ -155,7 +166,11 @@ def measure_reference(
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8)
+    opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8,
+                            **({"fused": True} if compile and dev.type == "cuda" else {}))
+    step_model = torch.compile(model) if compile else model
+    autocast = (torch.autocast(dev.type, dtype=torch.bfloat16) if precision == "bf16" else
+                contextlib.nullcontext())
     T = cfg.seq_len
 
     def get_batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,7 +185,7 @@ def measure_reference(
 
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "bf16"
         torch.cuda.reset_peak_memory_stats(dev)
     model.train()
     times: list[float] = []
@@ -182,7 +197,8 @@ def measure_reference(
         for i in range(warmup + steps):
             timed = i >= warmup
             x, y = get_batch()
-            loss = model(x, y)
+            with autocast:
+                loss = step_model(x, y)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
@@ -202,7 +218,8 @@ def measure_reference(
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else 0
     step = statistics.median(times)
-    return RefResult(batch_size * T / step, times, peak, sum(p.numel() for p in params), loss_value)
+    return RefResult(batch_size * T / step, times, peak, sum(p.numel() for p in params), loss_value, precision,
+                     compile)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -218,10 +235,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--attention", choices=("sdpa", "math"), default="sdpa")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast, as nanoGPT")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (and fused AdamW on CUDA)")
     a = p.parse_args(argv)
     cfg = RefConfig(a.vocab_size, a.d_model, a.heads, a.layers, a.d_ff or 4 * a.d_model, a.seq_len,
                     attention=a.attention)
-    r = measure_reference(cfg, batch_size=a.batch_size, steps=a.steps, warmup=a.warmup, device=a.device)
+    r = measure_reference(cfg, batch_size=a.batch_size, steps=a.steps, warmup=a.warmup, device=a.device,
+                          precision=a.precision, compile=a.compile)
     print(f"reference GPT ({r.num_params / 1e6:.1f}M params) on {a.device}: {r.tokens_per_s:,.0f} tokens/s "
           f"(median of {a.steps} steps: {statistics.median(r.step_times_s) * 1e3:.0f} ms), loss {r.final_loss:.3f}")
 

@@ -23,13 +23,19 @@ on a GPU, peak RSS of this process during the run on the CPU), compile s
 (torch.compile's warm-up compile as the trainer logs it, plus the first
 window's excess over steady steps: for compile-off rows only eager warm-up).
 `--loss-chunk N` adds a row per preset trained with train.loss_chunk N (the
-chunked loss), its runs interleaved with the plain ones; a context line gives
-the median of the per-pair tokens/s ratios and the two peaks.
+chunked loss), `--lever KEY=VALUE` one trained with that speed lever
+(engine.config.levers: fused_loss=liger, attention_backend=cudnn, fp8=rowwise,
+compile_mode=reduce-overhead, ...), their runs interleaved with the plain
+ones; a context line gives the median of the per-pair tokens/s ratios and the
+two peaks. A lever that did not resolve as asked (its library missing) says
+what ran instead. The reference row runs at the engine's precision and
+compile setting (bf16 + compile: nanoGPT's own loop).
 
     python bench/throughput.py                       # CPU here: tiny + small + reference, a few minutes
     python bench/throughput.py --device cuda         # GPU: tiny, small, medium at seed seq lengths
     python bench/throughput.py --device cuda --presets medium --compile both --json
     python bench/throughput.py --device cuda --presets medium --loss-chunk 4096
+    python bench/throughput.py --device cuda --presets medium --lever fused_loss=liger --lever fp8=rowwise
 """
 
 from __future__ import annotations
@@ -86,12 +92,15 @@ class EngineRun:
     error: str = ""
     compiled: bool = False
     device: str = ""
+    levers: dict = dataclasses.field(default_factory=dict)  # as the plan resolved them (RunStarted)
 
 
 def engine_config(preset: str, *, device: str, precision: str, compile: str, batch: int, seq_len: int | None,
                   steps: int, log_interval: int, dataset: Path, vocab_size: int, out_dir: Path,
-                  run_name: str, model_overrides: dict | None = None, loss_chunk: int = 0) -> RunConfig:
-    """The run config of one engine measurement: one warm-up window plus `steps` timed steps."""
+                  run_name: str, model_overrides: dict | None = None, variant: dict | None = None) -> RunConfig:
+    """The run config of one engine measurement: one warm-up window plus `steps` timed steps.
+
+    `variant`: train settings of the measured variant ({} or None: the plain path)."""
     windows = max(1, math.ceil(steps / log_interval))
     total = (1 + windows) * log_interval
     model = {**({"max_seq_len": seq_len} if seq_len else {}), **(model_overrides or {})}
@@ -100,7 +109,7 @@ def engine_config(preset: str, *, device: str, precision: str, compile: str, bat
         "data": {"dataset": str(dataset), "vocab_size": vocab_size},
         "train": {"batch_size": batch, "max_steps": total + 1, "log_interval": log_interval,
                   "eval_interval": 0, "save_interval": 0, "sample_tokens": 0, "keep_checkpoints": 1,
-                  "device": device, "precision": precision, "compile": compile, "loss_chunk": loss_chunk},
+                  "device": device, "precision": precision, "compile": compile, **(variant or {})},
         "run": {"out_dir": str(out_dir), "run_name": run_name},
     })
 
@@ -139,7 +148,7 @@ def run_engine(cfg: RunConfig) -> EngineRun:
     first = metrics[0]
     excess = max(0.0, (first.step_time_s - step_s) * first.step)  # the first window holds `first.step` steps
     return EngineRun(tokens_per_s, step_s, plan.compile_s, excess, peak, precision, compiled=plan.compiled,
-                     device=plan.device)
+                     device=plan.device, levers=plan.levers)
 
 
 # ----------------------------------------------------------------------------- the bench
@@ -169,7 +178,7 @@ def run_bench(
     threads: int | None = None,
     log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
     model_overrides: dict | None = None,
-    loss_chunks: list[int] | None = None,
+    variants: list[dict] | None = None,
 ) -> list[Row]:
     """Measure each preset with the engine (and the reference loop for the presets in `reference`).
 
@@ -178,8 +187,9 @@ def run_bench(
     runs alternate, `repeats` times each (None: 1 on a GPU, CPU_REPEATS on
     the CPU). `threads` sets torch's intra-op threads for the bench
     (restored afterwards); None keeps torch's default. `model_overrides`
-    changes the presets' model settings (e.g. {"dropout": 0.0}). `loss_chunks`
-    (default [0]) measures each preset with each train.loss_chunk, the runs
+    changes the presets' model settings (e.g. {"dropout": 0.0}). `variants`
+    (default [{}], the plain path) measures each preset with each set of train
+    settings ({"loss_chunk": 4096}, {"fused_loss": "liger"}), the runs
     interleaved, so their rows compare side by side.
     """
     from engine.config.run_config import DataConfig
@@ -205,7 +215,7 @@ def run_bench(
         _measure(rows, presets, modes, reference, data, device=device, on_gpu=on_gpu, steps=steps,
                  batch_size=batch_size, precision=precision, seq_len=seq_len, dataset=dataset,
                  vocab_size=vocab_size, repeats=repeats, log_interval=log_interval, log=log,
-                 model_overrides=model_overrides, loss_chunks=list(loss_chunks or [0]))
+                 model_overrides=model_overrides, variants=list(variants or [{}]))
     finally:
         torch.set_num_threads(saved_threads)
     return rows
@@ -214,7 +224,7 @@ def run_bench(
 def _measure(rows: list[Row], presets: list[str], modes: list[str], reference: list[str], data, *, device: str,
              on_gpu: bool, steps: int | None, batch_size: int | None, precision: str, seq_len: int | None,
              dataset: Path | str, vocab_size: int, repeats: int | None, log_interval: int,
-             log: Callable[[str], None], model_overrides: dict | None, loss_chunks: list[int]) -> None:
+             log: Callable[[str], None], model_overrides: dict | None, variants: list[dict]) -> None:
     with tempfile.TemporaryDirectory(prefix="tui-lm-bench-") as tmp:
         for preset in presets:
             batch = batch_size or (GPU_BATCH if on_gpu else CPU_BATCH)[preset]
@@ -222,48 +232,62 @@ def _measure(rows: list[Row], presets: list[str], modes: list[str], reference: l
             runs = repeats or (1 if on_gpu else CPU_REPEATS[preset])
             for mi, mode in enumerate(modes):
                 with_ref = preset in reference and mi == 0
-                engine_runs: dict[int, list[EngineRun]] = {c: [] for c in loss_chunks}
+                keys = list(range(len(variants)))
+                engine_runs: dict[int, list[EngineRun]] = {v: [] for v in keys}
                 ref_runs = []
                 cfgs: dict[int, RunConfig] = {}
                 for r in range(runs):
                     # ABBA order (the first side first on even repeats, last on odd ones), so a drift
-                    # in the machine's load favours neither the reference nor a loss chunk.
-                    order = loss_chunks if r % 2 == 0 else loss_chunks[::-1]
+                    # in the machine's load favours neither the reference nor a variant.
+                    order = keys if r % 2 == 0 else keys[::-1]
                     if with_ref and r % 2:
-                        ref_runs.append(_run_reference(preset, cfgs[loss_chunks[0]], data, batch, n, device, on_gpu,
-                                                       r, runs, log))
-                    for chunk in order:
-                        if engine_runs[chunk] and engine_runs[chunk][-1].error:
+                        ref_runs.append(_run_reference(preset, cfgs[0], engine_runs[0], data, batch, n, device,
+                                                       on_gpu, r, runs, log))
+                    for v in order:
+                        if engine_runs[v] and engine_runs[v][-1].error:
                             continue
-                        name = f"{preset}-{mode}-{chunk}-{r}"
-                        cfg = cfgs[chunk] = engine_config(
+                        name = f"{preset}-{mode}-{v}-{r}"
+                        cfg = cfgs[v] = engine_config(
                             preset, device=device, precision=precision, compile=mode, batch=batch, seq_len=seq_len,
                             steps=n, log_interval=log_interval, dataset=dataset, vocab_size=vocab_size,
-                            out_dir=Path(tmp), run_name=name, model_overrides=model_overrides, loss_chunk=chunk)
-                        log(f"engine {preset} compile={mode} loss_chunk={chunk} run {r + 1}/{runs}: batch {batch} "
-                            f"x seq {cfg.model.max_seq_len}, {n} timed steps")
+                            out_dir=Path(tmp), run_name=name, model_overrides=model_overrides, variant=variants[v])
+                        log(f"engine {preset} compile={mode} {variant_label(variants[v])} run {r + 1}/{runs}: batch "
+                            f"{batch} x seq {cfg.model.max_seq_len}, {n} timed steps")
                         run = run_engine(cfg)
                         shutil.rmtree(Path(tmp) / name, ignore_errors=True)
-                        engine_runs[chunk].append(run)
+                        engine_runs[v].append(run)
                         log(f"  -> {run.tokens_per_s:,.0f} tokens/s{' ' + run.error if run.error else ''}")
                     if with_ref and not r % 2:
-                        ref_runs.append(_run_reference(preset, cfgs[loss_chunks[0]], data, batch, n, device, on_gpu,
-                                                       r, runs, log))
-                for chunk in loss_chunks:
-                    rows.append(_engine_row(preset, cfgs[chunk], engine_runs[chunk]))
-                    if ref_runs and chunk == loss_chunks[0]:
-                        rows.append(_reference_row(preset, cfgs[chunk], ref_runs))
+                        ref_runs.append(_run_reference(preset, cfgs[0], engine_runs[0], data, batch, n, device,
+                                                       on_gpu, r, runs, log))
+                for v in keys:
+                    rows.append(_engine_row(preset, cfgs[v], engine_runs[v], variants[v]))
+                    if ref_runs and v == 0:
+                        rows.append(_reference_row(preset, cfgs[v], ref_runs))
 
 
-def _run_reference(preset: str, cfg: RunConfig, data, batch: int, steps: int, device: str, on_gpu: bool,
-                   r: int, repeats: int, log: Callable[[str], None]):
+def variant_label(variant: dict, levers: dict | None = None) -> str:
+    """"plain", "loss_chunk=4096", "fused_loss=liger"; with the resolved levers, what ran where it differs."""
+    said = []
+    for k, v in variant.items():
+        ran = (levers or {}).get(k, v)
+        said.append(f"{k}={v}" if ran == v else f"{k}={v} (ran {ran})")
+    return ", ".join(said) or "plain"
+
+
+def _run_reference(preset: str, cfg: RunConfig, plain: list[EngineRun], data, batch: int, steps: int, device: str,
+                   on_gpu: bool, r: int, repeats: int, log: Callable[[str], None]):
+    """One reference run at the plain engine run's precision (bf16 or fp32) and compile setting."""
     m = cfg.model
     rc = RefConfig(data.vocab_size, m.d_model, m.num_heads, m.num_layers, m.d_ff, m.max_seq_len, m.dropout)
-    log(f"reference {preset} run {r + 1}/{repeats}: batch {batch} x seq {m.max_seq_len}, {steps} timed steps")
+    precision = "bf16" if plain and plain[0].precision == "bf16" else "fp32"
+    compiled = bool(plain and plain[0].compiled)
+    log(f"reference {preset} run {r + 1}/{repeats}: batch {batch} x seq {m.max_seq_len}, {steps} timed steps, "
+        f"{precision}, compile {'on' if compiled else 'off'}")
     reset_peak(torch.device(device))
     ref = measure_reference(rc, batch_size=batch, steps=steps, warmup=3 if on_gpu else 1, device=device,
-                            window=cfg.train.log_interval,
-                            tokens=data.train.ids)
+                            window=cfg.train.log_interval, tokens=data.train.ids, precision=precision,
+                            compile=compiled)
     if not ref.peak_bytes:
         ref.peak_bytes = peak_rss()
     log(f"  -> {ref.tokens_per_s:,.0f} tokens/s")
@@ -274,12 +298,13 @@ def _flops_per_token(cfg: RunConfig) -> tuple[int, int]:
     return count_params(cfg.model), flops_per_token(cfg.model)
 
 
-def _engine_row(preset: str, cfg: RunConfig, runs: list[EngineRun]) -> Row:
+def _engine_row(preset: str, cfg: RunConfig, runs: list[EngineRun], variant: dict) -> Row:
     rt = resolve_runtime(cfg.train)
     params, fpt = _flops_per_token(cfg)
     precision = runs[0].precision
     row = Row("engine", preset, runs[0].device or rt.describe(), precision, runs[0].compiled, cfg.train.batch_size,
-              cfg.model.max_seq_len, num_params=params, flops_per_token=fpt, loss_chunk=cfg.train.loss_chunk)
+              cfg.model.max_seq_len, num_params=params, flops_per_token=fpt,
+              variant=variant_label(variant, runs[0].levers), levers=runs[0].levers)
     failed = [r for r in runs if r.error]
     if failed:
         row.error = failed[0].error
@@ -304,15 +329,29 @@ def _engine_row(preset: str, cfg: RunConfig, runs: list[EngineRun]) -> Row:
 def _reference_row(preset: str, cfg: RunConfig, runs: list) -> Row:
     rt = resolve_runtime(cfg.train)
     _, fpt = _flops_per_token(cfg)
-    row = Row("reference", preset, rt.describe(), "fp32", False, cfg.train.batch_size,
+    row = Row("reference", preset, rt.describe(), runs[0].precision, runs[0].compiled, cfg.train.batch_size,
               cfg.model.max_seq_len, num_params=runs[0].num_params, flops_per_token=fpt)
     row.runs = [r.tokens_per_s for r in runs]
     row.tokens_per_s = statistics.median(row.runs)
     row.step_ms = 1e3 * row.batch * row.seq / row.tokens_per_s
     row.peak_bytes = max(r.peak_bytes for r in runs)
-    peak = peak_flops(catalogue_gpu(rt.device), "fp32", tf32=False)  # the reference does not enable TF32
+    peak = peak_flops(catalogue_gpu(rt.device), row.precision, tf32=False)
     row.mfu = fpt * row.tokens_per_s / peak if peak else None
     return row
+
+
+def lever_variant(p: argparse.ArgumentParser, text: str) -> dict:
+    """{"fused_loss": "liger"} from "fused_loss=liger", checked against the lever's declared choices."""
+    from engine.config.levers import Levers
+    from engine.config.run_config import SETTINGS
+
+    key, _, value = text.partition("=")
+    s = SETTINGS.get(f"train.{key.strip()}")
+    levers = [f.name for f in dataclasses.fields(Levers)]
+    if s is None or s.name not in levers or value.strip() not in s.choices:
+        p.error(f"--lever {text!r}: expected KEY=VALUE with KEY one of {', '.join(levers)} and VALUE one of its "
+                f"choices")
+    return {s.name: value.strip()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -338,6 +377,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--loss-chunk", default="",
                    help="also measure train.loss_chunk N (the chunked loss) beside the plain loss, interleaved; "
                         "comma-separated values, e.g. 4096 or 2048,8192")
+    p.add_argument("--lever", action="append", default=[], metavar="KEY=VALUE",
+                   help="also measure a speed lever beside the plain path, interleaved (repeatable): fused_loss=liger, "
+                        "attention_backend=cudnn, fp8=rowwise, compile_mode=reduce-overhead, ...")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
     a = p.parse_args(argv)
 
@@ -354,7 +396,7 @@ def main(argv: list[str] | None = None) -> None:
     if any(c <= 0 for c in chunks):
         p.error(f"--loss-chunk: token counts must be positive (the plain loss is always measured), "
                 f"got {a.loss_chunk!r}")
-    loss_chunks = list(dict.fromkeys([0] + chunks))
+    variants = [{}] + [{"loss_chunk": c} for c in dict.fromkeys(chunks)] + [lever_variant(p, x) for x in a.lever]
     reference = None if a.reference is None else [s.strip() for s in a.reference.split(",")
                                                   if s.strip() and s.strip() != "none"]
     start = time.perf_counter()
@@ -362,7 +404,7 @@ def main(argv: list[str] | None = None) -> None:
                      precision=a.precision, compile=a.compile, seq_len=a.seq_len or None, dataset=a.dataset,
                      vocab_size=a.vocab_size, repeats=a.repeats or None, reference=reference,
                      log_interval=a.log_interval or None, threads=a.threads or None,
-                     loss_chunks=loss_chunks)
+                     variants=variants)
     settings = {"steps": a.steps or "default", "repeats": a.repeats or "default",
                 "threads": a.threads or torch.get_num_threads(), "log_interval": a.log_interval or "default",
                 "wall_s": round(time.perf_counter() - start)}

@@ -10,7 +10,7 @@ import torch
 
 from engine.memory.estimate import format_bytes
 
-COLUMNS = ("loop", "preset", "device", "precision", "compile", "loss chunk", "batch", "seq", "tokens/s", "MFU %",
+COLUMNS = ("loop", "preset", "device", "precision", "compile", "variant", "batch", "seq", "tokens/s", "MFU %",
            "step ms", "peak mem", "compile s")
 
 # Published single-GPU rates for GPT-2 124M (the "medium" preset), for context.
@@ -43,11 +43,12 @@ class Row:
     flops_per_token: int = 0
     runs: list[float] = field(default_factory=list)  # tokens/s of each repeat, in run order
     error: str = ""
-    loss_chunk: int = 0  # train.loss_chunk (0: the plain loss)
+    variant: str = "plain"  # the train settings measured beside the plain path ("loss_chunk=4096", "fp8=rowwise")
+    levers: dict = field(default_factory=dict)  # the speed levers as the run resolved them (RunStarted.levers)
 
     def cells(self) -> list[str]:
         head = [self.loop, self.preset, self.device, self.precision, "on" if self.compile else "off",
-                str(self.loss_chunk or "off"), str(self.batch), str(self.seq)]
+                self.variant if self.loop == "engine" else "", str(self.batch), str(self.seq)]
         if self.error:
             return head + ["failed", "", "", "", ""]
         return head + [
@@ -61,7 +62,7 @@ class Row:
 def format_table(rows: list[Row]) -> str:
     cells = [list(COLUMNS)] + [r.cells() for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
-    right = {"loss chunk", "batch", "seq", "tokens/s", "MFU %", "step ms", "peak mem", "compile s"}
+    right = {"batch", "seq", "tokens/s", "MFU %", "step ms", "peak mem", "compile s"}
 
     def line(cs: list[str]) -> str:
         return "  ".join(c.rjust(w) if name in right else c.ljust(w)
@@ -84,13 +85,13 @@ def ratios(rows: list[Row]) -> list[tuple[Row, Row, float, list[float]]]:
     return out
 
 
-def chunk_ratios(rows: list[Row]) -> list[tuple[Row, Row, float, list[float]]]:
-    """(plain row, chunked-loss row of the same preset and compile, median per-pair tokens/s ratio, the pairs)."""
+def variant_ratios(rows: list[Row]) -> list[tuple[Row, Row, float, list[float]]]:
+    """(plain row, variant row of the same preset and compile, median per-pair tokens/s ratio, the pairs)."""
     out = []
-    plain = {(r.preset, r.compile, r.precision): r for r in rows if r.loop == "engine" and not r.loss_chunk}
+    plain = {(r.preset, r.compile, r.precision): r for r in rows if r.loop == "engine" and r.variant == "plain"}
     for r in rows:
         base = plain.get((r.preset, r.compile, r.precision))
-        if r.loop == "engine" and r.loss_chunk and base and not (r.error or base.error):
+        if r.loop == "engine" and r.variant != "plain" and base and not (r.error or base.error):
             pairs = [c / b for c, b in zip(r.runs, base.runs) if b > 0]
             out.append((base, r, statistics.median(pairs), pairs))
     return out
@@ -99,13 +100,14 @@ def chunk_ratios(rows: list[Row]) -> list[tuple[Row, Row, float, list[float]]]:
 def context_lines(rows: list[Row], settings: dict) -> list[str]:
     lines = []
     for eng, ref, ratio, pairs in ratios(rows):
-        lines.append(f"engine/reference, {eng.preset} on {eng.device} ({eng.precision} vs fp32 eager): {ratio:.2f}x "
+        lines.append(f"engine/reference, {eng.preset} on {eng.device} ({eng.precision} vs {ref.precision} "
+                     f"{'compiled' if ref.compile else 'eager'}): {ratio:.2f}x "
                      f"(median of per-pair ratios {', '.join(f'{p:.2f}' for p in pairs)})")
-    for base, chunked, ratio, pairs in chunk_ratios(rows):
-        lines.append(f"loss chunk {chunked.loss_chunk} / plain loss, {base.preset} compile="
+    for base, other, ratio, pairs in variant_ratios(rows):
+        lines.append(f"{other.variant} / plain, {base.preset} compile="
                      f"{'on' if base.compile else 'off'}: tokens/s {ratio:.2f}x (pairs "
-                     f"{', '.join(f'{p:.2f}' for p in pairs)}), peak mem {format_bytes(chunked.peak_bytes)} vs "
-                     f"{format_bytes(base.peak_bytes)} ({chunked.peak_bytes / max(1, base.peak_bytes):.2f}x)")
+                     f"{', '.join(f'{p:.2f}' for p in pairs)}), peak mem {format_bytes(other.peak_bytes)} vs "
+                     f"{format_bytes(base.peak_bytes)} ({other.peak_bytes / max(1, base.peak_bytes):.2f}x)")
     for r in rows:
         if r.loop == "engine" and not r.error and r.compile:
             lines.append(f"compile s, engine {r.preset}: {r.compile_logged_s:.1f} logged by the trainer's compile "

@@ -48,6 +48,7 @@ class RunStarted(Event):
     compile_s: float = 0.0  # compilation time before the first step (not counted as training time)
     schedule: LRSchedule | None = None  # the learning rate at every step
     estimated_bytes: int = 0  # the memory estimate of this plan (engine.memory.estimate)
+    levers: dict[str, str] = field(default_factory=dict)  # the resolved speed levers (engine.config.levers.Levers)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ function (no torch, no I/O) returning a frozen `RunPlan`: the resolved
 precision and compile choice, micro-batch and accumulation, tokens per step,
 steps per epoch, total steps, the bound LR schedule, the model as it will be
 built (the tokenizer's real vocabulary), and what is wrong or doubtful with
-the combination. The trainer, the memory estimator, `tui-lm estimate`, the
+the combination, and the speed levers' choices (engine.config.levers). The trainer, the memory estimator, `tui-lm estimate`, the
 setup screen, the dashboard, headless mode and the bench read these numbers
 from the plan; none of them work them out again.
 
@@ -22,6 +22,7 @@ import copy
 import dataclasses
 from dataclasses import dataclass
 
+from engine.config.levers import Levers, resolve_levers
 from engine.config.run_config import RunConfig, tokenizer_vocab
 from engine.config.schedule import LRSchedule
 from engine.errors import DataError
@@ -37,6 +38,9 @@ class DeviceInfo:
     index: int | None = None  # CUDA device index
     name: str = ""  # "NVIDIA H100 80GB HBM3"; "" for the CPU or a generic GPU
     capability: tuple[int, int] | None = None  # CUDA compute capability; None = unknown (taken as recent)
+    # Optional kernel libraries installed (engine.config.levers.installed_kernels); None = unknown, taken as
+    # installed (an estimate for a catalogue GPU describes that GPU's machine, not this one).
+    kernels: frozenset[str] | None = None
 
     @classmethod
     def gpu(cls, name: str = "", bf16: bool = True) -> "DeviceInfo":
@@ -65,6 +69,7 @@ class RunPlan:
     world_size: int
     precision: str  # resolved: fp32 | bf16 | fp16
     compile: bool
+    levers: Levers  # the speed levers as resolved for the device (engine.config.levers)
     batch_size: int  # sequences per optimizer step, all ranks and micro-steps
     grad_accum_steps: int
     micro_batch: int  # sequences per forward on one rank
@@ -122,6 +127,9 @@ def plan_run(cfg: RunConfig, *, world_size: int = 1, device: DeviceInfo = Device
     errors += [error] if error else []
     warnings += [warning] if warning else []
     use_compile = t.compile == "on" or (t.compile == "auto" and device.type == "cuda")
+    levers, lever_errors, lever_warnings = resolve_levers(cfg, device, use_compile)
+    errors += lever_errors
+    warnings += lever_warnings
 
     accum = max(1, t.grad_accum_steps)
     shards = accum * world
@@ -148,7 +156,7 @@ def plan_run(cfg: RunConfig, *, world_size: int = 1, device: DeviceInfo = Device
                         f"learning rate never leaves the warmup (peak {t.lr:g} is "
                         f"{'reached only at the last step' if total == t.warmup_steps else 'never reached'})")
     return RunPlan(
-        config=resolved, device=device, world_size=world, precision=precision, compile=use_compile,
+        config=resolved, device=device, world_size=world, precision=precision, compile=use_compile, levers=levers,
         batch_size=t.batch_size, grad_accum_steps=accum, micro_batch=micro, seq_len=seq,
         tokens_per_step=t.batch_size * seq, vocab_size=vocab, train_windows=windows, steps_per_epoch=steps_per_epoch,
         total_steps=total,

@@ -30,6 +30,7 @@ else:  # pragma: no cover
 
 import tomli_w
 
+from engine.config.levers import ATTENTION_BACKENDS, COMPILE_MODES, FP8_MODULES, FP8_RECIPES, FUSED_LOSSES, LEVER_AUTO
 from engine.config.schema import Setting, coerce, setting, settings_of, value_problem
 from engine.errors import ConfigError
 
@@ -179,6 +180,19 @@ class TrainConfig:
                              choices=PRECISIONS, group=TRAINING, estimate=True)
     compile: str = setting("auto", "torch.compile the model: auto = on for CUDA, off elsewhere", choices=COMPILE,
                            resume="safe", group=ADVANCED, estimate=True)
+    # Speed levers (engine.config.levers); LEVER_AUTO: auto is today's path until a GPU run shows a win.
+    fused_loss: str = setting("auto", f"CUDA: linear + cross-entropy without logits, liger or cce; {LEVER_AUTO}",
+                              label="fused loss", choices=FUSED_LOSSES, resume="safe", group=ADVANCED,
+                              estimate=True)
+    attention_backend: str = setting("auto", f"SDPA kernel: flash, cudnn, efficient, math; {LEVER_AUTO}",
+                                     label="attention kernel", choices=ATTENTION_BACKENDS, resume="safe",
+                                     group=ADVANCED)
+    fp8: str = setting("auto", f"torchao FP8 training (compute capability 8.9+); {LEVER_AUTO}", label="FP8",
+                       choices=FP8_RECIPES, resume="safe", group=ADVANCED)
+    fp8_modules: str = setting("mlp+head", "the Linear layers train.fp8 converts", label="FP8 layers",
+                               choices=FP8_MODULES, resume="safe", group=ADVANCED)
+    compile_mode: str = setting("auto", f"torch.compile mode; {LEVER_AUTO}", label="compile mode",
+                                choices=COMPILE_MODES, resume="safe", group=ADVANCED)
     device: str = setting("auto", "auto, cpu, cuda, cuda:N or mps", metavar="DEVICE", valid=_device_ok,
                           allowed="auto, cpu, cuda, cuda:N or mps", resume="safe", group=ADVANCED)
     seed: int = setting(1337, "random seed (weights, dropout, data order)", ge=0, le=MAX_SEED, group=ADVANCED)

@@ -38,7 +38,9 @@ The peak is the largest of these moments; `rows` is its breakdown and
 
 With train.loss_chunk the logits terms of every phase are those of
 engine.model.losses' chunked loss instead (chunked_head_bytes, chunked_eval_bytes):
-one chunk's logits at a time, in training and in evaluation.
+one chunk's logits at a time, in training and in evaluation. With a fused
+loss (train.fused_loss resolved to liger or cce on CUDA) they are its
+library's buffers (engine.memory.fused_loss; cce: no logits at all), in the same row.
 
 Gradients do not exist before backward (set_to_none), except with gradient
 accumulation, where earlier micro-steps' are held, and under DDP, whose
@@ -54,6 +56,7 @@ from engine.config.costs import block_matrix_params, count_params, flops_per_tok
 from engine.config.plan import DeviceInfo, RunPlan, plan_run, replan, with_train
 from engine.config.run_config import RunConfig
 from engine.memory.activations import inference_block_bytes, saved_activations
+from engine.memory.fused_loss import cce_head_bytes, liger_chunk
 
 MiB = 1024**2
 GiB = 1024**3
@@ -188,7 +191,8 @@ def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1
     T, V, C, L = m.max_seq_len, m.padded_vocab_size, m.d_model, m.num_layers
     precision = plan.precision
     compiled = plan.compile if compiled is None else compiled
-    loss_chunk = t.loss_chunk if loss_chunk is None else loss_chunk
+    fused = plan.levers.fused_loss  # takes the place of the chunked loss where it resolves
+    loss_chunk = 0 if fused != "off" else t.loss_chunk if loss_chunk is None else loss_chunk
     half = precision != "fp32"
     cuda = device.startswith("cuda")
     s = micro * T
@@ -232,16 +236,21 @@ def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1
         end_extra = wte_grad * (2 + (accum > 1)) if tied else 0
         W_fwd, W_bwd = W_all, (W_head if ckpt else W_all)  # autocast's cache holds every copy to the end of forward
         L_saved = 0  # the log-probs are in logits' own phases
-    if loss_chunk > 0:
+    if loss_chunk > 0 or fused != "off":
         # The loss (eager, even in a compiled model) makes its own head copy in
         # its forward phase and keeps two gradients instead of any (tokens x
         # vocab) tensor. Its head gradient is contiguous, so autograd adds the
         # embedding's into it in place: one gradient-sized buffer fewer.
-        fwd, bwd = chunked_head_bytes(s, V, C, loss_chunk, half)
+        # The fused loss likewise, with its library's buffers (engine.memory.fused_loss).
+        if fused == "cce":
+            fwd, bwd, kept = cce_head_bytes(s, V, C, half)
+        else:
+            chunk = liger_chunk(s, V, C) if fused == "liger" else loss_chunk
+            (fwd, bwd), kept = chunked_head_bytes(s, V, C, chunk, half), 4 * s * C + 4 * VC
         logits = {"end of forward": fwd, "start of backward": bwd, "lm_head backward": 0}
         L_saved, W_fwd, W_bwd = 0, W_fwd - W_head, W_bwd - W_head
         end_extra = wte_grad * (1 + (accum > 1)) if tied else 0
-        saved = A + 4 * s * C + 4 * VC
+        saved = A + kept
 
     def phase(grads: int, copies: int, acts: int, head_bytes: int) -> dict[str, int]:
         return {"parameters": P, "gradients": grads, "optimizer state": O,
@@ -272,7 +281,11 @@ def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1
     # raises the run's peak; with none, k = 1 and the evaluation may be it.
     def evaluation(k: int) -> dict[str, int]:
         block = phase(g_live, 0, inference_block_bytes(m, k * s, precision), 0)
-        if loss_chunk > 0:  # the model's own chunked loss, its own head copy
+        if fused != "off":  # the fused loss's own buffers (liger makes its gradients here too)
+            loss_bytes = (cce_head_bytes(k * s, V, C, half)[0] if fused == "cce" else
+                          chunked_head_bytes(k * s, V, C, liger_chunk(k * s, V, C), half)[0])
+            head_phase = phase(g_live, W_all - W_head, 0, loss_bytes)
+        elif loss_chunk > 0:  # the model's own chunked loss, its own head copy
             head_phase = phase(g_live, W_all - W_head, 0, chunked_eval_bytes(k * s, V, C, loss_chunk, half))
         elif half and W_all > 8 * sV:
             head_phase = phase(g_live, W_all, 0, 2 * k * sV)
@@ -291,7 +304,7 @@ def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1
     rows["CUDA context"] = CUDA_CONTEXT_BYTES + CUBLAS_WORKSPACE_BYTES if cuda else 0
     if world > 1 and cuda:
         rows["NCCL buffers"] = NCCL_BUFFER_BYTES  # NCCL's own cudaMallocs, outside the caching allocator
-    fragments = int(EAGER_LOGITS_SLACK * 4 * sV) if half and not compiled and not loss_chunk else 0
+    fragments = int(EAGER_LOGITS_SLACK * 4 * sV) if half and not compiled and not loss_chunk and fused == "off" else 0
     rows["allocator slack"] = max(int(ALLOCATOR_SLACK * allocated), fragments) if cuda else 0
     return MemoryEstimate(
         num_params=n, micro_batch=micro, seq_len=T, precision=precision,

@@ -19,8 +19,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from engine.config.levers import Levers
 from engine.config.run_config import ModelConfig
 from engine.model.attention import KVCache, attend
+from engine.model.kernels import attention_kernel, convert_to_fp8, fused_linear_cross_entropy
 from engine.model.losses import chunked_linear_cross_entropy
 from engine.model.modern import ModernBlock, RMSNorm, rope_tables
 
@@ -75,14 +77,17 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, cfg: ModelConfig, *, grad_checkpointing: bool = False, loss_chunk: int = 0) -> None:
+    def __init__(self, cfg: ModelConfig, *, grad_checkpointing: bool = False, loss_chunk: int = 0,
+                 levers: Levers = Levers()) -> None:
         """Training choices (train.*): `grad_checkpointing` recomputes each block in backward;
         `loss_chunk` > 0 computes the loss with targets that many tokens at a time (engine.model.losses),
-        and forward then returns no logits."""
+        and forward then returns no logits; `levers` the resolved speed levers (engine.model.kernels:
+        a fused loss, which also returns no logits and takes the place of loss_chunk, the SDPA kernel, FP8)."""
         super().__init__()
         self.cfg = cfg
         self.grad_checkpointing = grad_checkpointing
         self.loss_chunk = loss_chunk
+        self.levers = levers
         modern = cfg.arch == "modern"
         self.wte = nn.Embedding(cfg.padded_vocab_size, cfg.d_model)
         if modern:
@@ -105,6 +110,8 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith(RESIDUAL_PROJECTIONS):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.num_layers))
+        if levers.fp8 != "off":
+            convert_to_fp8(self, levers.fp8, levers.fp8_modules)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -134,14 +141,17 @@ class GPT(nn.Module):
         else:
             x = x + self.wpe(torch.arange(start, start + T, device=idx.device))
         x = self.drop(x)
-        for i, block in enumerate(self.h):
-            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, rope, use_reentrant=False)
-            else:
-                x = block(x, rope, cache, i)
+        with attention_kernel(self.levers.attention_backend):
+            for i, block in enumerate(self.h):
+                if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                    x = checkpoint(block, x, rope, use_reentrant=False)
+                else:
+                    x = block(x, rope, cache, i)
         if cache is not None:
             cache.length += T
         x = self.ln_f(x)
+        if targets is not None and self.levers.fused_loss != "off":
+            return None, fused_linear_cross_entropy(x, self.lm_head.weight, targets, self.levers.fused_loss)
         if targets is not None and self.loss_chunk > 0:
             return None, chunked_linear_cross_entropy(x, self.lm_head.weight, targets, self.loss_chunk)
         logits = self.lm_head(x)

@@ -27,6 +27,7 @@ from engine.data.loader import TrainLoader
 from engine.errors import ConfigError
 from engine.memory.monitor import MemoryMonitor
 from engine.model.gpt import GPT
+from engine.model.kernels import compile_options
 from engine.optim.groups import make_optimizer
 from engine.runs.checkpoints import CONFIG, LOADER, MODEL, OPTIMIZER, RNG, SCALER, TRAINER, load_latest_checkpoint
 from engine.runs.folder import check_data, claim_run, create_run, run_tokenizer
@@ -140,7 +141,8 @@ def build_state(cfg: RunConfig, rt: Runtime, emit: Relay, progress: Progress, re
 
     t = resolved.train
     torch.manual_seed(t.seed + rt.rank)  # ranks differ in dropout masks; rank 0's weights are broadcast by DDP
-    raw_model = GPT(resolved.model, grad_checkpointing=t.grad_checkpointing, loss_chunk=t.loss_chunk).to(rt.device)
+    raw_model = GPT(resolved.model, grad_checkpointing=t.grad_checkpointing, loss_chunk=t.loss_chunk,
+                    levers=plan.levers).to(rt.device)
     optimizer = make_optimizer(raw_model, t)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=plan.precision == "fp16")
     loader = TrainLoader(data.train.ids, plan, rank=rt.rank, device=str(rt.device))
@@ -173,7 +175,7 @@ def build_state(cfg: RunConfig, rt: Runtime, emit: Relay, progress: Progress, re
         # dynamo-disabled). Compiling the wrapper keeps one object for the loop to
         # call while no_sync() stays on the wrapper.
         # dynamic=False: every training batch has one shape, so one static graph.
-        state.model = torch.compile(model, dynamic=False)
+        state.model = torch.compile(model, dynamic=False, **compile_options(plan.levers.compile_mode))
         state.compile_s = _compile_warmup(state)
     rt.reset_peak_memory()  # the memory "peak" covers training from here, not the warm-up or an earlier run
     return state

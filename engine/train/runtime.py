@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from engine.config.levers import installed_kernels
 from engine.config.plan import DeviceInfo
 from engine.config.run_config import TrainConfig
 from engine.errors import ConfigError
@@ -145,20 +146,21 @@ def _set_allocator_settings(conf: str) -> None:
 
 
 def device_info(device: torch.device) -> DeviceInfo:
-    """Name and compute capability of the chosen device, for the run plan's precision rule.
+    """Name, compute capability and installed kernel libraries of the chosen device, for the run plan's rules.
 
     The capability is the chosen device's (not torch.cuda.is_bf16_supported(),
     which asks the *current* device and by default counts emulation: T4 and
     V100 "support" bf16 at a fraction of fp16's speed). ROCm devices report
     no capability and are taken as bf16-capable.
     """
+    kernels = installed_kernels()  # which optional kernel libraries the speed levers can use here
     if device.type != "cuda":
-        return DeviceInfo(device.type, device.index)
+        return DeviceInfo(device.type, device.index, kernels=kernels)
     capability = None
     if not torch.version.hip:
         major, minor = torch.cuda.get_device_capability(device)
         capability = (major, minor)
-    return DeviceInfo("cuda", device.index, torch.cuda.get_device_name(device), capability)
+    return DeviceInfo("cuda", device.index, torch.cuda.get_device_name(device), capability, kernels)
 
 
 def _resolve_device(name: str, local_rank: int | None) -> torch.device:

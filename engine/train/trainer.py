@@ -13,6 +13,7 @@ The caller's config is never modified.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 import traceback
@@ -172,7 +173,8 @@ class Trainer:
         self.peak_flops = peak * plan.world_size if peak else None
         if plan.compile:
             self.emit(ev.Log(f"torch.compile: compiled in {s.compile_s:.1f} s (not counted as training time)"))
-        if s.cfg.train.loss_chunk:
+        self.emit(ev.Log(f"speed levers: {plan.levers.describe()}"))
+        if s.cfg.train.loss_chunk and plan.levers.fused_loss == "off":
             self.emit(ev.Log(f"loss computed in chunks of {s.cfg.train.loss_chunk:,} tokens (train.loss_chunk): "
                              f"no whole (tokens x vocab) logits"))
         self.emit(ev.RunStarted(
@@ -182,7 +184,7 @@ class Trainer:
             world_size=plan.world_size, resumed_from=s.resumed_from, preset_params=preset_params(plan.vocab_size),
             vocab_size=plan.vocab_size, micro_batch=plan.micro_batch, compiled=plan.compile,
             compile_s=s.compile_s, schedule=plan.schedule,
-            estimated_bytes=self.estimate.total_bytes,
+            estimated_bytes=self.estimate.total_bytes, levers=dataclasses.asdict(plan.levers),
         ))
 
     # ------------------------------------------------------------------ loop

@@ -33,10 +33,13 @@ def test_throughput_bench_tiny_cpu(throughput, tmp_path: Path, monkeypatch: pyte
     rows = throughput.run_bench(
         ["tiny"], device="cpu", steps=2, batch_size=2, seq_len=16, dataset=corpus, vocab_size=300,
         repeats=1, reference=["tiny"], threads=1, log=lambda _: None,  # 1 thread: steady on a busy machine
-        loss_chunks=[0, 8],
+        variants=[{}, {"loss_chunk": 8}, {"attention_backend": "math"}],
     )
-    assert [(r.loop, r.preset, r.loss_chunk) for r in rows] == [("engine", "tiny", 0), ("reference", "tiny", 0),
-                                                                ("engine", "tiny", 8)]
+    assert [(r.loop, r.preset, r.variant if r.loop == "engine" else "") for r in rows] == [
+        ("engine", "tiny", "plain"), ("reference", "tiny", ""), ("engine", "tiny", "loss_chunk=8"),
+        ("engine", "tiny", "attention_backend=math")]
+    assert rows[3].levers["attention_backend"] == "math"  # as the run resolved it
+    assert (rows[1].precision, rows[1].compile) == ("fp32", False)  # the reference at the engine's settings
     for r in rows:
         assert not r.error
         assert r.tokens_per_s > 0 and r.step_ms > 0 and r.peak_bytes > 0
@@ -47,19 +50,51 @@ def test_throughput_bench_tiny_cpu(throughput, tmp_path: Path, monkeypatch: pyte
     assert engine.flops_per_token > 6 * engine.num_params * 0.9
 
     table = throughput.format_table(rows).splitlines()
-    assert table[0].split() == ["loop", "preset", "device", "precision", "compile", "loss", "chunk", "batch", "seq",
+    assert table[0].split() == ["loop", "preset", "device", "precision", "compile", "variant", "batch", "seq",
                                 "tokens/s", "MFU", "%", "step", "ms", "peak", "mem", "compile", "s"]
-    assert len(table) == 5 and table[2].startswith("engine") and table[3].startswith("reference")
+    assert len(table) == 6 and table[2].startswith("engine") and table[3].startswith("reference")
     assert "n/a" in table[2]  # no MFU on the CPU
-    assert table[2].split()[5] == "off" and table[4].split()[5] == "8"
+    assert table[2].split()[5] == "plain" and table[4].split()[5] == "loss_chunk=8"
 
     lines = throughput.context_lines(rows, {"steps": 2})
-    assert any(line.startswith("engine/reference, tiny on cpu") for line in lines)
-    assert any(line.startswith("loss chunk 8 / plain loss, tiny compile=off: tokens/s") for line in lines)
+    assert any(line.startswith("engine/reference, tiny on cpu (fp32 vs fp32 eager)") for line in lines)
+    assert any(line.startswith("loss_chunk=8 / plain, tiny compile=off: tokens/s") for line in lines)
+    assert any(line.startswith("attention_backend=math / plain, tiny compile=off: tokens/s") for line in lines)
     # The target line judges a medium/bf16/seq-1024 CUDA row against 450K tokens/s.
     medium = dict(preset="medium", seq=1024, precision="bf16", device="cuda:0 (NVIDIA H100 80GB HBM3)",
                   gpu="H100 80GB", compile=True)
     fast = dataclasses.replace(engine, tokens_per_s=500_000.0, **medium)
     slow = dataclasses.replace(engine, tokens_per_s=100_000.0, **medium)
+    assert throughput.variant_label({"fused_loss": "liger"}, {"fused_loss": "off"}) == "fused_loss=liger (ran off)"
+    assert throughput.variant_label({"fused_loss": "liger"}, {"fused_loss": "liger"}) == "fused_loss=liger"
     assert any("500,000 tok/s, meets the target" in line for line in throughput.context_lines([fast], {}))
     assert any("100,000 tok/s, below the target" in line for line in throughput.context_lines([slow], {}))
+
+
+def test_reference_runs_as_nanogpt_compiled_in_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bf16 autocast and torch.compile (aot_eager here: inductor's CPU build is not what is checked)."""
+    import torch
+
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    from reference_gpt import RefConfig, measure_reference
+
+    compiled = []
+    real = torch.compile
+
+    def compile_(model, **kwargs):
+        compiled.append(kwargs)
+        return real(model, backend="aot_eager")
+
+    monkeypatch.setattr(torch, "compile", compile_)
+    cfg = RefConfig(vocab_size=300, d_model=32, num_heads=2, num_layers=2, d_ff=64, seq_len=16, dropout=0.0)
+    r = measure_reference(cfg, batch_size=2, steps=2, warmup=1, precision="bf16", compile=True)
+    assert compiled == [{}] and (r.precision, r.compiled) == ("bf16", True)
+    assert r.tokens_per_s > 0 and 4.0 < r.final_loss < 7.0  # about ln(300) = 5.7 at the start
+
+
+def test_throughput_lever_flag_is_checked(throughput, capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        throughput.main(["--device", "cpu", "--lever", "fused_loss=fast"])
+    assert e.value.code == 2
+    assert "--lever 'fused_loss=fast': expected KEY=VALUE with KEY one of fused_loss, attention_backend" in \
+        capsys.readouterr().err

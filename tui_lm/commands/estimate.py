@@ -106,6 +106,7 @@ def as_json(plan: RunPlan, est: MemoryEstimate, rows: list[dict[str, Any]], targ
         "grad_accum_steps": cfg.train.grad_accum_steps,
         "grad_checkpointing": cfg.train.grad_checkpointing,
         "loss_chunk": cfg.train.loss_chunk,
+        "levers": dataclasses.asdict(plan.levers),  # the speed levers resolved for the device (auto: today's path)
         "num_params": est.num_params,
         "micro_batch": est.micro_batch,
         "seq_len": est.seq_len,
@@ -143,9 +144,10 @@ def print_report(plan: RunPlan, est: MemoryEstimate, rows: list[dict[str, Any]],
         f"batch_size {t.batch_size} = {t.grad_accum_steps} micro-step(s) x {world_size} rank(s) x "
         f"{est.micro_batch} sequences x {est.seq_len} tokens, {est.precision}, {m.attention} attention, "
         f"checkpointing {'on' if t.grad_checkpointing else 'off'}, "
-        f"{f'loss in chunks of {t.loss_chunk} tokens, ' if t.loss_chunk else ''}"
+        f"{f'loss in chunks of {t.loss_chunk} tokens, ' if t.loss_chunk and plan.levers.fused_loss == 'off' else ''}"
         f"{'torch.compile' if est.compiled else 'eager'}"
     )
+    console.print(f"speed levers: {plan.levers.describe()}")
     console.print(f"Estimated peak per GPU: [bold]{format_bytes(est.total_bytes)}[/] (at {est.peak_phase})")
     table = Table()
     table.add_column("row")
