@@ -164,12 +164,7 @@ def build_state(cfg: RunConfig, rt: Runtime, emit: Relay, progress: Progress, re
     model: torch.nn.Module = raw_model
     ddp = None
     if rt.distributed:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        # Gradients are reduced in buckets as backward produces them; the
-        # buckets alias the .grad tensors (no second copy of the gradients).
-        model = ddp = DDP(raw_model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
-                          gradient_as_bucket_view=True)
+        model = ddp = wrap_ddp(raw_model, rt.device)
     state = RunState(rt, plan, resolved, data, run_dir, raw_model, model, ddp, optimizer, scaler, loader, progress,
                      resumed_from, 0.0, bad_checkpoints)
     if plan.compile:
@@ -179,6 +174,33 @@ def build_state(cfg: RunConfig, rt: Runtime, emit: Relay, progress: Progress, re
         state.model = torch.compile(model, dynamic=False)
         state.compile_s = _compile_warmup(state)
     return state
+
+
+def wrap_ddp(model: GPT, device: torch.device) -> torch.nn.Module:
+    """`model` in DistributedDataParallel, its .grad tensors views of the all-reduce buckets from the first step.
+
+    Gradients are reduced in buckets as backward produces them; with
+    gradient_as_bucket_view the buckets are the .grad tensors (no second copy
+    of the gradients). DDP makes only gradients that exist views of its
+    buckets, so they are made before it; zero_grad keeps the alias.
+    """
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    return DDP(model, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True)
+
+
+def zero_grad(optimizer: Any, ddp: Any) -> None:
+    """Drop the step's gradients: freed on one process, zeroed in place under DDP.
+
+    DDP's .grad tensors are views of its buckets, which live for the whole run;
+    setting them to None breaks that alias (torch/nn/parallel/distributed.py,
+    gradient_as_bucket_view), and the next no_sync micro-steps accumulate into
+    fresh tensors beside the buckets: every gradient twice until the synced
+    micro-step copies them back (4 bytes per parameter above the estimate).
+    """
+    optimizer.zero_grad(set_to_none=ddp is None)
 
 
 def _announce_changes(changes: dict[str, tuple[Any, Any]], step: int, plan: RunPlan, emit: ev.EventSink) -> None:
@@ -235,7 +257,7 @@ def _compile_warmup(s: RunState) -> float:
             _, loss = s.model(x, y)
         loss.backward()
     loss.item()
-    s.optimizer.zero_grad(set_to_none=True)
+    zero_grad(s.optimizer, s.ddp)
     set_rng_state(saved)
     return time.perf_counter() - start
 

@@ -30,7 +30,7 @@ from engine.memory.estimate import MemoryEstimate, estimate_memory
 from engine.optim.groups import set_lr
 from engine.runs.checkpoints import checkpoint_path, prune_checkpoints, save_checkpoint
 from engine.runs.requests import take_request
-from engine.train.build import Progress, Relay, RunState, build_state, preset_params
+from engine.train.build import Progress, Relay, RunState, build_state, preset_params, zero_grad
 from engine.train.evaluate import EvalInterrupted, EvalProgressReporter, eval_metrics, score_tokens
 from engine.train.runtime import Runtime, all_gather, all_reduce_sum, resolve_runtime, rng_state
 
@@ -271,7 +271,7 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(s.raw_model.parameters(), clip)
         s.scaler.step(s.optimizer)
         s.scaler.update()
-        s.optimizer.zero_grad(set_to_none=True)
+        zero_grad(s.optimizer, s.ddp)
         return total, grad_norm
 
     # ------------------------------------------------------------------ evaluation, checkpoints, end
