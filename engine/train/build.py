@@ -32,7 +32,7 @@ from engine.runs.folder import check_data, claim_run, create_run, run_tokenizer
 from engine.runs.recorder import RunRecorder
 from engine.runs.requests import clear_request
 from engine.train.launch import check_memory_is_sane
-from engine.train.runtime import Runtime, all_gather, autocast, rng_state, set_rng_state
+from engine.train.runtime import DTYPES, Runtime, all_gather, autocast, rng_state, set_rng_state
 
 # Resuming on a different number of ranks: the saved RNG streams do not map
 # onto the new ranks, so each rank is seeded from (seed, step, rank). A prime
@@ -144,7 +144,7 @@ def build_state(cfg: RunConfig, rt: Runtime, emit: Relay, progress: Progress, re
     t = resolved.train
     torch.manual_seed(t.seed + rt.rank)  # ranks differ in dropout masks; rank 0's weights are broadcast by DDP
     raw_model = GPT(resolved.model, grad_checkpointing=t.grad_checkpointing, loss_chunk=t.loss_chunk).to(rt.device)
-    optimizer = make_optimizer(raw_model, t)
+    optimizer = make_optimizer(raw_model, t, ns_dtype=DTYPES[plan.muon_dtype], shard=rt.distributed)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=plan.precision == "fp16")
     loader = TrainLoader(data.train.ids, seq_len=plan.seq_len, batch_size=plan.batch_size,
                          grad_accum_steps=plan.grad_accum_steps, seed=t.seed, rank=rt.rank,

@@ -81,3 +81,65 @@ def test_batched_muon_steps_like_torch_muon(weight_decay):
         torch.testing.assert_close(p, q, rtol=0, atol=3e-5)
     for p, q in zip(ours, theirs):
         torch.testing.assert_close(a.state[p]["momentum_buffer"], b.state[q]["momentum_buffer"])
+
+
+SHARD_SHAPES = [(32, 32)] * 5 + [(64, 32)] * 2 + [(32, 64)]  # 5 matrices: shares of 3 and 2 (one padded)
+
+
+def _shard_rank(rank: int, world: int, store: str, out: str) -> None:
+    """One rank of test_sharded_muon_steps_like_one_process: the same gradients on every rank, as after DDP."""
+    import torch.distributed as dist
+
+    import engine.optim.muon as muon
+
+    dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank, world_size=world)
+    seen = []
+    real = muon.newton_schulz
+    muon.newton_schulz = lambda x: seen.append(x.shape[0]) or real(x)
+    params, opt = _muon_setup(shard=True)
+    _muon_steps(params, opt)
+    torch.save({"params": [p.detach() for p in params], "seen": seen,
+                "state": opt.state_dict()}, f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def _muon_setup(shard: bool):
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(s) * 0.02) for s in SHARD_SHAPES]
+    return params, Muon(params, lr=0.02, weight_decay=0.05, shard=shard)
+
+
+def _muon_steps(params, opt, steps: int = 3) -> None:
+    g = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=g)
+        opt.step()
+
+
+def test_sharded_muon_steps_like_one_process(tmp_path):
+    """Under DDP each rank orthogonalises its share of every shape group and all-gathers the rest: the weights
+    and the (whole, on every rank) momentum state equal one process's, which a resume on 1 rank loads."""
+    import torch.multiprocessing as mp
+
+    out = str(tmp_path / "rank")
+    mp.spawn(_shard_rank, args=(2, str(tmp_path / "store"), out), nprocs=2)
+    ranks = [torch.load(f"{out}.{r}") for r in range(2)]
+    params, opt = _muon_setup(shard=False)
+    _muon_steps(params, opt)
+    for rank in ranks:
+        for p, q in zip(params, rank["params"]):
+            torch.testing.assert_close(q, p.detach(), rtol=0, atol=3e-5)
+        for a, b in zip(opt.state_dict()["state"].values(), rank["state"]["state"].values()):
+            assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
+    # Per step: the (32, 32) group split 3 + 2 (rank 1's share padded to 3), the others 1 + 1.
+    assert ranks[0]["seen"] == ranks[1]["seen"] == [3, 1, 1] * 3
+    # A 2-rank state resumes on one process and steps on like it.
+    again, resumed = _muon_setup(shard=False)
+    for p, q in zip(again, ranks[0]["params"]):
+        p.data.copy_(q)
+    resumed.load_state_dict(ranks[0]["state"])
+    _muon_steps(again, resumed, steps=1)
+    _muon_steps(params, opt, steps=1)
+    for p, q in zip(params, again):
+        torch.testing.assert_close(q, p, rtol=0, atol=3e-5)
