@@ -140,6 +140,7 @@ class Muon(torch.optim.Optimizer):
                     ortho.mul_(keep)
                 scale = lr * math.sqrt(max(1.0, rows / cols))
                 torch._foreach_add_([params[i] for i in idx], list(ortho[:len(idx)].unbind(0)), alpha=-scale)
+                del ortho  # freed before the next group's stack: one group's buffers at a time
         return loss
 
     def _orthogonalise(self, updates: list[torch.Tensor]) -> torch.Tensor:
@@ -147,12 +148,8 @@ class Muon(torch.optim.Optimizer):
         world = dist.get_world_size() if self.shard else 1
         share = -(-len(updates) // world)
         start = dist.get_rank() * share if self.shard else 0
-        mine = updates[start:start + share]
-        x = torch.empty((share, *updates[0].shape), dtype=self.ns_dtype, device=updates[0].device)
-        if mine:
-            torch._foreach_copy_(list(x[:len(mine)].unbind(0)), mine)
-        x[len(mine):].zero_()  # padding: orthogonalises to zeros
-        ortho = newton_schulz(x)
+        # The stack is newton_schulz's only reference, so it is freed with the first iterate.
+        ortho = newton_schulz(_stack(updates[start:start + share], share, updates[0], self.ns_dtype))
         if world == 1:
             return ortho
         tall = ortho.size(-2) > ortho.size(-1)
@@ -160,3 +157,13 @@ class Muon(torch.optim.Optimizer):
         gathered = torch.empty((world * share, *iterate.shape[1:]), dtype=iterate.dtype, device=iterate.device)
         dist.all_gather_into_tensor(gathered, iterate)
         return gathered.mT if tall else gathered
+
+
+def _stack(updates: list[torch.Tensor], n: int, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`updates` (shaped like `like`) cast into one (n, rows, cols) tensor of `dtype`, zero-padded to n rows
+    (a rank whose share is empty gets only padding; padding orthogonalises to zeros)."""
+    x = torch.empty((n, *like.shape), dtype=dtype, device=like.device)
+    if updates:
+        torch._foreach_copy_(list(x[:len(updates)].unbind(0)), updates)
+    x[len(updates):].zero_()
+    return x
