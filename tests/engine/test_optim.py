@@ -143,3 +143,69 @@ def test_sharded_muon_steps_like_one_process(tmp_path):
     _muon_steps(params, opt, steps=1)
     for p, q in zip(params, again):
         torch.testing.assert_close(q, p, rtol=0, atol=3e-5)
+
+
+def test_fp16_step_skips_on_the_device_without_asking_the_host(monkeypatch):
+    """GradScaler hands Muon + (fused) AdamW its found_inf as a tensor: no .item() per step, and a step with
+    an overflow changes no weight and no optimizer state, as GradScaler's own skip would."""
+    m = model()
+    opt = make_optimizer(m, TrainConfig(optimizer="muon", lr=1e-3), fused=True)  # fused: the CUDA path
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    items = []
+    real_item = torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "item", lambda self: items.append(self) or real_item(self))
+    x = torch.randint(0, 100, (2, 16))
+
+    def step(overflow: bool) -> None:
+        scaler.scale(m(x, x)[1]).backward()
+        if overflow:
+            m.h[0].mlp.down_proj.weight.grad[0, 0] = float("inf")
+        scaler.unscale_(opt)
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad()
+
+    step(False)
+    weights = {n: p.detach().clone() for n, p in m.named_parameters()}
+    state = {k: v.clone() for s in opt.state.values() for k, v in s.items() if torch.is_tensor(v)}
+    step(True)
+    assert items == []  # before: one found_inf.item() per step
+    assert all(torch.equal(p, weights[n]) for n, p in m.named_parameters())
+    after = {k: v for s in opt.state.values() for k, v in s.items() if torch.is_tensor(v)}
+    assert all(torch.equal(v, after[k]) for k, v in state.items())
+    assert scaler.get_scale() == 2.0**9  # backed off once
+    step(False)
+    assert not all(torch.equal(p, weights[n]) for n, p in m.named_parameters())
+
+
+def test_newton_schulz_runs_in_fp16_on_cards_that_only_emulate_bf16(monkeypatch):
+    """A T4's capability (7.5), read as the runtime reads it, gives a plan whose Muon iterates in fp16; fp16's
+    finer mantissa orthogonalises closer to the fp32 iteration than bf16 does."""
+    import engine.optim.muon as muon
+    from engine.config.plan import DeviceInfo, plan_run
+    from engine.config.run_config import build_config
+    from engine.train.runtime import DTYPES, device_info
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    monkeypatch.setattr(torch.version, "hip", None)
+    cfg = build_config("tiny", None, {"train": {"optimizer": "muon"}})
+    t4 = plan_run(cfg, device=device_info(torch.device("cuda", 0)), vocab_size=100)
+    assert t4.precision == "fp16" and t4.muon_dtype == "fp16"
+    assert plan_run(cfg, device=DeviceInfo("cuda", 0, "A100", (8, 0)), vocab_size=100).muon_dtype == "bf16"
+    assert plan_run(cfg, device=DeviceInfo("cpu"), vocab_size=100).muon_dtype == "bf16"
+
+    m = model()
+    opt = make_optimizer(m, TrainConfig(optimizer="muon"), ns_dtype=DTYPES[t4.muon_dtype])
+    seen = []
+    real = muon.newton_schulz
+    monkeypatch.setattr(muon, "newton_schulz", lambda x: seen.append(x.dtype) or real(x))
+    x = torch.randint(0, 100, (2, 16))
+    m(x, x)[1].backward()
+    opt.step()
+    assert seen and set(seen) == {torch.float16}
+
+    g = torch.randn(4, 64, 32, generator=torch.Generator().manual_seed(0))
+    exact = real(g.clone())
+    err = {dt: (real(g.to(dt)).float() - exact).abs().max().item() for dt in (torch.float16, torch.bfloat16)}
+    assert err[torch.float16] < err[torch.bfloat16] / 4, err
