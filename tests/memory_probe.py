@@ -11,12 +11,14 @@ Three measures, all on the CPU (and the first also on CUDA):
   buffers inside compiled graphs that no dispatch mode is shown.
 
 The training step is written like engine.train.trainer's: autocast forward that
-keeps only the loss, backward, clip, fused AdamW, zero_grad(set_to_none).
+keeps only the loss, backward (under DDP's no_sync but on the last micro-step),
+clip, fused AdamW, engine.train.build.zero_grad.
 tests/engine/test_memory.py and bench/memory_gpu.py both use this module.
 """
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 
 import torch
@@ -93,20 +95,27 @@ def measure_saved_bytes(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
     return measure_saved(model, x, y, precision)[0]
 
 
-def train_step(model: torch.nn.Module, opt, scaler, micro_batches, precision: str) -> torch.Tensor:
-    """One optimizer step written like engine.train.trainer's (which keeps only the loss, not the logits)."""
+def train_step(model: torch.nn.Module, opt, scaler, micro_batches, precision: str, ddp=None) -> torch.Tensor:
+    """One optimizer step written like engine.train.trainer's (which keeps only the loss, not the logits).
+
+    `ddp`: the DistributedDataParallel wrapper `model` runs under (engine.train.build.wrap_ddp), or None.
+    """
+    from engine.train.build import zero_grad
+
     total = None
-    for x, y in micro_batches:
-        with autocast(x.device.type, precision):
-            loss = model(x, y)[1]
-        loss = loss / len(micro_batches)
-        scaler.scale(loss).backward()
+    for i, (x, y) in enumerate(micro_batches):
+        last = i == len(micro_batches) - 1
+        with ddp.no_sync() if ddp is not None and not last else contextlib.nullcontext():
+            with autocast(x.device.type, precision):
+                loss = model(x, y)[1]
+            loss = loss / len(micro_batches)
+            scaler.scale(loss).backward()
         total = loss.detach() if total is None else total + loss.detach()
     scaler.unscale_(opt)
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     scaler.step(opt)
     scaler.update()
-    opt.zero_grad(set_to_none=True)
+    zero_grad(opt, ddp)
     return total
 
 
@@ -223,20 +232,31 @@ def profiled_peak(fn) -> tuple[int, list[int]]:
 
 
 def measure_peak_profiled(cfg: RunConfig, precision: str, *, compiled: bool, model: GPT | None = None,
-                          warmup: int = 1, evaluate: bool = False, eval_multiple: int = 1) -> int:
+                          warmup: int = 1, evaluate: bool = False, eval_multiple: int = 1, ddp: bool = False) -> int:
     """Peak live bytes of one CPU training step, eager or torch.compile'd (inductor), from allocator events.
 
     The compiled model runs `warmup` steps first (compilation, with the
     batches' real strides), as engine.train.trainer warms it up before the clock.
     `evaluate` adds one evaluation batch of `eval_multiple` micro-batches
     after the step, as the trainer evaluates (engine.train.evaluate.score_tokens on
-    the eager model, the cross-entropy one micro-batch at a time).
+    the eager model, the cross-entropy one micro-batch at a time). `ddp` wraps the
+    model as the trainer does under torchrun (a process group must exist) and
+    runs two steps first: DDP rebuilds its buckets once, at the second step.
     """
     import torch._dynamo
 
     model, opt, batches, resident = _prepare(cfg, model)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    run = model
+    run, wrapper = model, None
+    if ddp:
+        from engine.config.plan import DeviceInfo
+        from engine.train.build import wrap_ddp
+        from engine.train.runtime import Runtime
+
+        run = wrapper = wrap_ddp(model, Runtime(torch.device("cpu"), DeviceInfo(), distributed=True), lambda e: None)
+        for _ in range(2):
+            train_step(run, opt, scaler, batches, precision, wrapper)
+        resident += [p.grad for p in model.parameters()]  # views of the buckets, which live for the run
     if compiled:
         torch._dynamo.reset()
         run = torch.compile(model, backend="inductor")
@@ -249,7 +269,7 @@ def measure_peak_profiled(cfg: RunConfig, precision: str, *, compiled: bool, mod
     base = _storage_bytes(resident)
 
     def step() -> None:
-        train_step(run, opt, scaler, batches, precision)
+        train_step(run, opt, scaler, batches, precision, wrapper)
         if evaluate:
             from engine.train.evaluate import score_tokens
 

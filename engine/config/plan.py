@@ -13,7 +13,8 @@ The device is described by a `DeviceInfo` value: the torch side
 (engine.train.runtime) fills it in for a real device, the estimators build one for a
 catalogue GPU. Precision rule: on CUDA, "auto" is bf16 when the chosen
 device's compute capability is 8.0 (Ampere) or newer, else fp16; elsewhere
-fp32.
+fp32. Muon's Newton-Schulz iteration runs in bf16 by the same rule, in fp16 on
+CUDA cards that only emulate bf16 (T4, V100).
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class RunPlan:
     total_steps: int  # 0 while it depends on an unknown split size
     schedule: LRSchedule
     train_tokens: int | None = None  # the split size the plan was made for
+    muon_dtype: str = "bf16"  # Muon's Newton-Schulz dtype: fp16 on a CUDA card that only emulates bf16
     warnings: tuple[str, ...] = ()  # doubtful but allowed: said on screen
     errors: tuple[str, ...] = ()  # the run cannot start like this (the estimators still show numbers)
 
@@ -161,6 +163,7 @@ def plan_run(cfg: RunConfig, *, world_size: int = 1, device: DeviceInfo = Device
         tokens_per_step=t.batch_size * seq, vocab_size=vocab, train_windows=windows, steps_per_epoch=steps_per_epoch,
         total_steps=total,
         schedule=LRSchedule(t.lr, t.warmup_steps, total, t.min_lr_ratio), train_tokens=train_tokens,
+        muon_dtype="fp16" if device.type == "cuda" and not device.bf16_native else "bf16",
         warnings=tuple(warnings), errors=tuple(errors),
     )
 

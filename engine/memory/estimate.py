@@ -2,9 +2,8 @@
 
 Pure arithmetic (no torch), so the dashboard can re-estimate on every
 keystroke. It models one training step as engine.train.trainer runs it (autocast
-forward, `_, loss = model(x, y)`, backward, clip, fused AdamW,
-`zero_grad(set_to_none=True)`), eager or torch.compile'd (inductor; the
-default on CUDA), tensor by tensor: what autograd saves per op
+forward, `_, loss = model(x, y)`, backward, clip, fused AdamW or Muon, zero_grad),
+eager or torch.compile'd (inductor; the default on CUDA), tensor by tensor: what autograd saves per op
 (engine.memory.activations) and what else is live at each moment of the step.
 Both paths are checked on the CPU against PyTorch itself (tests/memory_probe.py
 counts saved tensors and the whole-step peak; tests/engine/test_memory.py);
@@ -29,6 +28,9 @@ The peak is the largest of these moments; `rows` is its breakdown and
 - end of backward: parameters + gradients + optimizer state, plus the tied
   embedding's partial gradients being summed; the peak for big models at
   small batches.
+- optimizer step: parameters + gradients + optimizer state, plus (Muon) the
+  step's working buffers (muon_step_bytes: one shape group's half-precision
+  stack and Newton-Schulz products; counted in the "optimizer state" row).
 - evaluation (between steps, eager, inference mode, `eval_multiple`
   training micro-batches at once): their logits, and one micro-batch's fp32
   upcast and cross-entropy log-probabilities at a time. The evaluation batch
@@ -44,7 +46,8 @@ library's buffers (engine.memory.fused_loss; cce: no logits at all), in the same
 
 Gradients do not exist before backward (set_to_none), except with gradient
 accumulation, where earlier micro-steps' are held, and under DDP, whose
-buckets hold them for the whole run. Under DDP on CUDA, NCCL's own buffers
+buckets hold them for the whole run (zeroed in place there, never set to
+None: engine.train.build.zero_grad). Under DDP on CUDA, NCCL's own buffers
 (outside PyTorch's allocator) add a row.
 """
 
@@ -117,6 +120,35 @@ def optimizer_state_bytes(m, t) -> int:
         muon = m.num_layers * block_matrix_params(m)
         return 8 * (n - muon) + 4 * muon
     return 8 * n
+
+
+def muon_step_bytes(m, world_size: int = 1) -> int:
+    """Peak bytes engine.optim.muon's step holds besides weights, gradients and momentum buffers.
+
+    The shape groups go one at a time (the blocks' matrices of one shape, all
+    layers); a rank orthogonalises its share of k = ceil(n / ranks) of a
+    group's n matrices (rows x cols, m the smaller side) in half precision:
+    the stack, which becomes the first iterate, beside the next iterate and
+    the two (k x m x m) products of an iteration; under DDP then the
+    all-gathered group (ranks x k matrices) beside the share's result.
+    """
+    C = m.d_model
+    if m.arch == "modern":
+        F = swiglu_hidden(m.d_ff)
+        shapes = [((C, C), 4), ((F, C), 2), ((C, F), 1)]  # q, k, v, o; gate, up; down
+    else:
+        shapes = [((3 * C, C), 1), ((C, C), 1), ((m.d_ff, C), 1), ((C, m.d_ff), 1)]  # qkv, proj; fc, proj
+    groups: dict[tuple[int, int], int] = {}
+    for shape, per_block in shapes:
+        groups[shape] = groups.get(shape, 0) + per_block * m.num_layers
+    world = max(1, world_size)
+    peak = 0
+    for (rows, cols), n in groups.items():
+        k, small = -(-n // world), min(rows, cols)
+        peak = max(peak, 2 * k * (2 * rows * cols + 2 * small * small))
+        if world > 1:
+            peak = max(peak, 2 * (world + 1) * k * rows * cols)
+    return peak
 
 
 def chunked_head_bytes(s: int, V: int, C: int, chunk: int, half: bool) -> tuple[int, int]:
@@ -262,6 +294,9 @@ def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1
         "start of backward": phase(g_live, W_bwd, A, L_saved + logits["start of backward"]),
         "lm_head backward": phase(g_live, W_bwd, A, L_saved + logits["lm_head backward"]),
         "end of backward": phase(G + end_extra, 0, 16 * s, 0),  # ids and targets remain
+        # AdamW's fused kernel holds nothing more; Muon's working buffers count with its state.
+        "optimizer step": {**phase(G, 0, 16 * s, 0),
+                           "optimizer state": O + (muon_step_bytes(m, world) if t.optimizer == "muon" else 0)},
     }
     if ckpt:
         # The last block is recomputed: one block's activations and weight

@@ -46,9 +46,23 @@ class MuonAdamW:
     def state(self) -> dict:
         return {**self.adamw.state, **self.muon.state}
 
+    @property
+    def _step_supports_amp_scaling(self) -> bool:
+        """True when GradScaler may hand the step found_inf instead of syncing on it: Muon always can,
+        AdamW with its fused kernel (torch.optim.Adam sets the flag only then)."""
+        return getattr(self.adamw, "_step_supports_amp_scaling", False)
+
     def step(self) -> None:
-        self.adamw.step()
-        self.muon.step()
+        # GradScaler sets grad_scale and found_inf on this object for the call: each optimizer needs them.
+        amp = {k: getattr(self, k) for k in ("grad_scale", "found_inf") if hasattr(self, k)}
+        for opt in (self.adamw, self.muon):
+            for k, v in amp.items():
+                setattr(opt, k, v)
+            try:
+                opt.step()
+            finally:
+                for k in amp:
+                    delattr(opt, k)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.adamw.zero_grad(set_to_none=set_to_none)
@@ -83,16 +97,20 @@ def _adamw(params: list[torch.nn.Parameter], cfg: TrainConfig, fused: bool | Non
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8, fused=fused)
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig,
-                   fused: bool | None = None) -> torch.optim.AdamW | MuonAdamW:
-    """The run's optimizer; AdamW's fused kernel when every parameter is on a GPU, unless `fused` says."""
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool | None = None, *,
+                   ns_dtype: torch.dtype = torch.bfloat16, shard: bool = False) -> torch.optim.AdamW | MuonAdamW:
+    """The run's optimizer; AdamW's fused kernel when every parameter is on a GPU, unless `fused` says.
+
+    Muon's: `ns_dtype` its Newton-Schulz dtype (the run plan's muon_dtype), `shard` its orthogonalisation
+    split over the ranks of the default process group (under DDP).
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer != "muon":
         return _adamw(params, cfg, fused)
     hidden = muon_params(model)
     ids = {id(p) for p in hidden}
     muon = Muon(hidden, lr=cfg.muon_lr, momentum=cfg.muon_momentum, nesterov=True,
-                weight_decay=cfg.weight_decay * cfg.lr / cfg.muon_lr)
+                weight_decay=cfg.weight_decay * cfg.lr / cfg.muon_lr, ns_dtype=ns_dtype, shard=shard)
     return MuonAdamW(muon, _adamw([p for p in params if id(p) not in ids], cfg, fused))
 
 

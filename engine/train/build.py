@@ -35,7 +35,7 @@ from engine.runs.layout import RUN_CONFIG
 from engine.runs.recorder import RunRecorder
 from engine.runs.requests import clear_request
 from engine.train.launch import check_memory_is_sane
-from engine.train.runtime import Runtime, all_gather, autocast, rng_state, set_rng_state
+from engine.train.runtime import DTYPES, Runtime, all_gather, autocast, rng_state, set_rng_state
 
 # Resuming on a different number of ranks: the saved RNG streams do not map
 # onto the new ranks, so each rank is seeded from (seed, step, rank). A prime
@@ -143,7 +143,7 @@ def build_state(cfg: RunConfig, rt: Runtime, emit: Relay, progress: Progress, re
     torch.manual_seed(t.seed + rt.rank)  # ranks differ in dropout masks; rank 0's weights are broadcast by DDP
     raw_model = GPT(resolved.model, grad_checkpointing=t.grad_checkpointing, loss_chunk=t.loss_chunk,
                     levers=plan.levers).to(rt.device)
-    optimizer = make_optimizer(raw_model, t)
+    optimizer = make_optimizer(raw_model, t, ns_dtype=DTYPES[plan.muon_dtype], shard=rt.distributed)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=plan.precision == "fp16")
     loader = TrainLoader(data.train.ids, plan, rank=rt.rank, device=str(rt.device))
     resumed_from, bad_checkpoints = "", []
@@ -158,7 +158,7 @@ def build_state(cfg: RunConfig, rt: Runtime, emit: Relay, progress: Progress, re
         if changes:
             _announce_changes(changes, progress.step, plan, emit)
 
-    ddp = _wrap_ddp(raw_model, rt, emit) if rt.distributed else None
+    ddp = wrap_ddp(raw_model, rt, emit) if rt.distributed else None
     model: torch.nn.Module = ddp or raw_model
     state = RunState(rt, plan, resolved, data, run_dir, raw_model, model, ddp, optimizer, scaler, loader, progress,
                      resumed_from, 0.0, bad_checkpoints)
@@ -181,8 +181,15 @@ def build_state(cfg: RunConfig, rt: Runtime, emit: Relay, progress: Progress, re
     return state
 
 
-def _wrap_ddp(raw_model: GPT, rt: Runtime, emit: ev.EventSink) -> torch.nn.Module:
-    """The DistributedDataParallel wrapper, announced in the run's log."""
+def wrap_ddp(raw_model: GPT, rt: Runtime, emit: ev.EventSink) -> torch.nn.Module:
+    """The DistributedDataParallel wrapper, its .grad tensors views of the all-reduce buckets from the first
+    step, announced in the run's log.
+
+    Gradients are reduced in buckets as backward produces them; with
+    gradient_as_bucket_view the buckets are the .grad tensors (no second copy
+    of the gradients). DDP makes only gradients that exist views of its
+    buckets, so they are made before it; zero_grad keeps the alias.
+    """
     import inspect
 
     from torch.nn.parallel import DistributedDataParallel as DDP
@@ -192,8 +199,8 @@ def _wrap_ddp(raw_model: GPT, rt: Runtime, emit: ev.EventSink) -> torch.nn.Modul
     # the switch (broadcast_buffers is deprecated there).
     no_buffer_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters
                       else {"broadcast_buffers": False})
-    # Gradients are reduced in buckets as backward produces them; the
-    # buckets alias the .grad tensors (no second copy of the gradients).
+    for p in raw_model.parameters():
+        p.grad = torch.zeros_like(p)
     ddp = DDP(raw_model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
               gradient_as_bucket_view=True, **no_buffer_sync)
     backend = torch.distributed.get_backend()
@@ -201,6 +208,18 @@ def _wrap_ddp(raw_model: GPT, rt: Runtime, emit: ev.EventSink) -> torch.nn.Modul
     if rt.is_main:
         emit(ev.Log(f"DistributedDataParallel over {rt.world_size} rank(s), {backend}{forced}"))
     return ddp
+
+
+def zero_grad(optimizer: Any, ddp: Any) -> None:
+    """Drop the step's gradients: freed on one process, zeroed in place under DDP.
+
+    DDP's .grad tensors are views of its buckets, which live for the whole run;
+    setting them to None breaks that alias (torch/nn/parallel/distributed.py,
+    gradient_as_bucket_view), and the next no_sync micro-steps accumulate into
+    fresh tensors beside the buckets: every gradient twice until the synced
+    micro-step copies them back (4 bytes per parameter above the estimate).
+    """
+    optimizer.zero_grad(set_to_none=ddp is None)
 
 
 def _announce_changes(changes: dict[str, tuple[Any, Any]], step: int, plan: RunPlan, emit: ev.EventSink) -> None:
@@ -271,7 +290,7 @@ def _compile_warmup(s: RunState) -> float:
             _, loss = s.model(x, y)
         loss.backward()
     loss.item()
-    s.optimizer.zero_grad(set_to_none=True)
+    zero_grad(s.optimizer, s.ddp)
     set_rng_state(saved)
     return time.perf_counter() - start
 

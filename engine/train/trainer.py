@@ -36,7 +36,7 @@ from engine.runs.checkpoints import checkpoint_path, prune_checkpoints, save_che
 from engine.runs.layout import RUN_CONFIG
 from engine.runs.requests import take_request
 from engine.train.budget import BudgetWatch, fix_total
-from engine.train.build import Progress, Relay, RunState, build_state, checkpoint_state, preset_params
+from engine.train.build import Progress, Relay, RunState, build_state, checkpoint_state, preset_params, zero_grad
 from engine.train.evaluate import EvalInterrupted, EvalProgressReporter, eval_metrics, eval_windows, score_tokens
 from engine.train.runtime import Runtime, all_gather, all_reduce_sum, resolve_runtime, rng_state
 
@@ -310,7 +310,7 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(s.raw_model.parameters(), clip)
         s.scaler.step(s.optimizer)
         s.scaler.update()
-        s.optimizer.zero_grad(set_to_none=True)
+        zero_grad(s.optimizer, s.ddp)
         return total, grad_norm
 
     # ------------------------------------------------------------------ evaluation, checkpoints, end

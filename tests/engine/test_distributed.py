@@ -79,7 +79,8 @@ def test_two_ranks_match_one_rank_and_resume_across_sizes(prepared: Path, tmp_pa
 
 
 def test_modern_block_with_muon_matches_across_ranks(prepared: Path, tmp_path: Path) -> None:
-    # Muon orthogonalises the all-reduced gradient, so every rank takes the same step as one process.
+    # Muon orthogonalises the all-reduced gradient (each rank its share, then all-gathered), so every
+    # rank takes the same step as one process.
     # Its Newton-Schulz iteration runs in bf16, which turns the all-reduce's float rounding into
     # differences of up to ~3e-4 per weight after 4 steps at lr 0.02 (measured), hence the wider atol.
     # The two ranks also compute the loss in chunks (DDP's hooks see the same gradients).
@@ -90,6 +91,14 @@ def test_modern_block_with_muon_matches_across_ranks(prepared: Path, tmp_path: P
     assert two.returncode == 0, two.stderr[-3000:]
     assert step_losses(tmp_path / "two") == pytest.approx(step_losses(tmp_path / "one"), rel=1e-4)
     assert_same_weights(tmp_path / "one", tmp_path / "two", atol=2e-3)
+    # Each rank orthogonalises its share of the matrices, yet every rank keeps every momentum buffer:
+    # stopped under 2 ranks at step 2, the run resumes on 1 and ends where one process does.
+    stopped = run(flags(prepared, tmp_path, "split", steps=4) + extra, tmp_path, 2, TEST_STOP_AT="2")
+    assert stopped.returncode == 0 and "stopped at step 2" in stopped.stdout, stopped.stderr[-3000:]
+    resumed = run(["--no-ui", "--resume", str(tmp_path / "split")], tmp_path, 1)
+    assert resumed.returncode == 0 and "finished at step 4" in resumed.stdout, resumed.stderr[-3000:]
+    assert step_losses(tmp_path / "split") == pytest.approx(step_losses(tmp_path / "one"), rel=1e-4)
+    assert_same_weights(tmp_path / "one", tmp_path / "split", atol=2e-3)
 
 
 def test_failing_rank_ends_job_and_keeps_checkpoint(prepared: Path, tmp_path: Path) -> None:

@@ -358,3 +358,38 @@ def test_whole_step_peak_matches_live_tensors(preset, model, batch, seq, precisi
     est = estimate_memory(cfg, device="cpu")
     measured = measure_peak(cfg, precision)
     assert abs(est.allocated_bytes - measured) <= 0.03 * measured, (est.peak_phase, est.phases, measured)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "modern"])
+def test_ddp_accumulation_holds_the_gradients_once(arch, tmp_path):
+    """Under DDP the .grad tensors are its buckets for the whole run: the no_sync micro-steps accumulate into them
+    (zero_grad keeps the alias), so a step with accumulation holds what the estimate says, not a second copy."""
+    import torch.distributed as dist
+
+    cfg = cfg_with("tiny", model={"num_layers": 2, "max_seq_len": 16, "vocab_size": 512, "dropout": 0.0,
+                                  "arch": arch},
+                   train={"batch_size": 2, "grad_accum_steps": 2, "precision": "fp32"})
+    est = estimate_memory(cfg, device="cpu", world_size=1)
+    want = max(v for name, v in est.phases.items() if name != "evaluation")
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        measured = measure_peak_profiled(cfg, "fp32", compiled=False, ddp=True)
+    finally:
+        dist.destroy_process_group()
+    # Set to None, the gradients existed twice: measured 7.47 MB (~1.1 x the 6.86 MB of gradients) over.
+    assert abs(want - measured) <= 0.03 * measured, (est.phases, measured, est.gradient_bytes)
+
+
+@pytest.mark.parametrize("arch,d_ff", [("modern", 768), ("gpt2", 1024)])
+def test_muon_step_peak_matches_the_allocator(arch, d_ff):
+    """Wide matrices, a small vocabulary and one sequence: Muon's step (one shape group's half stack and
+    Newton-Schulz products at a time) is the peak, held to the CPU allocator like the other moments."""
+    cfg = cfg_with("tiny", model={"arch": arch, "num_layers": 2, "tie_embeddings": False, "vocab_size": 256,
+                                  "d_model": 256, "d_ff": d_ff, "num_heads": 4, "max_seq_len": 16, "dropout": 0.0},
+                   train={"batch_size": 1, "precision": "fp32", "optimizer": "muon"})
+    est = estimate_memory(cfg, device="cpu")
+    assert est.peak_phase == "optimizer step"
+    measured = measure_peak_profiled(cfg, "fp32", compiled=False)
+    assert abs(est.allocated_bytes - measured) <= 0.03 * measured, (est.phases, measured)
+    # Before, with an fp32 copy of every update, then per group an fp32 stack, its bf16 copy and an fp32
+    # result, the step measured 30.4 MB (modern) and 34.3 MB (gpt2): 38% and 44% above this estimate.
