@@ -19,12 +19,18 @@ def swiglu_hidden(d_ff: int) -> int:
     return max(SWIGLU_MULTIPLE, round(2 * d_ff / 3 / SWIGLU_MULTIPLE) * SWIGLU_MULTIPLE)
 
 
-def block_matrix_params(m: ModelConfig) -> int:
-    """Weights of one block's matrices: what Muon optimises and autocast copies to half precision."""
+def block_matrix_shapes(m: ModelConfig) -> list[tuple[tuple[int, int], int]]:
+    """((rows, cols), how many per block) of one block's matrices, as the model's Linear weights hold them."""
     C = m.d_model
     if m.arch == "modern":
-        return 4 * C * C + 3 * C * swiglu_hidden(m.d_ff)  # q, k, v, o + gate, up, down
-    return 4 * C * C + 2 * C * m.d_ff  # qkv, attn proj, fc, mlp proj
+        F = swiglu_hidden(m.d_ff)
+        return [((C, C), 4), ((F, C), 2), ((C, F), 1)]  # q, k, v, o; gate, up; down
+    return [((3 * C, C), 1), ((C, C), 1), ((m.d_ff, C), 1), ((C, m.d_ff), 1)]  # qkv, proj; fc, proj
+
+
+def block_matrix_params(m: ModelConfig) -> int:
+    """Weights of one block's matrices: what Muon optimises and autocast copies to half precision."""
+    return sum(rows * cols * n for (rows, cols), n in block_matrix_shapes(m))
 
 
 def count_params(m: ModelConfig) -> int:

@@ -55,7 +55,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from engine.config.costs import block_matrix_params, count_params, flops_per_token
+from engine.config.costs import block_matrix_params, block_matrix_shapes, count_params, flops_per_token
 from engine.config.plan import DeviceInfo, RunPlan, plan_run, replan, with_train
 from engine.config.run_config import RunConfig
 from engine.memory.activations import inference_block_bytes, saved_activations
@@ -132,14 +132,8 @@ def muon_step_bytes(m, world_size: int = 1) -> int:
     the two (k x m x m) products of an iteration; under DDP then the
     all-gathered group (ranks x k matrices) beside the share's result.
     """
-    C = m.d_model
-    if m.arch == "modern":
-        F = swiglu_hidden(m.d_ff)
-        shapes = [((C, C), 4), ((F, C), 2), ((C, F), 1)]  # q, k, v, o; gate, up; down
-    else:
-        shapes = [((3 * C, C), 1), ((C, C), 1), ((m.d_ff, C), 1), ((C, m.d_ff), 1)]  # qkv, proj; fc, proj
     groups: dict[tuple[int, int], int] = {}
-    for shape, per_block in shapes:
+    for shape, per_block in block_matrix_shapes(m):
         groups[shape] = groups.get(shape, 0) + per_block * m.num_layers
     world = max(1, world_size)
     peak = 0
