@@ -9,6 +9,6 @@ checksums, path checks: every writer of a run folder or token cache uses them)
 and `control` (pause / stop, which data preparation and evaluation obey too).
 They import no package of the engine, except `events` the torch-free schedule
 it carries. The packages, from the bottom up (each may import those before it):
-config, data, model, memory, optim, runs, artifacts, train.
+config, data, model, memory, speed, optim, runs, artifacts, train.
 tests/engine/test_layout.py holds that order.
 """
