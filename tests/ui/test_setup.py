@@ -357,9 +357,12 @@ def test_time_beside_the_verdict_and_in_the_presets_table(corpus: Path) -> None:
             await wait_for(pilot, lambda: "development CPU" in memory_text(app), 10, "CPU again")
             form = app.screen.query_one(ConfigForm)
             plan = plan_run(form.config, device=DeviceInfo("cpu"))
-            save_measurement(plan, "cpu", Measurement(1234.0, 0.0, 5, "2026-12-01"))
-            await type_into(pilot, "#f-train-max_steps", "2000")
-            await wait_for(pilot, lambda: "measured here on 2026-12-01" in memory_text(app), 10, "measured")
-            assert panel.time.seconds_per_step == 32 * 256 / 1234.0
+            kept = save_measurement(plan, "cpu", Measurement(1234.0, 0.0, 5, "2026-12-01"))
+            try:
+                await type_into(pilot, "#f-train-max_steps", "2000")
+                await wait_for(pilot, lambda: "measured here on 2026-12-01" in memory_text(app), 10, "measured")
+                assert panel.time.seconds_per_step == 32 * 256 / 1234.0
+            finally:  # the token cache folder is shared by the session's UI tests (the snapshots among them)
+                kept.unlink()
 
     run(flow())
