@@ -48,7 +48,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from textual import events  # noqa: E402
 
-from engine.config.run_config import RunConfig, apply_overrides, write_toml  # noqa: E402
+from engine.config.run_config import RunConfig  # noqa: E402
+
+from engine.config.loading import apply_overrides, write_toml  # noqa: E402
 
 TARGET = 0.97
 WORDS = ("the cat dog sat on a mat , . and of history river king was is in to a an city war music film game "
@@ -189,7 +191,7 @@ def child(kind: str, profile: Path, presses: int) -> int:
     """One run in this process; its results as one JSON line on stdout."""
     import torch
 
-    from engine.config.run_config import build_config
+    from engine.config.loading import build_config
 
     if kind == "headless":
         result = {"tokens_per_s": run_headless(build_config(file=profile))}

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.config.plan import DeviceInfo, plan_run  # noqa: E402
-from engine.config.run_config import build_config, preset_names  # noqa: E402
+from engine.config.loading import build_config, preset_names  # noqa: E402
 from engine.memory.estimate import GiB, estimate_memory, max_batch_size  # noqa: E402
 
 TARGETS_MS = {"plan": 1.0, "estimate": 1.0, "max batch": 20.0}

@@ -53,7 +53,7 @@ def add_setting_flags(parser: argparse.ArgumentParser, settings: Iterable[Settin
 
 
 def overrides_from(args: argparse.Namespace, settings: Iterable[Setting]) -> dict[str, dict[str, Any]]:
-    """The flags given, as {section: {name: value}} for engine.config.run_config.build_config."""
+    """The flags given, as {section: {name: value}} for engine.config.loading.build_config."""
     out: dict[str, dict[str, Any]] = {}
     for s in settings:
         value = getattr(args, s.key, None)

@@ -1,7 +1,7 @@
 """Saved run profiles: named TOML files in one folder, the same format as a run's run.toml.
 
 The folder is `$TUI_LM_PROFILES` when that is set, else
-`~/.config/tui-lm/profiles/`. A profile is written with `engine.config.run_config.write_toml`,
+`~/.config/tui-lm/profiles/`. A profile is written with `engine.config.loading.write_toml`,
 so any run folder's `run.toml` can be copied in as a profile and any profile can
 be passed to `tui-lm path/to/profile.toml` or `tui-lm --no-ui --config ...`.
 """
@@ -12,7 +12,9 @@ import os
 import re
 from pathlib import Path
 
-from engine.config.run_config import RunConfig, build_config, write_toml
+from engine.config.run_config import RunConfig
+
+from engine.config.loading import build_config, write_toml
 from engine.errors import ConfigError
 
 PROFILES_ENV = "TUI_LM_PROFILES"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.config.run_config import read_toml
+from engine.config.loading import read_toml
 from engine.errors import ConfigError, FileError
 from engine.files import read_json_object
 from engine.runs.checkpoints import good_checkpoints, list_checkpoints

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.config.run_config import read_toml
+from engine.config.loading import read_toml
 from engine.errors import ConfigError
 from engine.runs.history import RunHistory
 from engine.runs.layout import RUN_CONFIG

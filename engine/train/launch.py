@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.config.plan import DeviceInfo, plan_run
-from engine.config.run_config import RunConfig, build_config, user_settings
+from engine.config.run_config import RunConfig, user_settings
+from engine.config.loading import build_config
 from engine.errors import ConfigError
 from engine.runs.layout import RUN_CONFIG, is_run_folder, named_folder
 

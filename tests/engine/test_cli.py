@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config.run_config import build_config, write_toml
+from engine.config.loading import build_config, write_toml
 from tests.conftest import tiny_overrides
 from tui_lm.cli import main
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from engine.config.plan import RunPlan, plan_run
-from engine.config.run_config import DataConfig, ModelConfig, build_config
+from engine.config.run_config import DataConfig, ModelConfig
+from engine.config.loading import build_config
 from engine.data.loader import TrainLoader
 from engine.data.token_cache import prepare_data
 from engine.model.gpt import GPT
@@ -136,7 +137,7 @@ def test_evaluation_reports_progress_and_the_final_one_can_be_bounded_or_skipped
 
 def test_evaluation_batch_stays_within_the_training_peak_and_scores_the_same() -> None:
     """A larger evaluation micro-batch (inference mode, chunked cross-entropy) gives the same NLL."""
-    from engine.config.run_config import build_config
+    from engine.config.loading import build_config
     from engine.memory.estimate import EVAL_MULTIPLE_MAX, estimate_memory
 
     medium = build_config("medium")

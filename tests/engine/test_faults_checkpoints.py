@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from engine import events as ev
-from engine.config.run_config import build_config
+from engine.config.loading import build_config
 from engine.errors import CheckpointError
 from engine.files import hash_file
 from engine.runs.checkpoints import (

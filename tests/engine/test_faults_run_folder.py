@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from engine import events as ev
-from engine.config.run_config import build_config
+from engine.config.loading import build_config
 from engine.control import TrainingControl
 from engine.runs.checkpoints import checkpoint_path
 from engine.runs.folder import new_run_dir

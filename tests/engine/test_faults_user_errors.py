@@ -113,7 +113,7 @@ def test_undecodable_or_overlong_names_stop_before_anything_is_written(corpus: P
 
 
 def test_nul_byte_in_a_name_from_a_toml_file(corpus: Path, tmp_path: Path, capsys) -> None:
-    from engine.config.run_config import write_toml
+    from engine.config.loading import write_toml
 
     cfg = tiny_config(corpus, tmp_path / "runs")
     cfg.run.run_name = "a\0b"
@@ -124,7 +124,7 @@ def test_nul_byte_in_a_name_from_a_toml_file(corpus: Path, tmp_path: Path, capsy
 
 
 def test_out_that_is_a_file(corpus: Path, tmp_path: Path, capsys) -> None:
-    from engine.config.run_config import write_toml
+    from engine.config.loading import write_toml
 
     (tmp_path / "file").write_text("not a folder")
     write_toml(tiny_config(corpus, tmp_path / "file"), tmp_path / "p.toml")
@@ -134,7 +134,7 @@ def test_out_that_is_a_file(corpus: Path, tmp_path: Path, capsys) -> None:
 
 
 def test_out_that_is_read_only(corpus: Path, tmp_path: Path, capsys, immutable: Path) -> None:
-    from engine.config.run_config import write_toml
+    from engine.config.loading import write_toml
 
     write_toml(tiny_config(corpus, immutable), tmp_path / "p.toml")
     assert main(["--no-ui", "--config", str(tmp_path / "p.toml")]) == 2

@@ -138,7 +138,7 @@ def test_whole_step_with_a_chunked_loss_matches_the_allocator(model, batch, seq,
 
 
 def test_the_estimate_with_a_chunked_loss_is_far_smaller():
-    from engine.config.run_config import build_config
+    from engine.config.loading import build_config
     from engine.memory.estimate import estimate_memory
 
     cfg = build_config("small", None, {"train": {"batch_size": 16}})

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from engine.config.costs import count_params, flops_per_token, swiglu_hidden
-from engine.config.run_config import build_config
+from engine.config.loading import build_config
 from engine.memory.estimate import (
     NCCL_BUFFER_BYTES,
     GiB,

@@ -183,7 +183,7 @@ def test_newton_schulz_runs_in_fp16_on_cards_that_only_emulate_bf16(monkeypatch)
     finer mantissa orthogonalises closer to the fp32 iteration than bf16 does."""
     import engine.optim.muon as muon
     from engine.config.plan import DeviceInfo, plan_run
-    from engine.config.run_config import build_config
+    from engine.config.loading import build_config
     from engine.train.runtime import DTYPES, device_info
 
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))

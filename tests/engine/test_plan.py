@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from engine.config.plan import DeviceInfo, plan_run
-from engine.config.run_config import build_config
+from engine.config.loading import build_config
 from engine.errors import DataError
 
 

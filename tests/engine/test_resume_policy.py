@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config.run_config import build_config
+from engine.config.loading import build_config
 from tests.conftest import tiny_overrides
 from tui_lm.cli import main
 

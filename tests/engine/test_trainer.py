@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from engine import events as ev
-from engine.config.run_config import build_config, read_toml
+from engine.config.loading import build_config, read_toml
 from engine.control import TrainingControl
 from engine.runs.checkpoints import load_checkpoint
 from engine.train.trainer import Trainer

@@ -12,7 +12,7 @@ import pytest
 from textual.widgets import Static
 
 from engine import events as ev
-from engine.config.run_config import write_toml
+from engine.config.loading import write_toml
 from tests.ui.conftest import run, screen_text, text, tiny_config, wait_for
 from tests.ui.scripted import ScriptedRunner
 from tui_lm.app import make_app

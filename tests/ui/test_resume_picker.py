@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from engine.config.run_config import write_toml
+from engine.config.loading import write_toml
 from tests.ui.conftest import run, text, tiny_config, wait_for
 from tui_lm.app import make_app
 from tui_lm.screens.resume import ResumeScreen

@@ -16,7 +16,7 @@ from typing import Any, Awaitable, Callable
 import pytest
 
 from engine import events as ev
-from engine.config.run_config import build_config
+from engine.config.loading import build_config
 from engine.config.schedule import LRSchedule
 from engine.memory.estimate import estimate_memory
 from tests.ui.test_resume_picker import make_runs

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import Static
 
-from engine.config.run_config import read_toml
+from engine.config.loading import read_toml
 from tests.ui.conftest import run, text, wait_for
 from tui_lm.app import make_app
 from tui_lm.runners.training import TrainingRunner

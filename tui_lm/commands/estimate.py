@@ -23,7 +23,8 @@ import sys
 from typing import Any
 
 from engine.config.plan import DeviceInfo, RunPlan, plan_run
-from engine.config.run_config import RunConfig, build_config, user_settings
+from engine.config.run_config import RunConfig, user_settings
+from engine.config.loading import build_config
 from engine.errors import ConfigError, UserError
 from engine.memory.estimate import MemoryEstimate, estimate_memory, format_bytes, max_batch_size, verdict
 from engine.memory.gpus import GPU, GPU_CATALOGUE, find_gpu

@@ -10,7 +10,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Button, Input, Label, Select
 
-from engine.config.run_config import preset_names
+from engine.config.loading import preset_names
 from tui_lm.profiles import list_profiles, profiles_dir
 
 
