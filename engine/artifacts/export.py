@@ -39,6 +39,9 @@ EOT = "<|endoftext|>"
 # Linear layers whose weights GPT-2 stores transposed (Conv1D).
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
+# The Hugging Face class each architecture exports to (config.json's "architectures").
+HF_CLASS = {"gpt2": "GPT2LMHeadModel", "modern": "Qwen3ForCausalLM"}
+
 
 def _hf_name(name: str, arch: str) -> str:
     """The Hugging Face key of an engine parameter."""
@@ -87,7 +90,7 @@ def hf_config(model: GPT, eot_id: int) -> dict:
     if cfg.arch == "modern":
         return {
             "model_type": "qwen3",
-            "architectures": ["Qwen3ForCausalLM"],
+            "architectures": [HF_CLASS["modern"]],
             "hidden_size": cfg.d_model,
             "intermediate_size": swiglu_hidden(cfg.d_ff),
             "num_hidden_layers": cfg.num_layers,
@@ -107,7 +110,7 @@ def hf_config(model: GPT, eot_id: int) -> dict:
         }
     return {
         "model_type": "gpt2",
-        "architectures": ["GPT2LMHeadModel"],
+        "architectures": [HF_CLASS["gpt2"]],
         "n_positions": cfg.max_seq_len,
         "n_embd": cfg.d_model,
         "n_layer": cfg.num_layers,

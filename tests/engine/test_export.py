@@ -1,4 +1,4 @@
-"""Tests for engine.artifacts.export (Hugging Face GPT-2 export) and the `tui-lm export` command.
+"""Tests for engine.artifacts.export (Hugging Face GPT-2 / Qwen3 export) and the `tui-lm export` command.
 
 The export is checked by loading it with transformers itself: weights load
 with no missing or unexpected keys, logits equal the engine's on every real
@@ -132,14 +132,14 @@ def test_auto_tokenizer_matches(tmp_path, tokenizer, tokenizer_path):
 
 # ----------------------------------------------------------------------------- tui-lm export
 
-def make_run(tmp_path: Path, tokenizer, final: bool = True) -> tuple[Path, GPT]:
+def make_run(tmp_path: Path, tokenizer, final: bool = True, arch: str = "gpt2") -> tuple[Path, GPT]:
     """A run folder by hand: run.toml, models/{model.safetensors, config.toml, tokenizer.json},
     or with final=False a snapshots/step_0000300.pt checkpoint instead of the model files."""
     from engine.runs.checkpoints import MODEL_PARTS, checkpoint_path, save_checkpoint
 
     run = tmp_path / "run"
     (run / "models").mkdir(parents=True)
-    model = make_model(tokenizer.get_vocab_size(), seed=2)
+    model = make_model(tokenizer.get_vocab_size(), seed=2, arch=arch)
     cfg = RunConfig(model=model.cfg)
     write_toml(cfg, run / "run.toml")
     tokenizer.save(str(run / "models" / "tokenizer.json"))
@@ -153,10 +153,10 @@ def make_run(tmp_path: Path, tokenizer, final: bool = True) -> tuple[Path, GPT]:
     return run, model
 
 
-@pytest.mark.parametrize("final", [True, False])
-def test_export_command(tmp_path, tokenizer, capsys, final):
+@pytest.mark.parametrize("final,arch", [(True, "gpt2"), (False, "gpt2"), (True, "modern")])
+def test_export_command(tmp_path, tokenizer, capsys, final, arch):
     from tui_lm.commands.export import main
-    run, model = make_run(tmp_path, tokenizer, final=final)
+    run, model = make_run(tmp_path, tokenizer, final=final, arch=arch)
     out = tmp_path / "hf"
     assert main([str(run), "--format", "hf", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -164,7 +164,11 @@ def test_export_command(tmp_path, tokenizer, capsys, final):
         assert "no final model" not in printed
     else:
         assert f"no final model in {run / 'models'}; exporting checkpoint snapshots/step_0000300.pt" in printed
-    assert_same_logits(model, load_hf(out), tokenizer.get_vocab_size())
+    hf_class = "Qwen3ForCausalLM" if arch == "modern" else "GPT2LMHeadModel"  # the class the line names is the one that loads
+    assert f"(Hugging Face {hf_class}, " in printed
+    hf = load_hf(out, transformers.AutoModelForCausalLM)
+    assert type(hf).__name__ == hf_class
+    assert_same_logits(model, hf, tokenizer.get_vocab_size())
     assert transformers.AutoTokenizer.from_pretrained(out)("the cat")["input_ids"] == tokenizer.encode("the cat").ids
 
 

@@ -2,9 +2,9 @@
 
     tui-lm export RUN --format hf OUT_DIR [--checkpoint PATH]
 
-`hf` writes a Hugging Face GPT-2 folder (see engine.artifacts.export) that
-`GPT2LMHeadModel.from_pretrained` and `AutoTokenizer.from_pretrained` load
-without custom code. A run that has not finished has no final model; the
+`hf` writes a Hugging Face folder (see engine.artifacts.export): GPT2LMHeadModel
+for arch gpt2, Qwen3ForCausalLM for arch modern, which `from_pretrained` and
+`AutoTokenizer.from_pretrained` load without custom code. A run that has not finished has no final model; the
 newest checkpoint is exported instead, and the command says so.
 Bad input prints one line `tui-lm export: error: ...` and returns 2.
 """
@@ -28,13 +28,13 @@ def build_parser() -> Parser:
     p = Parser(prog=PROG, description="Export a trained run's model.")
     p.add_argument("run", metavar="RUN_FOLDER", help="the run folder (holds run.toml, models/, snapshots/)")
     p.add_argument("out", metavar="OUT_DIR", help="folder to write (created if missing)")
-    p.add_argument("--format", default="hf", help="hf: Hugging Face GPT-2 (the only one so far)")
+    p.add_argument("--format", default="hf", help="hf: a Hugging Face folder, GPT-2 or Qwen3 by the run's arch (the only format so far)")
     p.add_argument("--checkpoint", default=None, metavar="PATH", help="a snapshots/step_*.pt to export instead")
     return p
 
 
 def run(argv: list[str]) -> int:
-    from engine.artifacts.export import export_hf
+    from engine.artifacts.export import HF_CLASS, export_hf
     from engine.artifacts.final_model import load_model
 
     args = build_parser().parse_args(argv)
@@ -52,7 +52,7 @@ def run(argv: list[str]) -> int:
         export_hf(loaded.model, loaded.tokenizer_path, out)
     except OSError as e:  # anything engine.files did not already name
         raise UserError(f"cannot write {out}: {os_reason(e)}") from None
-    print(f"exported {relative(loaded.source, run_dir)} to {out} (Hugging Face GPT-2, "
+    print(f"exported {relative(loaded.source, run_dir)} to {out} (Hugging Face {HF_CLASS[loaded.model.cfg.arch]}, "
           f"{count_params(loaded.model.cfg):,} parameters)")
     return 0
 
