@@ -190,7 +190,7 @@ class Finished(Event):
 class Failed(Event):
     message: str
     step: int
-    kind: str  # "oom" | "nan" | "data" | "config" | "io" (disk full, size limit...) | "error"
+    kind: str  # "oom" | "nan" | "data" | "config" | "io" (disk full...) | "busy" (run folder locked) | "error"
     checkpoint: str = ""  # last good checkpoint, kept on disk
     traceback: str = ""
 
