@@ -182,6 +182,12 @@ def run_headless(args: argparse.Namespace, overrides: dict[str, dict[str, Any]])
     install_signal_handlers(control, lambda m: printer.console.print(m, markup=False),
                             lambda: stop_notice(trainer.phase))
     result = trainer.run()
+    if trainer.final is not None and trainer.final.left_behind:
+        # A stop cut the final evaluation short: everything is saved and closed, but its thread is still in
+        # a torch call, whose threads would abort the interpreter's shutdown ("terminate called ...").
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     if isinstance(result, ev.Failed):
         return 2 if result.kind in ("config", "data", "io", "busy") else 1
     return 0

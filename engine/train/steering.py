@@ -19,14 +19,16 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, TypeVar
 
 from engine import events as ev
-from engine.control import TrainingControl
+from engine.control import Interrupted, TrainingControl
 from engine.runs.requests import take_request
 from engine.train.runtime import Runtime, all_reduce_sum
 
 PAUSE_POLL_S = 0.5  # while paused: how often rank 0 looks for a request and the ranks vote
+STOP_POLL_S = 0.1  # while a Detached job runs: how often the caller looks for a stop
+T = TypeVar("T")
 
 # What the trainer is doing, for stop_notice; Trainer.phase holds one of them.
 PREPARING, TRAINING, EVALUATING, FINAL_EVALUATION = "preparing", "training", "evaluating", "final evaluation"
@@ -45,8 +47,8 @@ def stop_notice(phase: str) -> str:
 
 
 class Gate:
-    """An event sink that a stop closes: work left behind by a stop (engine.control.run_interruptible) runs
-    on until its next check, and none of its events may follow the run's Finished."""
+    """An event sink that a stop closes: work left behind by a stop (Detached) runs on until its next
+    check, and none of its events may follow the run's Finished."""
 
     def __init__(self, target: ev.EventSink) -> None:
         self.target, self.open, self.lock = target, True, threading.Lock()
@@ -59,6 +61,44 @@ class Gate:
     def close(self) -> None:
         with self.lock:
             self.open = False
+
+
+class Detached:
+    """`run(fn)`: fn(emit) in a daemon thread, so a stop returns at once (Interrupted) instead of after the
+    batch being scored; the job is left behind, ends at its own next stop check, and its events (through
+    the Gate it is given) are dropped from the stop on. `left_behind` while it still runs: its torch
+    threads make the interpreter's shutdown abort, so headless ends the process with os._exit then.
+    No `should_stop` (under DDP, where every rank must reach the collectives): fn runs in the caller."""
+
+    def __init__(self, emit: ev.EventSink, should_stop: Callable[[], bool] | None) -> None:
+        self.gate, self.should_stop = Gate(emit), should_stop
+        self.thread: threading.Thread | None = None
+
+    def run(self, fn: Callable[[ev.EventSink], T]) -> T:
+        if self.should_stop is None:
+            return fn(self.gate)
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["value"] = fn(self.gate)
+            except BaseException as e:  # re-raised in the caller's thread
+                box["error"] = e
+
+        self.thread = threading.Thread(target=target, name="detached", daemon=True)
+        self.thread.start()
+        while self.thread.is_alive():
+            self.thread.join(STOP_POLL_S)
+            if self.thread.is_alive() and self.should_stop():
+                self.gate.close()
+                raise Interrupted("stopped; the job is left behind")
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    @property
+    def left_behind(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
 
 
 class Steering:

@@ -27,7 +27,7 @@ from engine import events as ev
 from engine.artifacts.final_model import save_final_model
 from engine.config.costs import count_params
 from engine.config.run_config import RunConfig
-from engine.control import Interrupted, TrainingControl, run_interruptible
+from engine.control import Interrupted, TrainingControl
 from engine.errors import DataError, FileError, RunLocked, UserError
 from engine.memory.estimate import MemoryEstimate, estimate_memory
 from engine.memory.gpus import peak_flops_of
@@ -40,7 +40,7 @@ from engine.train.build import Progress, Relay, RunState, build_state, checkpoin
 from engine.train.evaluate import (EvalInterrupted, EvalProgressReporter, eval_metrics, eval_windows,
                                    final_eval_notice, score_tokens)
 from engine.train.runtime import Runtime, all_gather, all_reduce_sum, oom_cause, oom_message, resolve_runtime, rng_state
-from engine.train.steering import EVALUATING, FINAL_EVALUATION, PREPARING, TRAINING, Gate, Steering
+from engine.train.steering import EVALUATING, FINAL_EVALUATION, PREPARING, TRAINING, Detached, Steering
 
 
 class NonFiniteLoss(Exception):
@@ -93,6 +93,7 @@ class Trainer:
         self.window: LossWindow  # set by _loop(): the losses not yet checked for NaN
         self.steering: Steering  # set by _loop(): pause / stop requests (engine.train.steering)
         self.phase = PREPARING  # what a stop interrupts now (engine.train.steering.stop_notice)
+        self.final: Detached | None = None  # the final evaluation, once it runs
 
     # ------------------------------------------------------------------ entry point
 
@@ -382,14 +383,12 @@ class Trainer:
             model_dir = str(save_final_model(s.run_dir, s.raw_model, s.cfg))
         s.rt.slow_barrier()
         self.phase = FINAL_EVALUATION
-        gate = Gate(self.emit)
+        # In a thread of its own, so a stop returns at once (nothing is left to save) rather than after
+        # the batch being scored (tens of seconds on a CPU); the evaluation ends at its next batch.
+        self.final = Detached(self.emit, self._stop_check())
         try:
-            # In a thread of its own, so a stop returns at once (nothing is left to save) rather than after
-            # the batch being scored (tens of seconds on a CPU); the evaluation ends at its next batch.
-            test = run_interruptible(lambda: self._final_evaluation(gate), self._stop_check())
-            stopped = False
+            test, stopped = self.final.run(self._final_evaluation), False
         except (EvalInterrupted, Interrupted):
-            gate.close()
             self.emit(ev.Log(f"final evaluation interrupted; the trained model is saved in {model_dir}, and "
                              "resuming the run runs the evaluation again", "warning"))
             test, stopped = None, True
