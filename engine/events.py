@@ -130,7 +130,7 @@ class EvalProgress(Event):
 
     step: int
     split: str  # "valid" | "test"
-    done: int  # batches scored so far (this rank's share)
+    done: int  # batches scored so far, all ranks, in train.eval_batches' unit (training micro-batches)
     total: int
     elapsed_s: float
     eta_s: float  # nan until a batch is done
