@@ -100,6 +100,11 @@ class Detached:
     def left_behind(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
 
+    def wait(self) -> None:
+        """Until a job left behind has ended (at once when none was)."""
+        if self.thread is not None:
+            self.thread.join()
+
 
 class Steering:
     """The requests of one trainer's loop: `agreed(step)` each step, `wait_paused(step)` while paused."""
