@@ -210,6 +210,26 @@ def test_bare_resume_skips_the_run_another_process_trains(corpus: Path, tmp_path
         trainer.finish(timeout=120)
 
 
+def test_a_run_locked_when_the_trainer_claims_it_is_busy_not_a_config_error(corpus: Path, tmp_path: Path) -> None:
+    """Another process took the run between the check and the trainer's own lock: said without "step 0"."""
+    from engine.runs.folder import lock_run
+    from engine.train.launch import resume_request
+    from engine.train.trainer import Trainer
+    from tui_lm.headless import format_event
+
+    run_dir = _stopped(corpus, tmp_path / "out", "r")
+    request = resume_request(run_dir)
+    lock = lock_run(run_dir)  # as the other process would hold it
+    try:
+        result = Trainer(request.config, run_dir=run_dir, resume=True).run()
+    finally:
+        lock.release()
+    assert isinstance(result, ev.Failed) and result.kind == "busy"
+    assert format_event(result) == f"error: run folder {run_dir} is in use by process {os.getpid()} on " \
+        f"{os.uname().nodename}, which is training in it; wait for it to finish or stop it first " \
+        f"(tui-lm stop {run_dir})"
+
+
 # ----------------------------------------------------------------------------- 8. a stop during the final evaluation
 
 
@@ -221,8 +241,8 @@ def test_sigterm_during_the_final_evaluation_skips_it_at_once(tmp_path: Path, mo
 
     monkeypatch.setenv("TUI_LM_CACHE", str(tmp_path / "cache"))
     corpus = make_corpus(tmp_path / "corpus")
-    # A validation split a hundred times the training one makes an evaluation of many seconds.
-    (corpus / "valid.txt").write_text((corpus / "train.txt").read_text() * 25)
+    # A validation split fifty times the training one makes an evaluation of many seconds.
+    (corpus / "valid.txt").write_text((corpus / "train.txt").read_text() * 50)
     flags = headless_flags(corpus, tmp_path / "out", "r", 2, final_eval_batches=0, d_model=128, num_layers=4,
                            d_ff=512, max_seq_len=64, num_heads=4)
     trainer = TrainerProcess(flags, tmp_path, env={"PYTHONUNBUFFERED": "1"})
