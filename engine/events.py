@@ -130,7 +130,7 @@ class EvalProgress(Event):
 
     step: int
     split: str  # "valid" | "test"
-    done: int  # batches scored so far (this rank's share)
+    done: int  # batches scored so far, all ranks, in train.eval_batches' unit (training micro-batches)
     total: int
     elapsed_s: float
     eta_s: float  # nan until a batch is done
@@ -190,7 +190,7 @@ class Finished(Event):
 class Failed(Event):
     message: str
     step: int
-    kind: str  # "oom" | "nan" | "data" | "config" | "io" (disk full, size limit...) | "error"
+    kind: str  # "oom" | "nan" | "data" | "config" | "io" (disk full...) | "busy" (run folder locked) | "error"
     checkpoint: str = ""  # last good checkpoint, kept on disk
     traceback: str = ""
 

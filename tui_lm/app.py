@@ -17,7 +17,7 @@ from textual.screen import Screen
 from engine.config.run_config import RunConfig
 
 from engine.config.loading import build_config
-from engine.errors import ConfigError
+from engine.errors import ConfigError, UserError
 from engine.runs.layout import RUN_CONFIG, is_run_folder, named_folder
 from engine.runs.listing import default_roots
 from engine.train.launch import picker_roots, resume_request
@@ -108,7 +108,7 @@ class TuiLmApp(App[int]):
     def resume_run(self, run_dir: Path, screen: Screen | None = None) -> None:
         try:
             cfg = resume_request(run_dir).config
-        except ConfigError as e:
+        except UserError as e:  # a fixed setting changed; another process trains the run (RunLocked)
             self.notify(str(e), title="cannot resume", severity="error")
             return
         dashboard = DashboardScreen(cfg, run_dir=run_dir, resume=True)

@@ -12,7 +12,7 @@ import argparse
 import os
 import signal
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -74,6 +74,8 @@ def format_event(e: ev.Event) -> str | None:
             return f"stopped at step {e.step}; resume with: tui-lm --no-ui --resume {e.run_dir}"
         test = f"; test word ppl {e.test.word_perplexity:.2f}{' (partial)' if e.test.partial else ''}" if e.test else ""
         return f"finished at step {e.step}; final model in {e.model_dir}{test}"
+    if isinstance(e, ev.Failed) and e.kind == "busy":  # nothing ran: no step, no checkpoint to name
+        return f"error: {e.message}"
     if isinstance(e, ev.Failed):
         where = f"; last checkpoint {e.checkpoint} is intact" if e.checkpoint else ""
         return f"error ({e.kind}) at step {e.step}: {e.message}{where}"
@@ -152,12 +154,13 @@ class Printer:
             self.progress.stop()
 
 
-def install_signal_handlers(control: TrainingControl, say) -> None:
+def install_signal_handlers(control: TrainingControl, say, notice: Callable[[], str]) -> None:
+    """Ctrl-C / SIGTERM stop the run gracefully; `notice()` says what the stop does at this moment."""
     def handler(signum: int, _frame: Any) -> None:
         if control.should_stop:
             say("second interrupt: exiting now without a checkpoint")
             os._exit(130)
-        say("stopping after this step and writing a checkpoint (Ctrl-C again to exit at once)")
+        say(f"{notice()} (Ctrl-C again to exit at once)")
         control.stop()
 
     signal.signal(signal.SIGINT, handler)
@@ -166,17 +169,25 @@ def install_signal_handlers(control: TrainingControl, say) -> None:
 
 def run_headless(args: argparse.Namespace, overrides: dict[str, dict[str, Any]]) -> int:
     cfg, request = resolve(args.config, overrides, args.resume)
+    from engine.train.steering import stop_notice
     from engine.train.trainer import Trainer  # torch is imported only once the config is known to be valid
 
     control = TrainingControl()
     printer = Printer()
-    install_signal_handlers(control, lambda m: printer.console.print(m, markup=False))
     if request is None:
         trainer = Trainer(cfg, printer, control)
     else:
         trainer = Trainer(cfg, printer, control, run_dir=request.run_dir, resume=True, changes=request.changes,
                           accept_data_change=bool(getattr(args, "accept_data_change", False)))
+    install_signal_handlers(control, lambda m: printer.console.print(m, markup=False),
+                            lambda: stop_notice(trainer.phase))
     result = trainer.run()
+    if trainer.final is not None and trainer.final.left_behind:
+        # A stop cut the final evaluation short: everything is saved and closed, but its thread is still in
+        # a torch call, whose threads would abort the interpreter's shutdown ("terminate called ...").
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     if isinstance(result, ev.Failed):
-        return 2 if result.kind in ("config", "data", "io") else 1
+        return 2 if result.kind in ("config", "data", "io", "busy") else 1
     return 0

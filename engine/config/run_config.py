@@ -191,9 +191,11 @@ class TrainConfig:
                                 gt=0, resume="safe", group=ADVANCED)
     eval_interval: int = setting(250, "steps between validation runs", label="eval interval", unit="steps", ge=0,
                                  zero="end only", resume="safe", group=TRAINING, estimate="time")
-    eval_batches: int = setting(50, "batches per periodic validation", label="eval batches", ge=0,
+    eval_batches: int = setting(50, "batches per periodic validation (a batch: the training micro-batch's "
+                                    "sequences)", label="eval batches", ge=0,
                                 zero="whole split", resume="safe", group=ADVANCED, estimate="time")
-    final_eval_batches: int = setting(0, "batches of the final validation and test evaluation; -1 skips it "
+    final_eval_batches: int = setting(0, "batches of the final validation and test evaluation (a batch: the "
+                                         "training micro-batch's sequences); -1 skips it "
                                          "(for smoke runs); a bounded one is marked partial",
                                       label="final eval batches", ge=-1, zero="whole split",
                                       placeholder="0 = whole split, -1 = skip", resume="safe", group=ADVANCED,

@@ -5,7 +5,8 @@
   gets a `-2`, `-3`... suffix, so two runs started in the same second differ.
 - While a process trains, it holds an OS lock (`flock`) on `.lock` in the
   folder; the kernel drops it when the process dies, however it dies. The
-  file says which pid and host hold it, for the message a second process gets.
+  file says which pid and host hold it, for the message a second process gets;
+  `lock_holder` tells who holds it without keeping it (`--resume` skips such runs).
 - Under the lock, temp files left by writers that died mid-write are removed.
 - A run keeps its own tokenizer (`tokenizer.json`, copied once at creation,
   never rewritten) and `data.json`: the fingerprint (content hash) of the
@@ -46,6 +47,7 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks, runs are n
     fcntl = None  # type: ignore[assignment]
 
 _WRITTEN_FOLDERS = ("", SNAPSHOTS, MODELS)
+LOCK_TRIES, LOCK_RETRY_S = 3, 0.05  # a held lock is retried briefly: lock_holder's probes hold it for microseconds
 
 
 def default_out_dir(dataset_name: str) -> Path:
@@ -67,6 +69,43 @@ class RunLock:
             self._fd = None
 
 
+def _holder(fd: int) -> str:
+    """"process PID on HOST", from the lock file the holder wrote."""
+    holder: dict[str, Any] = {}
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
+    except (OSError, ValueError):
+        pass
+    pid = holder.get("pid", "?") if isinstance(holder, dict) else "?"
+    host = holder.get("host", "?") if isinstance(holder, dict) else "?"
+    return f"process {pid} on {host}"
+
+
+def locked_message(run_dir: Path, holder: str) -> str:
+    return (f"run folder {run_dir} is in use by {holder}, which is training in it; wait for it to finish or "
+            f"stop it first (tui-lm stop {run_dir})")
+
+
+def lock_holder(run_dir: Path) -> str:
+    """Who trains in `run_dir` now ("process PID on HOST"); "" when nobody holds its lock.
+
+    Probes with a shared lock, released at once; a trainer that takes the lock at that very
+    moment retries (lock_run), so the probe never refuses it."""
+    if fcntl is None:
+        return ""
+    try:
+        fd = os.open(Path(run_dir) / LOCK, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:  # no lock file: no trainer ever locked it, or it is not readable (the lock itself will say)
+        return ""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return _holder(fd)
+    finally:
+        os.close(fd)  # drops the probe's lock too
+    return ""
+
+
 def lock_run(run_dir: Path) -> RunLock:
     """Lock `run_dir` for this process, or raise RunLocked naming the pid and host that hold it."""
     run_dir = Path(run_dir)
@@ -78,19 +117,17 @@ def lock_run(run_dir: Path) -> RunLock:
         fd = os.open(path, flags, 0o644)
     except OSError as e:
         raise FileError(f"cannot lock run folder {run_dir}: {path}: {os_reason(e)}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        holder: dict[str, Any] = {}
+    for attempt in range(LOCK_TRIES):
         try:
-            holder = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
-        except (OSError, ValueError):
-            pass
-        os.close(fd)
-        pid = holder.get("pid", "?") if isinstance(holder, dict) else "?"
-        host = holder.get("host", "?") if isinstance(holder, dict) else "?"
-        raise RunLocked(f"run folder {run_dir} is in use by process {pid} on {host}, which is training "
-                        "in it; wait for it to finish or stop it first") from None
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError:
+            if attempt + 1 < LOCK_TRIES:
+                time.sleep(LOCK_RETRY_S)  # maybe only lock_holder's probe: it lets go at once
+                continue
+            holder = _holder(fd)
+            os.close(fd)
+            raise RunLocked(locked_message(run_dir, holder)) from None
     info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode()
     try:
         os.ftruncate(fd, 0)

@@ -65,6 +65,7 @@ class TimeEstimate:
     eval_s: float  # periodic and final evaluations
     compile_s: float
     total_s: float  # to the end of the schedule: training, evaluations and compile
+    final_eval_s: float = 0.0  # the final evaluation alone (part of eval_s)
 
 
 def _efficiency(plan: RunPlan, flops: int, gpu: GPU | None, compile: bool) -> tuple[float, float | None, str, float]:
@@ -97,12 +98,18 @@ def modelled_throughput(plan: RunPlan, est: MemoryEstimate, gpu: GPU | None) -> 
                       eval_tokens_per_s=eval_rate / (flops * FORWARD_SHARE))
 
 
-def eval_tokens(batches: int, micro: int, seq: int, split_tokens: int) -> int:
-    """Tokens one evaluation scores: `batches` micro-batches of windows (0 = the whole split), at most the split."""
+def scored_windows(batches: int, micro: int, seq: int, split_tokens: int) -> int:
+    """Windows one evaluation scores: `batches` batches of `micro` windows (0 = the whole split), at most the split.
+
+    The one conversion from train.eval_batches / final_eval_batches (counted in batches of the training
+    micro-batch's size) to windows: the trainer, this time model and the time budget all call it."""
     windows = -(-(split_tokens - 1) // seq) if split_tokens > 1 else 0
-    if batches:
-        windows = min(windows, batches * micro)
-    return windows * seq
+    return min(windows, batches * micro) if batches else windows
+
+
+def eval_tokens(batches: int, micro: int, seq: int, split_tokens: int) -> int:
+    """Tokens one evaluation scores (scored_windows' windows of `seq` tokens)."""
+    return scored_windows(batches, micro, seq, split_tokens) * seq
 
 
 def estimate_time(plan: RunPlan, est: MemoryEstimate, throughput: Throughput,
@@ -113,21 +120,21 @@ def estimate_time(plan: RunPlan, est: MemoryEstimate, throughput: Throughput,
     step_s = per_rank_tokens / throughput.tokens_per_s
     steps = plan.total_steps
     periodic = (steps - 1) // t.eval_interval if t.eval_interval and steps else 0
-    scored = 0
+    scored = final = 0
     if sizes is not None:
         micro, seq = plan.micro_batch, plan.seq_len
         scored = periodic * eval_tokens(t.eval_batches, micro, seq, sizes.valid)
         if t.final_eval_batches >= 0:
-            scored += sum(eval_tokens(t.final_eval_batches, micro, seq, n) for n in (sizes.valid, sizes.test))
+            final = sum(eval_tokens(t.final_eval_batches, micro, seq, n) for n in (sizes.valid, sizes.test))
     eval_rate = throughput.eval_tokens_per_s or throughput.tokens_per_s / FORWARD_SHARE
     # Each rank scores its share of the windows.
-    eval_s = scored / plan.world_size / eval_rate
+    eval_s = (scored + final) / plan.world_size / eval_rate
     train_s = steps * step_s
     return TimeEstimate(
         seconds_per_step=step_s, tokens_per_s=throughput.tokens_per_s * plan.world_size, throughput=throughput,
         steps=steps, train_s=train_s, epoch_s=plan.steps_per_epoch * step_s if plan.steps_per_epoch else None,
         periodic_evals=periodic, eval_s=eval_s, compile_s=throughput.compile_s,
-        total_s=train_s + eval_s + throughput.compile_s,
+        total_s=train_s + eval_s + throughput.compile_s, final_eval_s=final / plan.world_size / eval_rate,
     )
 
 

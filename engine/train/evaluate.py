@@ -31,6 +31,12 @@ import torch
 import torch.nn.functional as F
 
 from engine import events as ev
+from engine.config.plan import RunPlan
+from engine.errors import ConfigError
+from engine.memory.estimate import MemoryEstimate
+from engine.memory.gpus import find_gpu
+from engine.speed.model import SplitSizes, format_duration, scored_windows, short_source
+from engine.speed.run_time import run_time
 
 PROGRESS_EVERY_S = 0.5
 
@@ -64,11 +70,16 @@ def eval_metrics(nll_sum: float, scored: int, total_tokens: int, n_words: int, n
 
 
 class EvalProgressReporter:
-    """`progress(done, total)` for score_tokens, as EvalProgress events: first, every `every_s`, last."""
+    """`progress(done, total)` for score_tokens, as EvalProgress events: first, every `every_s`, last.
 
-    def __init__(self, emit: ev.EventSink, step: int, split: str, *, partial: bool = False,
+    The events count `batches`, in the unit of train.eval_batches and final_eval_batches (batches of the
+    training micro-batch's size, all ranks together), whatever batches score_tokens runs them in: the
+    evaluation's own batches hold several micro-batches, and each rank scores its share."""
+
+    def __init__(self, emit: ev.EventSink, step: int, split: str, *, batches: int, partial: bool = False,
                  every_s: float = PROGRESS_EVERY_S) -> None:
         self.emit, self.step, self.split, self.every_s, self.partial = emit, step, split, every_s, partial
+        self.batches = batches
         self.start = self.last = 0.0
 
     def __call__(self, done: int, total: int) -> None:
@@ -80,13 +91,44 @@ class EvalProgressReporter:
         self.last = now
         elapsed = now - self.start
         eta = elapsed / done * (total - done) if done else math.nan
-        self.emit(ev.EvalProgress(step=self.step, split=self.split, done=done, total=total,
+        shown = self.batches if done >= total else self.batches * done // max(total, 1)
+        self.emit(ev.EvalProgress(step=self.step, split=self.split, done=shown, total=self.batches,
                                   elapsed_s=elapsed, eta_s=eta, partial=self.partial))
 
 
 def eval_windows(tokens: int, seq_len: int) -> int:
     """Windows that score a split of `tokens` tokens: every target once, the last window maybe short."""
-    return -(-(tokens - 1) // seq_len)
+    return scored_windows(0, 1, seq_len, tokens)
+
+
+def final_eval_notice(plan: RunPlan, est: MemoryEstimate, data, cuda_name: str) -> str:
+    """The run's first lines say what the final evaluation will cost and how to bound it.
+
+    Its batches per split (train.final_eval_batches' unit) and its time by engine.speed's time model
+    (a measurement kept on this machine when there is one), on `cuda_name`'s card ("": the CPU).
+    """
+    limit = plan.config.train.final_eval_batches
+    if limit < 0:
+        return "final evaluation: skipped (--final_eval_batches -1): no final validation or test figures"
+    micro, seq = plan.micro_batch, plan.seq_len
+    splits = {"valid": data.valid, **({"test": data.test} if data.test is not None else {})}
+    whole = {name: eval_windows(len(split.ids), seq) for name, split in splits.items()}
+    scored = {name: scored_windows(limit, micro, seq, len(split.ids)) for name, split in splits.items()}
+    batches = " + ".join(f"{-(-n // micro):,} {name}" for name, n in scored.items())
+    if scored == whole:
+        what = f"the whole {' and '.join(splits)} split{'s' if len(splits) > 1 else ''}"
+    else:
+        of = " + ".join(f"{-(-n // micro):,}" for n in whole.values())
+        what = f"the first of {of}: partial figures"
+    sizes = SplitSizes(train=len(data.train.ids), valid=len(data.valid.ids),
+                       test=len(data.test.ids) if data.test is not None else 0, exact=True)
+    try:
+        te = run_time(plan, est, find_gpu(cuda_name) if cuda_name else None, sizes)
+        cost = f", about {format_duration(te.final_eval_s)} ({short_source(te.throughput)})"
+    except ConfigError:  # a card the catalogue does not know: no time, the batches still say it
+        cost = ""
+    return (f"final evaluation: {batches} batches of {micro} sequences ({what}){cost}; "
+            f"--final_eval_batches N bounds it to N batches a split, -1 skips it")
 
 
 def _summed_nll(model: torch.nn.Module, data: torch.Tensor, autocast, rows: int) -> tuple[torch.Tensor, int]:

@@ -3,7 +3,10 @@
 - `new_run_config`: the one merge (defaults < preset < run file < flags),
   validated, plus a refusal of runs whose memory is absurd, before anything
   is created on disk.
-- `find_run_dir` / `resume_request`: the one resume resolver. A resumed run's
+- `find_run_dir` / `resume_request`: the one resume resolver. A run another
+  process is training (its folder's lock is held) is never resumed: bare
+  `--resume` skips it for the newest free run, and says which process holds
+  which run when none is free. A resumed run's
   own run.toml is the base; flags given with --resume are compared with it
   setting by setting, following each setting's declared resume policy
   (engine/config/run_config.py): a "fixed" change is refused with one line naming the
@@ -26,7 +29,8 @@ from typing import Any
 from engine.config.plan import DeviceInfo, plan_run
 from engine.config.run_config import RunConfig, user_settings
 from engine.config.loading import build_config
-from engine.errors import ConfigError
+from engine.errors import ConfigError, RunLocked
+from engine.runs.folder import lock_holder, locked_message
 from engine.runs.layout import RUN_CONFIG, is_run_folder, named_folder
 
 # A run whose estimate exceeds this many times the largest catalogue GPU and
@@ -101,11 +105,12 @@ def find_run_dir(target: str, base: RunConfig) -> Path:
     """The run folder `--resume [target]` means.
 
     `target`: a run folder or its run.toml; "" = run.run_name in the output
-    folder when one is named, else the most recent resumable run there
-    (`base` holds the output folder and dataset the flags or file name).
+    folder when one is named, else the most recent resumable run there that
+    no process is training (`base` holds the output folder and dataset the
+    flags or file name).
     """
     from engine.data.sources import canonical_name
-    from engine.runs.listing import default_out_dir, latest_run
+    from engine.runs.listing import default_out_dir
 
     if target:
         run_dir = named_folder(Path(target))
@@ -115,11 +120,33 @@ def find_run_dir(target: str, base: RunConfig) -> Path:
     parent = Path(base.run.out_dir) if base.run.out_dir else default_out_dir(canonical_name(base.data.dataset))
     if base.run.run_name:
         return find_run_dir(str(parent / base.run.run_name), base)
-    return latest_run(parent)
+    return latest_free_run(parent)
+
+
+def latest_free_run(parent: Path) -> Path:
+    """The most recently active resumable run under `parent` whose lock nobody holds."""
+    from engine.runs.listing import find_runs, latest_run
+
+    busy = []
+    for info in find_runs([parent]):
+        if not info.resumable:
+            continue
+        holder = lock_holder(info.path)
+        if not holder:
+            return info.path
+        busy.append(f"{info.path} by {holder}")
+    if busy:
+        raise RunLocked(f"--resume: no run in {parent} is free to resume; being trained now: {'; '.join(busy)}. "
+                        f"Wait for one to finish or stop it (tui-lm stop RUN), or name another: --resume PATH")
+    return latest_run(parent)  # nothing resumable at all: it says so
 
 
 def resume_request(run_dir: Path, overrides: dict[str, dict[str, Any]] | None = None) -> ResumeRequest:
-    """The run's config with the flags applied per the resume policy; raises on a "fixed" change."""
+    """The run's config with the flags applied per the resume policy; raises on a "fixed" change, and
+    RunLocked when another process is training the run."""
+    holder = lock_holder(run_dir)
+    if holder:
+        raise RunLocked(f"cannot resume: {locked_message(run_dir, holder)}")
     stored = build_config(None, run_dir / RUN_CONFIG)
     requested = build_config(None, run_dir / RUN_CONFIG, overrides or {}) if overrides else stored
     changes: dict[str, tuple[Any, Any]] = {}

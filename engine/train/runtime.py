@@ -216,3 +216,27 @@ def all_reduce_sum(values: list[float], rt: Runtime) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=rt.device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def oom_cause(e: BaseException | None) -> BaseException | None:
+    """The out-of-memory error `e` is or wraps (torch.compile re-raises it as its cause)."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, torch.OutOfMemoryError):
+            return e
+        seen.add(id(e))
+        e = getattr(e, "inner_exception", None) or e.__cause__ or e.__context__
+    return None
+
+
+def oom_message(e: BaseException, rt: Runtime | None, cfg: Any, plan: Any) -> str:
+    """The one line an out-of-memory failure reports: the device's memory and the fixes for `cfg` (its `plan`)."""
+    from engine.memory.advice import oom_advice
+
+    if rt is not None and rt.device.type == "cuda":
+        props = torch.cuda.get_device_properties(rt.device)
+        return "CUDA out of memory. " + oom_advice(cfg, props.name, props.total_memory, plan=plan)
+    import psutil
+
+    return f"out of memory ({e}). " + oom_advice(cfg, "this machine's RAM", psutil.virtual_memory().total,
+                                                 plan=plan)

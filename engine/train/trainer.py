@@ -28,34 +28,23 @@ from engine.artifacts.final_model import save_final_model
 from engine.config.costs import count_params
 from engine.config.run_config import RunConfig
 from engine.control import Interrupted, TrainingControl
-from engine.errors import DataError, FileError, UserError
+from engine.errors import DataError, FileError, RunLocked, UserError
 from engine.memory.estimate import MemoryEstimate, estimate_memory
 from engine.memory.gpus import peak_flops_of
 from engine.optim.groups import set_lr
 from engine.runs.checkpoints import checkpoint_path, prune_checkpoints, save_checkpoint
 from engine.runs.layout import RUN_CONFIG
-from engine.runs.requests import take_request
+from engine.speed.model import scored_windows
 from engine.train.budget import BudgetWatch, fix_total
 from engine.train.build import Progress, Relay, RunState, build_state, checkpoint_state, preset_params, zero_grad
-from engine.train.evaluate import EvalInterrupted, EvalProgressReporter, eval_metrics, eval_windows, score_tokens
-from engine.train.runtime import Runtime, all_gather, all_reduce_sum, resolve_runtime, rng_state
-
-PAUSE_POLL_S = 0.5  # while paused: how often rank 0 looks for a request and the ranks vote
+from engine.train.evaluate import (EvalInterrupted, EvalProgressReporter, eval_metrics, eval_windows,
+                                   final_eval_notice, score_tokens)
+from engine.train.runtime import Runtime, all_gather, all_reduce_sum, oom_cause, oom_message, resolve_runtime, rng_state
+from engine.train.steering import EVALUATING, FINAL_EVALUATION, PREPARING, TRAINING, Detached, Steering
 
 
 class NonFiniteLoss(Exception):
     """The training loss became NaN or infinite."""
-
-
-def _oom_cause(e: BaseException | None) -> BaseException | None:
-    """The out-of-memory error `e` is or wraps (torch.compile re-raises it as its cause)."""
-    seen: set[int] = set()
-    while e is not None and id(e) not in seen:
-        if isinstance(e, torch.OutOfMemoryError):
-            return e
-        seen.add(id(e))
-        e = getattr(e, "inner_exception", None) or e.__cause__ or e.__context__
-    return None
 
 
 @dataclass
@@ -102,6 +91,9 @@ class Trainer:
         self.s: RunState  # set by run(), fully built, before the loop starts
         self.estimate: MemoryEstimate  # set by _announce(), before the loop starts
         self.window: LossWindow  # set by _loop(): the losses not yet checked for NaN
+        self.steering: Steering  # set by _loop(): pause / stop requests (engine.train.steering)
+        self.phase = PREPARING  # what a stop interrupts now (engine.train.steering.stop_notice)
+        self.final: Detached | None = None  # the final evaluation, once it runs
 
     # ------------------------------------------------------------------ entry point
 
@@ -129,12 +121,15 @@ class Trainer:
                 return self._fail(str(e), "data")
             except FileError as e:  # full disk, file-size limit, a file where a folder belongs
                 return self._fail(str(e), "io")
-            except UserError as e:
-                return self._fail(str(e), "config")
+            except UserError as e:  # RunLocked: another process took the run folder first
+                return self._fail(str(e), "busy" if isinstance(e, RunLocked) else "config")
             except Exception as e:
-                oom = _oom_cause(e)  # an OOM inside torch.compile arrives wrapped (BackendCompilerFailed)
+                oom = oom_cause(e)  # an OOM inside torch.compile arrives wrapped (BackendCompilerFailed)
                 if oom is not None:
-                    return self._fail(self._oom_message(oom), "oom")
+                    # The path that runs (device, compile, micro-batch) once the plan exists.
+                    built = hasattr(self, "s")
+                    return self._fail(oom_message(oom, self.rt, self.s.cfg if built else self.cfg,
+                                                  self.s.plan if built else None), "oom")
                 # any other crash still reports and keeps the checkpoints
                 return self._fail(f"{type(e).__name__}: {e}", "error", traceback.format_exc())
 
@@ -146,19 +141,6 @@ class Trainer:
         self.emit(event)
         return event
 
-    def _oom_message(self, e: BaseException) -> str:
-        from engine.memory.advice import oom_advice
-
-        cfg = self.s.cfg if hasattr(self, "s") else self.cfg
-        plan = self.s.plan if hasattr(self, "s") else None  # the path that runs: device, compile, micro-batch
-        if self.rt is not None and self.rt.device.type == "cuda":
-            props = torch.cuda.get_device_properties(self.rt.device)
-            return "CUDA out of memory. " + oom_advice(cfg, props.name, props.total_memory, plan=plan)
-        import psutil
-
-        return f"out of memory ({e}). " + oom_advice(cfg, "this machine's RAM", psutil.virtual_memory().total,
-                                                     plan=plan)
-
     def _stop_check(self) -> Callable[[], bool] | None:
         """What data preparation and evaluation poll to end early on a stop. None under DDP: every rank
         must reach the collectives that follow (rank 0's tokens, the evaluation's all-reduce)."""
@@ -169,7 +151,8 @@ class Trainer:
         # What the run is expected to hold; its evaluation batch is sized by it.
         self.estimate = estimate_memory(s.cfg, plan=plan)
         # MFU's denominator: every rank's peak at the precision the matmuls run in.
-        peak = peak_flops_of(s.rt.info.name if s.rt.device.type == "cuda" else "", plan.precision, s.rt.tf32)
+        card = s.rt.info.name if s.rt.device.type == "cuda" else ""  # "": the CPU
+        peak = peak_flops_of(card, plan.precision, s.rt.tf32)
         self.peak_flops = peak * plan.world_size if peak else None
         if plan.compile:
             self.emit(ev.Log(f"torch.compile: compiled in {s.compile_s:.1f} s (not counted as training time)"))
@@ -186,6 +169,7 @@ class Trainer:
             compile_s=s.compile_s, schedule=plan.schedule,
             estimated_bytes=self.estimate.total_bytes, levers=dataclasses.asdict(plan.levers),
         ))
+        self.emit(ev.Log(final_eval_notice(plan, self.estimate, s.data, card)))
 
     # ------------------------------------------------------------------ loop
 
@@ -194,12 +178,19 @@ class Trainer:
         rt, plan = s.rt, s.plan
         s.model.train()
         window = self.window = LossWindow(torch.zeros((), device=rt.device))
+        self.steering = Steering(self.control, rt, s.run_dir, t.log_interval, self.emit)
+        self.phase = TRAINING
         window_start = time.perf_counter()
         budget = self._budget_watch()
         while p.step < plan.total_steps:
-            request = self._agreed_request()
+            request = self.steering.agreed(p.step)
             if request == "pause":
+                # The pause (its checkpoint and the wait) is not training time: the
+                # window's clock restarts where training does, as after evaluations.
+                rt.synchronize()
+                paused_at = time.perf_counter()
                 request = self._pause()
+                window_start += time.perf_counter() - paused_at
             if request == "stop":
                 return self._finish(stopped=True)
             # Each group's own peak LR (AdamW's lr, Muon's muon_lr) times the schedule's multiplier.
@@ -242,9 +233,11 @@ class Trainer:
                 # eval_batches batches, the same tokens every time), and a new best
                 # writes a checkpoint that pruning keeps.
                 try:
+                    self.phase = EVALUATING if evaluate else TRAINING
                     best = self._evaluate("valid", t.eval_batches).best if evaluate else False
                 except EvalInterrupted:  # a stop request does not wait for the evaluation
                     return self._finish(stopped=True)
+                self.phase = TRAINING
                 if save or best:
                     self._save("interval" if not best else "best", best=best)
                 window_start += time.perf_counter() - paused_at
@@ -258,37 +251,6 @@ class Trainer:
         return BudgetWatch(s.cfg, s.plan, start_step=self.progress.step, spent_s=self.progress.elapsed_s,
                            valid_tokens=len(s.data.valid.ids), test_tokens=len(s.data.test.ids) if s.data.test else 0,
                            reduce=lambda xs: [x / s.rt.world_size for x in all_reduce_sum(xs, s.rt)])
-
-    def _agreed_request(self) -> str | None:
-        """"stop", "pause" or None, the same on every rank.
-
-        Requests come from this process's control (dashboard keys, signals) and,
-        at logging steps, from the run folder's request file (`tui-lm pause RUN`
-        from another shell), which rank 0 reads. Ranks must agree, or the others
-        would hang in the next all-reduce: under DDP the vote is a collective, so
-        it runs on logging steps only (one small sync per log interval).
-        """
-        at_log_step = self.progress.step % self.s.cfg.train.log_interval == 0
-        if self.s.rt.distributed and not at_log_step:
-            return None
-        if at_log_step:
-            self._take_request()
-        return self._vote()
-
-    def _take_request(self) -> None:
-        """Rank 0 applies a request file from another process to its control."""
-        if not self.s.rt.is_main:
-            return
-        action = take_request(self.s.run_dir)
-        if action is not None:
-            self.emit(ev.Log(f"{action} requested from outside at step {self.progress.step}"))
-            {"pause": self.control.pause, "resume": self.control.resume, "stop": self.control.stop}[action]()
-
-    def _vote(self) -> str | None:
-        stop, pause = float(self.control.should_stop), float(self.control.should_pause)
-        if self.s.rt.distributed:
-            stop, pause = all_reduce_sum([stop, pause], self.s.rt)
-        return "stop" if stop else "pause" if pause else None
 
     def _train_step(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
         s, t = self.s, self.s.cfg.train
@@ -315,18 +277,20 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation, checkpoints, end
 
-    def _evaluate(self, split_name: str, max_batches: int) -> ev.EvalResult:
-        """`max_batches` (0 = the whole split) counts training micro-batches of windows."""
-        s, p = self.s, self.progress
+    def _evaluate(self, split_name: str, max_batches: int, emit: ev.EventSink | None = None) -> ev.EvalResult:
+        """`max_batches` (0 = the whole split): train.eval_batches' unit, batches of the training micro-batch."""
+        s, p, emit = self.s, self.progress, emit or self.emit
         rt = s.rt
         split = getattr(s.data, split_name)
         micro, seq_len = s.plan.micro_batch, s.plan.seq_len
-        partial = 0 < max_batches * micro < eval_windows(len(split.ids), seq_len)
-        progress = EvalProgressReporter(self.emit, p.step, split_name, partial=partial) if rt.is_main else None
+        windows = scored_windows(max_batches, micro, seq_len, len(split.ids))
+        partial = windows < eval_windows(len(split.ids), seq_len)
+        progress = EvalProgressReporter(emit, p.step, split_name, batches=-(-windows // micro),
+                                        partial=partial) if rt.is_main else None
         nll, count = score_tokens(
             s.raw_model, split.ids, seq_len=seq_len, device=rt.device,
             batch_size=micro * self.estimate.eval_multiple,
-            max_windows=max_batches * micro, autocast=s.autocast(), rank=rt.rank, world_size=rt.world_size,
+            max_windows=windows, autocast=s.autocast(), rank=rt.rank, world_size=rt.world_size,
             progress=progress, loss_rows=micro,
             should_stop=self._stop_check(),
         )
@@ -338,22 +302,22 @@ class Trainer:
         result = ev.EvalResult(step=p.step, split=split_name, loss=m.loss, perplexity=m.perplexity,
                                word_perplexity=m.word_perplexity, bits_per_byte=m.bits_per_byte,
                                tokens=m.tokens, partial=m.partial, best=best)
-        self.emit(result)
+        emit(result)
         if split_name == "valid" and s.cfg.train.sample_tokens and rt.is_main:
-            self._sample()
+            self._sample(emit)
         return result
 
-    def _final_evaluation(self) -> ev.EvalResult | None:
+    def _final_evaluation(self, emit: ev.EventSink) -> ev.EvalResult | None:
         """The valid and test splits, whole by default; train.final_eval_batches bounds (partial) or skips it."""
         limit = self.s.cfg.train.final_eval_batches
         if limit < 0:
-            self.emit(ev.Log("final evaluation skipped (train.final_eval_batches = -1): "
-                             "no final validation or test figures", "warning"))
+            emit(ev.Log("final evaluation skipped (train.final_eval_batches = -1): "
+                        "no final validation or test figures", "warning"))
             return None
-        self._evaluate("valid", limit)
-        return self._evaluate("test", limit) if self.s.data.test is not None else None
+        self._evaluate("valid", limit, emit)
+        return self._evaluate("test", limit, emit) if self.s.data.test is not None else None
 
-    def _sample(self) -> None:
+    def _sample(self, emit: ev.EventSink) -> None:
         from engine.model.sampling import sample_text
 
         s, t = self.s, self.s.cfg.train
@@ -362,7 +326,7 @@ class Trainer:
         text = sample_text(s.raw_model, s.data.tokenizer, t.sample_prompt, max_new_tokens=t.sample_tokens,
                            temperature=t.sample_temperature, top_k=t.sample_top_k or None, seed=t.seed,
                            device=s.rt.device)
-        self.emit(ev.SampleGenerated(step=self.progress.step, prompt=t.sample_prompt, text=text))
+        emit(ev.SampleGenerated(step=self.progress.step, prompt=t.sample_prompt, text=text))
 
     def _checked_loss(self) -> float:
         """The mean training loss of the steps since the last logging step, over all ranks; NonFiniteLoss if
@@ -396,15 +360,7 @@ class Trainer:
         """Checkpoint, then wait for resume (returns None) or stop (returns "stop"), on every rank."""
         path = self._save("pause")
         self.emit(ev.Paused(step=self.progress.step, checkpoint=path))
-        while True:
-            self._take_request()
-            request = self._vote()
-            if request != "pause":
-                break
-            if self.s.rt.distributed:
-                time.sleep(PAUSE_POLL_S)  # every rank, so they meet in the vote rather than spin in it
-            else:
-                self.control.wait_for_change(PAUSE_POLL_S)  # a dashboard key wakes it at once
+        request = self.steering.wait_paused(self.progress.step)
         if request is None:
             self.emit(ev.Resumed(step=self.progress.step))
         return request
@@ -426,16 +382,17 @@ class Trainer:
         if s.rt.is_main:
             model_dir = str(save_final_model(s.run_dir, s.raw_model, s.cfg))
         s.rt.slow_barrier()
+        self.phase = FINAL_EVALUATION
+        # In a thread of its own, so a stop returns at once (nothing is left to save) rather than after
+        # the batch being scored (tens of seconds on a CPU); the evaluation ends at its next batch.
+        self.final = Detached(self.emit, self._stop_check())
         try:
-            test = self._final_evaluation()
-        except EvalInterrupted:
+            test, stopped = self.final.run(self._final_evaluation), False
+        except (EvalInterrupted, Interrupted):
             self.emit(ev.Log(f"final evaluation interrupted; the trained model is saved in {model_dir}, and "
                              "resuming the run runs the evaluation again", "warning"))
-            event = ev.Finished(step=p.step, run_dir=str(s.run_dir), stopped=True, model_dir=model_dir,
-                                best_val_loss=p.best_val_loss)
-            self.emit(event)
-            return event
-        event = ev.Finished(step=p.step, run_dir=str(s.run_dir), stopped=False, model_dir=model_dir,
+            test, stopped = None, True
+        event = ev.Finished(step=p.step, run_dir=str(s.run_dir), stopped=stopped, model_dir=model_dir,
                             best_val_loss=p.best_val_loss, test=test)
         self.emit(event)
         return event

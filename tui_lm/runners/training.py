@@ -60,6 +60,11 @@ class TrainingRunner:
 
             trainer = Trainer(self.cfg, self.emit, self.control, run_dir=self.run_dir, resume=self.resume)
             result = trainer.run()
+            if trainer.final is not None:
+                # A final evaluation a stop cut short (Finished is out) ends at its next batch. Waited for
+                # here, off the UI thread, so quitting the app then exits cleanly: torch threads still
+                # running would abort the interpreter's shutdown.
+                trainer.final.wait()
         except BaseException as e:  # an import or setup failure must still end the run visibly
             result = ev.Failed(message=f"{type(e).__name__}: {e}", step=0, kind="error")
             self.emit(result)
