@@ -9,7 +9,9 @@ from pathlib import Path
 
 from textual.widgets import Checkbox
 
+from engine import events as ev
 from tests.ui.conftest import run, screen_text, wait_for
+from tests.ui.test_dashboard import log_text, open_dashboard, scripted, started, step  # noqa: F401  (a fixture)
 from tui_lm.app import make_app
 
 SIZE = (100, 30)
@@ -38,5 +40,25 @@ def test_checkboxes_read_on_and_off_without_colour() -> None:
             await pilot.pause()
             assert plain(checkpointing) == "▐X▌ on"
             assert app.screen.query_one("#config-form").config.train.grad_checkpointing is True
+
+    run(flow())
+
+
+def test_the_pause_line_is_shown_once(tmp_path: Path, scripted) -> None:
+    """The trainer reports a pause's checkpoint and then the pause; the log said both, naming the same file."""
+    run_dir = tmp_path / "runs" / "demo"
+    checkpoint = str(run_dir / "snapshots" / "step_0000012.pt")
+    scripted(started(run_dir), step(10), ev.CheckpointSaved(step=12, path=checkpoint, reason="pause"),
+             ev.Paused(step=12, checkpoint=checkpoint),
+             ev.CheckpointSaved(step=20, path=str(run_dir / "snapshots" / "step_0000020.pt"), reason="interval"))
+
+    async def flow() -> None:
+        app = make_app()
+        async with app.run_test(size=SIZE) as pilot:
+            dash = await open_dashboard(app, pilot)
+            await wait_for(pilot, lambda: "step_0000020.pt" in log_text(dash), 10, "the last checkpoint")
+            lines = [line for line in log_text(dash).splitlines() if "step_0000012.pt" in line]
+            assert lines == ["step 12: paused, checkpoint runs/demo/snapshots/step_0000012.pt"]
+            assert "step 20: checkpoint (interval) saved to runs/demo/snapshots/step_0000020.pt" in log_text(dash)
 
     run(flow())

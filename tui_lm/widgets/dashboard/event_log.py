@@ -36,6 +36,8 @@ def describe(e: ev.Event) -> Text | None:
         return Text(f"step {e.step:,}: {e.split} loss {e.loss:.4f} · ppl {e.perplexity:,.2f} · "
                     f"word ppl {e.word_perplexity:,.2f}{part}{best}", style="cyan")
     if isinstance(e, ev.CheckpointSaved):
+        if e.reason == "pause":
+            return None  # the Paused line that follows names this checkpoint: one line, not two
         return Text(f"step {e.step:,}: checkpoint ({e.reason}) saved to {p(e.path)}")
     if isinstance(e, ev.Paused):
         return Text(f"step {e.step:,}: paused, checkpoint {p(e.checkpoint)}", style="bold yellow")
