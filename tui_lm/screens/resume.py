@@ -21,7 +21,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from engine.runs.layout import RUN_CONFIG, is_run_folder
 from tui_lm.messages import BrowseRuns, ResumeRun, WatchRun
-from tui_lm.widgets.common.format import display_path
+from tui_lm.widgets.common.format import PARTIAL_LEGEND, display_path
 from tui_lm.widgets.resume.run_table import RunTable
 
 
@@ -94,8 +94,10 @@ class ResumeScreen(Screen):
     def _show(self, roots: list[Path], runs: list[Any]) -> None:
         self.roots = roots
         where = ", ".join(display_path(r) for r in roots) or "no folders yet: ./lm_* is empty (or pass --resume PATH)"
+        legend = f"\n[dim]{escape(PARTIAL_LEGEND)}[/dim]" if any(r.last_val_partial for r in runs) else ""
         self.query_one("#resume-where", Static).update(
-            f"Runs in {escape(where)}  ·  enter resumes the selected run, f5 looks again, escape returns to setup")
+            f"Runs in {escape(where)}  ·  enter resumes the selected run, f5 looks again, escape returns to setup"
+            + legend)
         table = self.query_one(RunTable)
         named = self.named.resolve() if self.named is not None else None
         selected = next((i for i, r in enumerate(runs) if named is not None and r.path.resolve() == named), 0)
@@ -119,7 +121,8 @@ class ResumeScreen(Screen):
     def _describe(self, info: Any | None) -> None:
         if info is None:
             return
-        lines = [f"[b]{escape(display_path(info.path))}[/b]  ·  last checkpoint {info.last_checkpoint or '—'}"
+        lines = [f"[b]{escape(display_path(info.path))}[/b]  ·  model {escape(info.model_detail)}"
+                 f"  ·  last checkpoint {info.last_checkpoint or '—'}"
                  f"  ·  {info.world_size} process{'es' if info.world_size != 1 else ''}"]
         if info.problem:
             lines.append(f"[red]cannot be resumed: {escape(info.problem)}[/red]")
