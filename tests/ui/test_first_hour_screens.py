@@ -5,14 +5,24 @@ colour)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
-from textual.widgets import Checkbox
+import pytest
+from textual.widgets import Checkbox, DataTable, Static
 
 from engine import events as ev
-from tests.ui.conftest import run, screen_text, wait_for
+from engine.config.loading import build_config, read_toml, write_toml
+from engine.config.model_label import model_label
+from tests.ui.conftest import run, screen_text, text, tiny_config, wait_for
+from tests.ui.test_browse_compare import browse, pick, table_rows
 from tests.ui.test_dashboard import log_text, open_dashboard, scripted, started, step  # noqa: F401  (a fixture)
 from tui_lm.app import make_app
+from tui_lm.screens.compare import CompareScreen
+from tui_lm.screens.resume import ResumeScreen
+from tui_lm.widgets.dashboard.metrics_panel import MetricsPanel
+from tui_lm.widgets.dashboard.run_header import RunHeader
+from tui_lm.widgets.resume.run_table import RunTable
 
 SIZE = (100, 30)
 
@@ -60,5 +70,156 @@ def test_the_pause_line_is_shown_once(tmp_path: Path, scripted) -> None:
             lines = [line for line in log_text(dash).splitlines() if "step_0000012.pt" in line]
             assert lines == ["step 12: paused, checkpoint runs/demo/snapshots/step_0000012.pt"]
             assert "step 20: checkpoint (interval) saved to runs/demo/snapshots/step_0000020.pt" in log_text(dash)
+
+    run(flow())
+
+
+# ---------------------------------------------------------------------------- partial figures, custom shapes
+
+
+@pytest.fixture(scope="module")
+def trained(corpus: Path, tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    """Two real tiny runs: "partial" (every evaluation bounded to 2 batches, tiny's preset with its own shape) and
+    "whole" (every evaluation over the whole split, no preset)."""
+    from engine.train.trainer import Trainer
+
+    root = tmp_path_factory.mktemp("first-hour-runs")
+    for name, preset, batches in (("partial", "tiny", 2), ("whole", "", 0)):
+        cfg = tiny_config(corpus, root, max_steps=20, eval_batches=batches, final_eval_batches=batches)
+        cfg.run.run_name, cfg.run.preset = name, preset
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("TUI_LM_CACHE", str(cache_dir))
+            Trainer(cfg, lambda e: None).run()
+    return root
+
+
+def column(name: str) -> int:
+    """Where the picker's column `name` is."""
+    from tui_lm.widgets.resume.run_table import COLUMNS
+
+    return COLUMNS.index(name)
+
+
+def ends_marked(cells: list[str]) -> list[bool]:
+    return [cell.endswith("*") for cell in cells]
+
+
+def test_partial_figures_are_marked_alike_with_a_legend(trained: Path) -> None:
+    """The picker's, browse's and compare's figures never said they came from a partial evaluation."""
+
+    async def flow() -> None:
+        app = make_app(resume_picker=True, roots=[trained])
+        async with app.run_test(size=(140, 45)) as pilot:
+            await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen) and app.screen.loaded, 30, "picker")
+            picker = {r[0]: r for r in table_rows(app.screen.query_one(RunTable))}
+            val, word = column("val ppl"), column("word ppl")
+            assert ends_marked([picker["partial"][val], picker["partial"][word]]) == [True, True]
+            assert ends_marked([picker["whole"][val], picker["whole"][word]]) == [False, False]
+            assert "* partial (first batches)" in text(app.screen.query_one("#resume-where", Static), 140)
+
+            view = await browse(pilot, app, "partial")
+            header = text(view.query_one("#browse-header", Static), 140)
+            assert "* partial (first batches)" in header
+            assert " test ppl " in header and header.split(" test ppl ")[1].split()[0].endswith("*")
+            for row in table_rows(view.query_one("#browse-evals", DataTable)):
+                assert ends_marked(row[2:6]) == [True] * 4, row  # loss, ppl, word ppl, bits/byte
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen), 5, "picker again")
+            view = await browse(pilot, app, "whole")
+            assert "partial" not in text(view.query_one("#browse-header", Static), 140)
+            for row in table_rows(view.query_one("#browse-evals", DataTable)):
+                assert ends_marked(row[2:6]) == [False] * 4, row
+            await pilot.press("escape")
+
+            await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen), 5, "picker again")
+            for name in ("partial", "whole"):
+                await pick(pilot, app, name)
+                await pilot.press("space")
+            await pilot.press("c")
+            await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen.complete, 30, "compare")
+            metrics = {r[0]: r[1:] for r in table_rows(app.screen.query_one("#compare-metrics", DataTable))}
+            for label in ("best valid loss", "valid ppl", "valid word ppl", "test ppl", "test word ppl"):
+                assert ends_marked(metrics[label]) == [True, False], label
+            assert not any(ends_marked(metrics["train loss"]))
+            assert "* partial (first batches)" in text(app.screen.query_one("#compare-header", Static), 140)
+
+    run(flow())
+
+
+def test_dashboard_marks_every_figure_of_a_partial_evaluation(tmp_path: Path, scripted) -> None:
+    """The * marked the word perplexity and not the perplexity beside it."""
+    loss = 3.5
+    scripted(started(tmp_path / "runs" / "demo"), step(10),
+             ev.EvalResult(step=10, split="valid", loss=loss, perplexity=math.exp(loss), word_perplexity=99.0,
+                           bits_per_byte=1.25, tokens=512, partial=True))
+
+    async def flow() -> None:
+        app = make_app()
+        async with app.run_test(size=(120, 40)) as pilot:
+            dash = await open_dashboard(app, pilot)
+            panel = dash.query_one(MetricsPanel)
+            await wait_for(pilot, lambda: panel.valid is not None, 10, "the evaluation")
+            shown = [" ".join(line.split()) for line in text(panel).splitlines()]
+            for row in ("valid loss 3.5000*", "best valid 3.5000*", f"perplexity {math.exp(loss):,.2f}*",
+                        "word ppl 99.00*", "bits/byte 1.250*", "* partial (first batches)"):
+                assert row in shown, (row, shown)
+            assert f"step 10: valid loss 3.5000* · ppl {math.exp(loss):,.2f}* · word ppl 99.00*" in log_text(dash)
+
+    run(flow())
+
+
+def test_a_custom_shape_is_not_labelled_as_its_preset(trained: Path, corpus: Path, tmp_path: Path) -> None:
+    """A run started from tiny with its own shape was labelled "tiny" in the picker, browse and run.toml."""
+    run_toml = trained / "partial" / "run.toml"
+    assert run_toml.read_text().splitlines()[0].startswith("# model: custom (from tiny): d_model 32, ")
+    # Resuming still reads the preset it started from, and the file gives back the very same config.
+    assert read_toml(run_toml)["run"]["preset"] == "tiny"
+    stored = build_config(None, run_toml)
+    write_toml(stored, tmp_path / "again.toml")
+    assert build_config(None, tmp_path / "again.toml") == stored
+    # A run whose shape is its preset's keeps the preset's name.
+    as_tiny = build_config("tiny", None, {"data": {"dataset": str(corpus)}, "run": {"out_dir": str(trained)}})
+    (trained / "tiny-shaped").mkdir()
+    write_toml(as_tiny, trained / "tiny-shaped" / "run.toml")
+    assert (trained / "tiny-shaped" / "run.toml").read_text().startswith("# model: tiny\n")
+    assert model_label("tiny", {"d_model": 512}) == "custom (from tiny)" and model_label("", {}) == "custom"
+
+    async def flow() -> None:
+        app = make_app(resume_picker=True, roots=[trained])
+        async with app.run_test(size=(140, 45)) as pilot:
+            await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen) and app.screen.loaded, 30, "picker")
+            column = column("model")
+            models = {r[0]: r[column] for r in table_rows(app.screen.query_one(RunTable))}
+            assert models == {"partial": "custom (from tiny)", "whole": "custom", "tiny-shaped": "tiny"}
+            await pick(pilot, app, "partial")
+            assert "model custom (from tiny): d_model 32, num_heads 2" in text(app.screen.query_one("#run-detail"), 140)
+            view = await browse(pilot, app, "partial")
+            assert "model custom (from tiny): d_model 32" in text(view.query_one("#browse-header", Static), 140)
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen), 5, "picker again")
+            for name in ("partial", "tiny-shaped"):
+                await pick(pilot, app, name)
+                await pilot.press("space")
+            await pilot.press("c")
+            await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen.loaded, 30, "compare")
+            metrics = {r[0]: r[1:] for r in table_rows(app.screen.query_one("#compare-metrics", DataTable))}
+            assert metrics["model"] == ["custom (from tiny)", "tiny"]
+
+    run(flow())
+
+
+def test_the_dashboard_header_names_the_model(tmp_path: Path, scripted, corpus: Path) -> None:
+    scripted(started(tmp_path / "runs" / "demo"), step(10))
+
+    async def flow() -> None:
+        profile = tmp_path / "custom.toml"
+        cfg = tiny_config(corpus, tmp_path / "runs")
+        cfg.run.preset = "tiny"
+        write_toml(cfg, profile)
+        app = make_app(profile=profile)
+        async with app.run_test(size=(120, 40)) as pilot:
+            dash = await open_dashboard(app, pilot)
+            assert dash.query_one(RunHeader).model == "custom (from tiny)"
+            assert "custom (from tiny)" in str(dash.query_one(RunHeader).render())
 
     run(flow())
