@@ -188,8 +188,8 @@ def test_a_custom_shape_is_not_labelled_as_its_preset(trained: Path, corpus: Pat
         app = make_app(resume_picker=True, roots=[trained])
         async with app.run_test(size=(140, 45)) as pilot:
             await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen) and app.screen.loaded, 30, "picker")
-            column = column("model")
-            models = {r[0]: r[column] for r in table_rows(app.screen.query_one(RunTable))}
+            model_column = column("model")
+            models = {r[0]: r[model_column] for r in table_rows(app.screen.query_one(RunTable))}
             assert models == {"partial": "custom (from tiny)", "whole": "custom", "tiny-shaped": "tiny"}
             await pick(pilot, app, "partial")
             assert "model custom (from tiny): d_model 32, num_heads 2" in text(app.screen.query_one("#run-detail"), 140)
@@ -221,5 +221,140 @@ def test_the_dashboard_header_names_the_model(tmp_path: Path, scripted, corpus: 
             dash = await open_dashboard(app, pilot)
             assert dash.query_one(RunHeader).model == "custom (from tiny)"
             assert "custom (from tiny)" in str(dash.query_one(RunHeader).render())
+
+    run(flow())
+
+
+# ---------------------------------------------------------------------------- help from the bindings
+
+
+def screen_classes() -> list[type]:
+    """Every screen class of tui_lm/screens, found by walking the package (a new screen is covered too)."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import tui_lm.screens
+    from textual.screen import Screen
+
+    from tui_lm.screens.help import HelpScreen
+
+    found = []
+    for module in pkgutil.iter_modules(tui_lm.screens.__path__):
+        mod = importlib.import_module(f"tui_lm.screens.{module.name}")
+        found += [c for _, c in inspect.getmembers(mod, inspect.isclass)
+                  if issubclass(c, Screen) and c.__module__ == mod.__name__ and c is not HelpScreen]
+    return found
+
+
+def help_rows(app) -> dict[str, str]:
+    """The help's keys table as the user reads it: {key shown: what it does}, one entry per key."""
+    import re
+
+    from tui_lm.screens.help import HelpScreen
+
+    assert isinstance(app.screen, HelpScreen)
+    rows: dict[str, str] = {}
+    keys: list[str] = []
+    for line in text(app.screen.query_one("#help-keys", Static), 96).splitlines():
+        cells = re.split(r"\s{2,}", line.strip())
+        if len(cells) == 2:
+            keys = cells[0].split(" / ")
+            rows.update({key: cells[1] for key in keys})
+        elif line.startswith(" ") and line.strip() and keys:  # an explanation wrapped onto the next line
+            rows.update({key: f"{rows[key]} {line.strip()}" for key in keys})
+        else:
+            keys = []  # a heading or a blank line
+    return rows
+
+
+def expected_keys(app, screen: type) -> dict[str, set[str]]:
+    """{key shown: what it may be explained as} for every binding of `screen` (inherited ones too) and of the app:
+    its tooltip or description, or another's of the same action (keys of one action share a row)."""
+    from textual.screen import ModalScreen
+
+    textual_own = {(b.key, b.action) for bs in ModalScreen._merge_bindings().key_to_bindings.values() for b in bs}
+    by_key, by_action = {}, {}
+    for bindings in (*screen._merge_bindings().key_to_bindings.values(), *app._bindings.key_to_bindings.values()):
+        for b in bindings:
+            if (b.key, b.action) not in textual_own and not b.system:
+                by_key[app.get_key_display(b)] = b.action
+                by_action.setdefault(b.action, set()).update(w for w in (b.tooltip, b.description) if w)
+    return {key: by_action[action] for key, action in by_key.items()}
+
+
+def test_every_screens_help_lists_every_binding_of_that_screen_and_the_app() -> None:
+    """? listed neither the picker's f5, a, b, space, c nor compare's t; now each screen's help is its bindings."""
+    from tui_lm.screens.help import HelpScreen
+
+    classes = screen_classes()
+    names = {c.__name__ for c in classes}
+    assert {"SetupScreen", "ResumeScreen", "DashboardScreen", "WatchScreen", "BrowseScreen", "CompareScreen",
+            "QuitConfirm"} <= names
+
+    async def flow() -> None:
+        app = make_app(out_dir="runs")
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            for screen in classes:
+                await app.push_screen(HelpScreen(screen))
+                await pilot.pause()
+                shown, expected = help_rows(app), expected_keys(app, screen)
+                for key, explanations in expected.items():
+                    assert shown.get(key) in explanations, (screen.__name__, key, explanations, shown)
+                await pilot.press("escape")
+                await pilot.pause()
+            assert {"f5", "a", "b", "space", "c"} <= set(expected_keys(app, dict(
+                (c.__name__, c) for c in classes)["ResumeScreen"]))
+
+    run(flow())
+
+
+def test_question_mark_opens_the_help_of_the_screen_under_it(tmp_path: Path, corpus: Path) -> None:
+    """Through the keyboard: the picker's help lists its keys, the setup screen's its own, not each other's."""
+    from tests.ui.test_resume_picker import make_runs
+
+    make_runs(tmp_path / "runs", corpus)
+
+    async def flow() -> None:
+        app = make_app(resume_picker=True, roots=[tmp_path / "runs"])
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen) and app.screen.loaded, 30, "picker")
+            await pilot.press("question_mark")
+            await pilot.pause()
+            shown = help_rows(app)
+            for key in ("⏎", "f5", "a", "b", "space", "c", "esc", "q", "^q", "?", "f1"):  # as the footer shows them
+                assert key in shown, (key, shown)
+            assert shown["f5"] == "look for runs again"
+            assert "tui-lm keys: resume picker" in text(app.screen.query_one("#help-title", Static))
+            await pilot.press("escape")
+            await pilot.pause()
+            await pilot.press("escape")  # the picker, back to setup
+            await pilot.pause()
+            await pilot.press("f1")
+            await pilot.pause()
+            shown = help_rows(app)
+            assert "^t" in shown and "f5" not in shown and "space" not in shown
+
+    run(flow())
+
+
+def test_a_binding_added_to_a_screen_shows_in_its_help_unwritten() -> None:
+    """The help text is generated: a new key needs no edit of the help."""
+    from textual.binding import Binding
+
+    from tui_lm.screens.help import HelpScreen
+    from tui_lm.screens.resume import ResumeScreen as Picker
+
+    class PickerWithZap(Picker):
+        BINDINGS = [Binding("z", "zap", "Zap", tooltip="zap the selected run")]
+
+    async def flow() -> None:
+        app = make_app(out_dir="runs")
+        async with app.run_test(size=SIZE) as pilot:
+            await app.push_screen(HelpScreen(PickerWithZap))
+            await pilot.pause()
+            shown = help_rows(app)
+            assert shown["z"] == "zap the selected run" and shown["f5"] == "look for runs again"
 
     run(flow())

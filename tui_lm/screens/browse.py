@@ -77,7 +77,11 @@ class BrowseScreen(Screen):
     BrowseScreen #browse-lr { height: 1fr; border: round $primary; }
     BrowseScreen DataTable { height: 1fr; }
     """
-    BINDINGS = [Binding("escape", "back", "Back")]
+    HELP_TITLE = "browse a run"
+    BINDINGS = [
+        Binding("t", "toggle_x", "Steps / tokens", tooltip="the curves by step or by tokens seen"),
+        Binding("escape", "back", "Back"),
+    ]
 
     def __init__(self, run_dir: Path) -> None:
         super().__init__()
@@ -112,6 +116,10 @@ class BrowseScreen(Screen):
 
     def action_back(self) -> None:
         self.app.pop_screen()
+
+    def action_toggle_x(self) -> None:
+        for plot in self.query(CurvePlot):
+            plot.set_x_axis(not plot.by_tokens)
 
     # ------------------------------------------------------------------ loading (worker thread)
 

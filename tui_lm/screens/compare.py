@@ -37,8 +37,9 @@ class CompareScreen(Screen):
     CompareScreen CurvePlot { border: round $primary; width: 1fr; }
     CompareScreen DataTable { height: 1fr; border: round $primary; }
     """
+    HELP_TITLE = "compare runs"
     BINDINGS = [
-        Binding("t", "toggle_x", "Steps / tokens"),
+        Binding("t", "toggle_x", "Steps / tokens", tooltip="line the curves up by step or by tokens seen"),
         Binding("escape", "back", "Back"),
     ]
 

@@ -47,13 +47,14 @@ HISTORY_SERIES = (("#loss-plot", "train", "train"), ("#loss-plot", "valid", "val
 
 
 class DashboardScreen(Screen):
+    HELP_TITLE = "training dashboard"
     BINDINGS = [
-        Binding("p", "pause", "Pause"),
-        Binding("r", "resume", "Resume"),
-        Binding("s", "stop", "Stop"),
-        Binding("e", "smooth", "Smooth"),
-        Binding("l", "log_scale", "Log loss"),
-        Binding("escape", "back", "Back to setup"),
+        Binding("p", "pause", "Pause", tooltip="pause: the step finishes and a checkpoint is written"),
+        Binding("r", "resume", "Resume", tooltip="resume a paused run"),
+        Binding("s", "stop", "Stop", tooltip="stop: checkpoint, then back to setup"),
+        Binding("e", "smooth", "Smooth", tooltip="smooth the training loss (moving average) or show it raw"),
+        Binding("l", "log_scale", "Log loss", tooltip="the loss plot on a log scale or a linear one"),
+        Binding("escape", "back", "Back to setup", tooltip="back to setup once the run has ended"),
     ]
 
     state: reactive[str] = reactive("starting")

@@ -40,14 +40,16 @@ def collect_runs(roots: list[Path]) -> list[Any]:
 
 
 class ResumeScreen(Screen):
+    HELP_TITLE = "resume picker"
     BINDINGS = [
         Binding("escape", "back", "Back to setup"),
-        Binding("enter", "choose", "Resume", show=True),
-        Binding("f5", "reload", "Reload"),
-        Binding("a", "attach", "Attach"),
-        Binding("b", "browse", "Browse"),
-        Binding("space", "mark", "Mark"),
-        Binding("c", "compare", "Compare marked"),
+        Binding("enter", "choose", "Resume", show=True, tooltip="resume the selected run"),
+        Binding("f5", "reload", "Reload", tooltip="look for runs again"),
+        Binding("a", "attach", "Attach", tooltip="watch the selected run live while another process trains it"),
+        Binding("b", "browse", "Browse",
+                tooltip="browse the selected run: curves, evaluations, samples, checkpoints, config"),
+        Binding("space", "mark", "Mark", tooltip="mark or unmark the selected run for comparison"),
+        Binding("c", "compare", "Compare marked", tooltip="compare the marked runs (two or more)"),
     ]
 
     def __init__(self, roots: Callable[[], list[Path]] | list[Path], named: Path | None = None) -> None:
