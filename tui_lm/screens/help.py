@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 from textual.app import App, ComposeResult
@@ -90,17 +91,19 @@ def screen_title(screen: type[Screen]) -> str:
     return " ".join(words).lower() or screen.__name__
 
 
-def keys_table(sections: list[tuple[str, list[tuple[str, str]]]]) -> Table:
-    table = Table(box=None, padding=(0, 2), show_header=True, header_style="bold")
-    table.add_column("key", style="bold", no_wrap=True)
-    table.add_column("what it does")
+def keys_table(sections: list[tuple[str, list[tuple[str, str]]]]) -> Group:
+    """A heading and a two-column table per section; the key columns all one width, so they line up."""
+    width = max((len(keys) for _, rows in sections for keys, _ in rows), default=1)
+    parts: list[Text | Table] = []
     for i, (title, rows) in enumerate(sections):
-        if i:
-            table.add_row("", "")
-        table.add_row(Text(title, style="cyan"), "")
+        parts.append(Text(("\n" if i else "") + title, style="bold cyan"))
+        table = Table(box=None, padding=(0, 2), show_header=False)
+        table.add_column("key", style="bold", no_wrap=True, min_width=width)
+        table.add_column("what it does")
         for keys, what in rows:
             table.add_row(keys, what)
-    return table
+        parts.append(table)
+    return Group(*parts)
 
 
 class HelpScreen(ModalScreen[None]):
