@@ -17,6 +17,7 @@ from engine.config.model_label import model_label
 from tests.ui.conftest import run, screen_text, text, tiny_config, wait_for
 from tests.ui.test_browse_compare import browse, pick, table_rows
 from tests.ui.test_dashboard import log_text, open_dashboard, scripted, started, step  # noqa: F401  (a fixture)
+from tests.ui.test_snapshots import fixed_cwd  # noqa: F401  (a fixture)
 from tui_lm.app import make_app
 from tui_lm.screens.compare import CompareScreen
 from tui_lm.screens.resume import ResumeScreen
@@ -358,3 +359,15 @@ def test_a_binding_added_to_a_screen_shows_in_its_help_unwritten() -> None:
             assert shown["z"] == "zap the selected run" and shown["f5"] == "look for runs again"
 
     run(flow())
+
+
+def test_setup_booleans_snapshot(snap_compare, fixed_cwd: Path) -> None:
+    """The picture of item 15's checkboxes in a 100x30 terminal: tie embeddings ▐X▌ on, grad checkpointing ▐ ▌ off."""
+
+    async def show_booleans(pilot) -> None:
+        await pilot.pause()
+        pilot.app.screen.query_one("#f-train-grad_checkpointing").scroll_visible(animate=False, top=False)
+        await pilot.pause()
+        await pilot.pause()
+
+    assert snap_compare(make_app(out_dir="runs"), terminal_size=SIZE, run_before=show_booleans)
