@@ -123,9 +123,9 @@ class ResumeScreen(Screen):
     def _describe(self, info: Any | None) -> None:
         if info is None:
             return
-        lines = [f"[b]{escape(display_path(info.path))}[/b]  ·  model {escape(info.model_detail)}"
-                 f"  ·  last checkpoint {info.last_checkpoint or '—'}"
-                 f"  ·  {info.world_size} process{'es' if info.world_size != 1 else ''}"]
+        lines = [f"[b]{escape(display_path(info.path))}[/b]  ·  last checkpoint {info.last_checkpoint or '—'}"
+                 f"  ·  {info.world_size} process{'es' if info.world_size != 1 else ''}",
+                 f"model {escape(info.model_detail)}"]
         if info.problem:
             lines.append(f"[red]cannot be resumed: {escape(info.problem)}[/red]")
         elif self.named is not None and info.path.resolve() == self.named.resolve() and info.resumable:
