@@ -13,7 +13,8 @@ run.toml. Torch-free.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from engine.config.run_config import RunConfig
 from engine.errors import ConfigError
@@ -28,7 +29,8 @@ def shape_changes(preset: str, model: Mapping[str, Any]) -> dict[str, tuple[Any,
     resume, so it is not a change. Raises ConfigError for a preset that does
     not exist.
     """
-    from engine.config.loading import load_preset  # loading writes run.toml with this module's comment
+    # Imported here: loading imports this module to write run.toml's comment.
+    from engine.config.loading import load_preset
 
     shape = load_preset(preset).get("model", {})
     return {key: (value, model[key]) for key, value in shape.items() if key in model and model[key] != value}

@@ -55,7 +55,7 @@ def test_checkboxes_read_on_and_off_without_colour() -> None:
     run(flow())
 
 
-def test_the_pause_line_is_shown_once(tmp_path: Path, scripted) -> None:
+def test_the_pause_line_is_shown_once(tmp_path: Path, scripted) -> None:  # noqa: F811
     """The trainer reports a pause's checkpoint and then the pause; the log said both, naming the same file."""
     run_dir = tmp_path / "runs" / "demo"
     checkpoint = str(run_dir / "snapshots" / "step_0000012.pt")
@@ -147,7 +147,7 @@ def test_partial_figures_are_marked_alike_with_a_legend(trained: Path) -> None:
     run(flow())
 
 
-def test_dashboard_marks_every_figure_of_a_partial_evaluation(tmp_path: Path, scripted) -> None:
+def test_dashboard_marks_every_figure_of_a_partial_evaluation(tmp_path: Path, scripted) -> None:  # noqa: F811
     """The * marked the word perplexity and not the perplexity beside it."""
     loss = 3.5
     scripted(started(tmp_path / "runs" / "demo"), step(10),
@@ -209,7 +209,7 @@ def test_a_custom_shape_is_not_labelled_as_its_preset(trained: Path, corpus: Pat
     run(flow())
 
 
-def test_the_dashboard_header_names_the_model(tmp_path: Path, scripted, corpus: Path) -> None:
+def test_the_dashboard_header_names_the_model(tmp_path: Path, scripted, corpus: Path) -> None:  # noqa: F811
     scripted(started(tmp_path / "runs" / "demo"), step(10))
 
     async def flow() -> None:
@@ -235,9 +235,9 @@ def screen_classes() -> list[type]:
     import inspect
     import pkgutil
 
-    import tui_lm.screens
     from textual.screen import Screen
 
+    import tui_lm.screens
     from tui_lm.screens.help import HelpScreen
 
     found = []
@@ -305,8 +305,8 @@ def test_every_screens_help_lists_every_binding_of_that_screen_and_the_app() -> 
                     assert shown.get(key) in explanations, (screen.__name__, key, explanations, shown)
                 await pilot.press("escape")
                 await pilot.pause()
-            assert {"f5", "a", "b", "space", "c"} <= set(expected_keys(app, dict(
-                (c.__name__, c) for c in classes)["ResumeScreen"]))
+            picker = next(c for c in classes if c.__name__ == "ResumeScreen")
+            assert {"f5", "a", "b", "space", "c"} <= set(expected_keys(app, picker))
 
     run(flow())
 
@@ -361,7 +361,7 @@ def test_a_binding_added_to_a_screen_shows_in_its_help_unwritten() -> None:
     run(flow())
 
 
-def test_setup_booleans_snapshot(snap_compare, fixed_cwd: Path) -> None:
+def test_setup_booleans_snapshot(snap_compare, fixed_cwd: Path) -> None:  # noqa: F811
     """The picture of item 15's checkboxes in a 100x30 terminal: tie embeddings ▐X▌ on, grad checkpointing ▐ ▌ off."""
 
     async def show_booleans(pilot) -> None:

@@ -51,7 +51,7 @@ def _defaults() -> set[tuple[str, str]]:
     return {(b.key, b.action) for bindings in merged.values() for b in bindings}
 
 
-def bindings_of(owner: type[Screen] | type[App] | App) -> list[Binding]:
+def bindings_of(owner: type[Screen | App] | App) -> list[Binding]:
     """The bindings of a screen class or an app (inherited ones merged as Textual does), Textual's own left out.
 
     An app instance's include the command palette's key, which Textual adds when the app is made.

@@ -14,6 +14,7 @@ loop cannot make the UI spend its time drawing.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -70,7 +71,7 @@ def axis_labels(values: list[float], width: int = LABEL_WIDTH - 1, *, log: bool 
     finite = [v for v in values if math.isfinite(v)]
     if not finite:
         return [fmt(v) for v in values]
-    gaps = [abs(a - b) for a, b in zip(finite, finite[1:]) if a != b]
+    gaps = [abs(a - b) for a, b in itertools.pairwise(finite) if a != b]
     gap = min(gaps) if gaps else (max(abs(v) for v in finite) or 1.0)
     tolerance = [0.05 * (abs(v) if log else gap) for v in values]
 
