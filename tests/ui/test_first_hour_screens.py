@@ -271,7 +271,8 @@ def help_rows(app) -> dict[str, str]:
 
 def expected_keys(app, screen: type) -> dict[str, set[str]]:
     """{key shown: what it may be explained as} for every binding of `screen` (inherited ones too) and of the app:
-    its tooltip or description, or another's of the same action (keys of one action share a row)."""
+    its tooltip or description (the action's name without either), or another's of the same action (keys of
+    one action share a row)."""
     from textual.screen import ModalScreen
 
     textual_own = {(b.key, b.action) for bs in ModalScreen._merge_bindings().key_to_bindings.values() for b in bs}
@@ -280,7 +281,7 @@ def expected_keys(app, screen: type) -> dict[str, set[str]]:
         for b in bindings:
             if (b.key, b.action) not in textual_own and not b.system:
                 by_key[app.get_key_display(b)] = b.action
-                by_action.setdefault(b.action, set()).update(w for w in (b.tooltip, b.description) if w)
+                by_action.setdefault(b.action, set()).update(w for w in (b.tooltip, b.description or b.action) if w)
     return {key: by_action[action] for key, action in by_key.items()}
 
 
