@@ -45,8 +45,8 @@ class TuiLmApp(App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "tui-lm"
     BINDINGS = [
-        Binding("q", "quit", "Quit"),
-        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("q", "quit", "Quit", tooltip="quit (asks first; an active run is checkpointed and stopped)"),
+        Binding("question_mark", "help", "Help", key_display="?", tooltip="the keys of this screen, and notes"),
         Binding("f1", "help", "Help", show=False),
     ]
 
@@ -168,7 +168,7 @@ class TuiLmApp(App[int]):
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            self.push_screen(HelpScreen(self.screen))  # the keys of the screen it is opened over
 
     async def action_quit(self) -> None:
         if isinstance(self.screen, QuitConfirm):

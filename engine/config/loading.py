@@ -132,6 +132,7 @@ def build_config(
 
 
 def write_toml(cfg: RunConfig, path: str | Path) -> None:
+    from engine.config.model_label import toml_comment  # it reads presets through this module
     from engine.files import write_text  # atomic: a full disk never leaves a truncated run.toml
 
-    write_text(Path(path), cfg.to_toml())
+    write_text(Path(path), toml_comment(cfg) + cfg.to_toml())

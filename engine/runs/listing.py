@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config.loading import read_toml
+from engine.config.model_label import model_description, model_label
 from engine.errors import ConfigError, FileError
 from engine.files import read_json_object
 from engine.runs.checkpoints import good_checkpoints, list_checkpoints
@@ -31,13 +32,16 @@ class RunInfo:
 
     path: Path
     name: str
-    preset: str
+    preset: str  # run.preset: what it started from (and resuming applies)
+    model: str  # what its model is called: the preset's name, or "custom (from tiny)" (engine.config.model_label)
+    model_detail: str  # the same, with what differs from the preset: "custom (from tiny): d_model 512"
     dataset: str
     step: int
     total_steps: int
     status: str  # one of STATUSES
     last_val_ppl: float | None
     last_word_ppl: float | None
+    last_val_partial: bool  # those two come from a partial evaluation (False when state.json does not say)
     last_checkpoint: str  # file name, "" when none
     last_checkpoint_time: float | None
     world_size: int
@@ -80,16 +84,20 @@ def read_run(run_dir: Path) -> RunInfo:
     elif last is None and status != "finished" and not problem:
         problem = "no checkpoint to resume from"
     section = (lambda name: cfg.get(name) if isinstance(cfg.get(name), dict) else {})
+    preset = str(section("run").get("preset", ""))
     return RunInfo(
         path=run_dir,
         name=run_dir.name,
         preset=str(section("run").get("preset", "?")),
+        model=model_label(preset, section("model")) if cfg else "?",
+        model_detail=model_description(preset, section("model")) if cfg else "?",
         dataset=str(section("data").get("dataset", "?")),
         step=_number(meta.get("step", state.get("step")), int, 0),
         total_steps=_number(state.get("total_steps"), int, 0),
         status=status,
         last_val_ppl=_number(state.get("last_val_ppl"), float, None),
         last_word_ppl=_number(state.get("last_word_ppl"), float, None),
+        last_val_partial=state.get("last_val_partial") is True,
         last_checkpoint=last.name if last else "",
         last_checkpoint_time=_number(meta.get("time"), float, None),
         world_size=_number(meta.get("world_size", state.get("world_size")), int, 1),

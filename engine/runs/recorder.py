@@ -133,7 +133,7 @@ class RunRecorder:
                                             "bits_per_byte": e.bits_per_byte})
             if e.split == "valid":
                 self._state(last_val_loss=e.loss, last_val_ppl=e.perplexity,
-                            last_word_ppl=e.word_perplexity)
+                            last_word_ppl=e.word_perplexity, last_val_partial=e.partial)
         elif isinstance(e, ev.CheckpointSaved):
             self._line(e)
             self._state(step=e.step, last_checkpoint=Path(e.path).name,

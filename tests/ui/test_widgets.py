@@ -117,3 +117,28 @@ def test_plot_series_read_apart_without_colour_and_view_toggles() -> None:
             assert float(mid) == pytest.approx((top * bottom) ** 0.5, rel=0.01)
 
     run(flow())
+
+
+def test_y_axis_labels_share_one_precision() -> None:
+    """A loss between 2.0 and 2.3 was labelled 2.3 / 2.15 / 2: one number of decimals per axis, enough to tell
+    the ticks apart; the learning rate's axis reads alike in scientific notation."""
+
+    async def flow() -> None:
+        app = PlotApp()
+        async with app.run_test(size=(60, 12)) as pilot:
+            plot = app.query_one(LinePlot)
+            plot.add_series("train", "train", "#1e90ff")
+            plot.add_point("train", 1, 2.3)
+            plot.add_point("train", 2, 2.0)
+            plot.flush(force=True)
+            await pilot.pause()
+            labels = [line.split("┤")[0].strip() for line in str(plot.render()).splitlines()[1:-1]]
+            assert [label for label in labels if label] == ["2.30", "2.15", "2.00"]
+
+            plot.set_points("train", [1, 2, 3], [3e-4, 2e-4, 0.0])
+            plot.flush(force=True)
+            await pilot.pause()
+            labels = [line.split("┤")[0].strip() for line in str(plot.render()).splitlines()[1:-1]]
+            assert [label for label in labels if label] == ["3.0e-04", "1.5e-04", "0"]
+
+    run(flow())

@@ -24,10 +24,14 @@ from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 from engine.runs.history import RunHistory
 from engine.runs.layout import RUN_CONFIG
 from engine.runs.reader import MetricsReader, backfill, open_history
-from engine.runs.summary import RunSummary, summarize
-from tui_lm.widgets.common.format import clock
+from engine.runs.summary import METRIC_ROWS, RunSummary, summarize
+from tui_lm.widgets.common.format import PARTIAL_LEGEND, clock, figure, marked
 from tui_lm.widgets.compare.curve_plot import PALETTE, CurvePlot
 
+# The evaluations tab's figures: (column, EvalResult field, format), each marked when the evaluation was partial.
+EVAL_FIGURES = (("loss", "loss", ".4f"), ("ppl", "perplexity", ",.2f"), ("word ppl", "word_perplexity", ",.2f"),
+                ("bits/byte", "bits_per_byte", ".3f"))
+HEADER_METRICS = ("best valid loss", "test ppl", "test word ppl")  # of METRIC_ROWS, shown in the header
 STATUS_STYLE = {"running": "bold green", "paused": "bold yellow", "stopped": "bold cyan", "finished": "bold cyan",
                 "crashed": "bold red", "gone": "bold red"}
 
@@ -51,15 +55,16 @@ def header_text(s: RunSummary, history: RunHistory) -> Text:
     text.append(f" {s.status.upper()} ", style=f"reverse {STATUS_STYLE.get(s.status, 'bold')}")
     text.append(f"  {s.name}", style="bold")
     total = f" / {s.total_steps:,}" if s.total_steps else ""
-    text.append(f"  ·  step {s.step:,}{total}  ·  {s.tokens_seen:,} tokens")
-    for label, attribute, fmt in (("best valid loss", "best_valid_loss", "{:.4f}"), ("test ppl", "test_ppl", "{:,.2f}"),
-                                  ("test word ppl", "test_word_ppl", "{:,.2f}")):
-        if getattr(s, attribute) is not None:
-            text.append(f"  ·  {label} {s.formatted(attribute, fmt)}")
+    text.append(f"  ·  model {s.model_detail}  ·  step {s.step:,}{total}  ·  {s.tokens_seen:,} tokens")
+    for label, attribute, fmt, partial in METRIC_ROWS:
+        if label in HEADER_METRICS and getattr(s, attribute) is not None:
+            text.append(f"  ·  {label} {marked(s.formatted(attribute, fmt), s.partial(partial))}")
     if s.problem:
         text.append(f"\n{s.problem}", style="red")
     text.append(f"\n{history.records:,} records" + ("" if history.complete else " · reading the full history…"),
                 style="dim")
+    if any(r.get("partial") is True for r in history.evals) or s.test_partial:
+        text.append(f"  ·  {PARTIAL_LEGEND}", style="dim")  # the header's figures and the evaluations tab
     return text
 
 
@@ -72,7 +77,11 @@ class BrowseScreen(Screen):
     BrowseScreen #browse-lr { height: 1fr; border: round $primary; }
     BrowseScreen DataTable { height: 1fr; }
     """
-    BINDINGS = [Binding("escape", "back", "Back")]
+    HELP_TITLE = "browse a run"
+    BINDINGS = [
+        Binding("t", "toggle_x", "Steps / tokens", tooltip="the curves by step or by tokens seen"),
+        Binding("escape", "back", "Back"),
+    ]
 
     def __init__(self, run_dir: Path) -> None:
         super().__init__()
@@ -100,13 +109,17 @@ class BrowseScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one("#browse-evals", DataTable).add_columns(
-            "step", "split", "loss", "ppl", "word ppl", "bits/byte", "tokens scored", "")
+            "step", "split", *(label for label, _, _ in EVAL_FIGURES), "tokens scored", "")
         self.query_one("#browse-checkpoints", DataTable).add_columns(
             "file", "step", "reason", "best", "saved", "size", "ranks")
         self._load()
 
     def action_back(self) -> None:
         self.app.pop_screen()
+
+    def action_toggle_x(self) -> None:
+        for plot in self.query(CurvePlot):
+            plot.set_x_axis(not plot.by_tokens)
 
     # ------------------------------------------------------------------ loading (worker thread)
 
@@ -134,10 +147,10 @@ class BrowseScreen(Screen):
         self._plot()
         evals = self.query_one("#browse-evals", DataTable)
         for r in history.evals:
-            notes = " ".join(n for n, on in (("partial", r.get("partial")), ("★ best", r.get("best"))) if on)
-            evals.add_row(f"{r.get('step', 0):,}", r.get("split", ""), f"{r.get('loss', float('nan')):.4f}",
-                          f"{r.get('perplexity', float('nan')):,.2f}", f"{r.get('word_perplexity', float('nan')):,.2f}",
-                          f"{r.get('bits_per_byte', float('nan')):.3f}", f"{r.get('tokens', 0):,}", notes)
+            part = r.get("partial") is True
+            evals.add_row(f"{r.get('step', 0):,}", r.get("split", ""),
+                          *(figure(r.get(key), spec, part) for _, key, spec in EVAL_FIGURES),
+                          f"{r.get('tokens', 0):,}", "★ best" if r.get("best") else "")
         samples = Text()
         for r in history.samples:
             samples.append(f"step {r.get('step', 0):,}", style="bold")

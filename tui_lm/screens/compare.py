@@ -22,6 +22,7 @@ from textual.widgets import DataTable, Footer, Static
 from engine.runs.history import RunHistory
 from engine.runs.reader import MetricsReader, backfill, open_history
 from engine.runs.summary import METRIC_ROWS, RunSummary, differing_settings, summarize
+from tui_lm.widgets.common.format import PARTIAL_LEGEND, marked
 from tui_lm.widgets.compare.curve_plot import PALETTE, CurvePlot
 
 
@@ -36,8 +37,9 @@ class CompareScreen(Screen):
     CompareScreen CurvePlot { border: round $primary; width: 1fr; }
     CompareScreen DataTable { height: 1fr; border: round $primary; }
     """
+    HELP_TITLE = "compare runs"
     BINDINGS = [
-        Binding("t", "toggle_x", "Steps / tokens"),
+        Binding("t", "toggle_x", "Steps / tokens", tooltip="line the curves up by step or by tokens seen"),
         Binding("escape", "back", "Back"),
     ]
 
@@ -47,6 +49,7 @@ class CompareScreen(Screen):
         self.histories: list[RunHistory | None] = [None] * len(self.run_dirs)
         self.summaries: list[RunSummary | None] = [None] * len(self.run_dirs)
         self.by_tokens = False
+        self.any_partial = False  # a final metric is marked partial: the header shows the legend
         self.loaded = False  # every run's summary is shown (tests wait for it)
         self.complete = False  # every run's exact history is plotted
 
@@ -123,8 +126,9 @@ class CompareScreen(Screen):
     def _show_tables(self) -> None:
         runs = [s for s in self.summaries if s is not None]
         metrics = self.query_one("#compare-metrics", DataTable)
-        for label, attribute, fmt in METRIC_ROWS:
-            metrics.add_row(label, *(s.formatted(attribute, fmt) for s in runs))
+        for label, attribute, fmt, partial in METRIC_ROWS:
+            metrics.add_row(label, *(marked(s.formatted(attribute, fmt), s.partial(partial)) for s in runs))
+        self.any_partial = any(s.partial(partial) for s in runs for *_, partial in METRIC_ROWS)
         settings = self.query_one("#compare-settings", DataTable)
         rows = differing_settings(runs)
         for key, values in rows:
@@ -142,4 +146,6 @@ class CompareScreen(Screen):
         text.append(f"\naligned by {'tokens seen' if self.by_tokens else 'step'} (t switches)", style="dim")
         if not self.complete:
             text.append(" · reading the full histories…", style="dim")
+        if self.any_partial:
+            text.append(f"  ·  {PARTIAL_LEGEND}", style="dim")
         self.query_one("#compare-header", Static).update(text)

@@ -21,6 +21,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from engine import events as ev
+from engine.config.model_label import config_model, model_label
 from engine.config.run_config import RunConfig
 from engine.runs.liveness import read_state
 from engine.runs.reader import read_history, to_event
@@ -46,13 +47,14 @@ HISTORY_SERIES = (("#loss-plot", "train", "train"), ("#loss-plot", "valid", "val
 
 
 class DashboardScreen(Screen):
+    HELP_TITLE = "training dashboard"
     BINDINGS = [
-        Binding("p", "pause", "Pause"),
-        Binding("r", "resume", "Resume"),
-        Binding("s", "stop", "Stop"),
-        Binding("e", "smooth", "Smooth"),
-        Binding("l", "log_scale", "Log loss"),
-        Binding("escape", "back", "Back to setup"),
+        Binding("p", "pause", "Pause", tooltip="pause: the step finishes and a checkpoint is written"),
+        Binding("r", "resume", "Resume", tooltip="resume a paused run"),
+        Binding("s", "stop", "Stop", tooltip="stop: checkpoint, then back to setup"),
+        Binding("e", "smooth", "Smooth", tooltip="smooth the training loss (moving average) or show it raw"),
+        Binding("l", "log_scale", "Log loss", tooltip="the loss plot on a log scale or a linear one"),
+        Binding("escape", "back", "Back to setup", tooltip="back to setup once the run has ended"),
     ]
 
     state: reactive[str] = reactive("starting")
@@ -92,7 +94,9 @@ class DashboardScreen(Screen):
         lr.add_series("schedule", "schedule", "#808080", dotted=True)
         lr.add_series("done", "so far", "#00d700")
         self.query_one("#error-panel").display = False
-        self.query_one(RunHeader).run_name = self.run_dir.name if self.run_dir else self.cfg.run.run_name
+        header = self.query_one(RunHeader)
+        header.run_name = self.run_dir.name if self.run_dir else self.cfg.run.run_name
+        header.model = model_label(*config_model(self.cfg))
         self.set_interval(DRAIN_S, self.drain)
         self._train()
 
@@ -310,16 +314,18 @@ class DashboardScreen(Screen):
         valid = [r for r in history.evals if r.get("split") == "valid"]
         last_valid = to_event(valid[-1]) if valid else valid_from_state(run_dir, upto)
         best = min(history.valid.y, default=math.inf)
+        best_partial = any(r.get("partial") and r.get("loss") == best for r in valid)
         if not valid and last_valid is not None:
-            best = last_valid.loss
+            best, best_partial = last_valid.loss, last_valid.partial
         last_train = to_event(history.last_step) if history.last_step else None
         sample = to_event(history.samples[-1]) if history.samples else None
-        self.app.call_from_thread(self._restore, curves_of(history), last_train, last_valid, best, sample)
+        self.app.call_from_thread(self._restore, curves_of(history), last_train, last_valid, (best, best_partial),
+                                  sample)
 
-    def _restore(self, curves: Curves, train: ev.StepMetrics | None, valid: ev.EvalResult | None, best: float,
-                 sample: ev.SampleGenerated | None) -> None:
+    def _restore(self, curves: Curves, train: ev.StepMetrics | None, valid: ev.EvalResult | None,
+                 best: tuple[float, bool], sample: ev.SampleGenerated | None) -> None:
         self.show_history(curves)
-        self.query_one(MetricsPanel).restore(train, valid, best)
+        self.query_one(MetricsPanel).restore(train, valid, *best)
         if sample is not None:
             self.query_one(SampleView).restore(sample)
 
@@ -343,6 +349,6 @@ def valid_from_state(run_dir: Path, step: int) -> ev.EvalResult | None:
         return ev.EvalResult(step=step, split="valid", loss=loss,
                              perplexity=float(state.get("last_val_ppl", math.exp(loss))),
                              word_perplexity=float(state.get("last_word_ppl", math.nan)), bits_per_byte=math.nan,
-                             tokens=0, partial=True)
+                             tokens=0, partial=bool(state.get("last_val_partial", True)))
     except (KeyError, TypeError, ValueError):
         return None

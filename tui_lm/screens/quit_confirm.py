@@ -11,9 +11,10 @@ from textual.widgets import Button, Static
 
 
 class QuitConfirm(ModalScreen[bool]):
+    HELP_TITLE = "quit dialog"
     BINDINGS = [
-        Binding("y", "answer(True)", "Quit"),
-        Binding("n,escape", "answer(False)", "Cancel"),
+        Binding("y", "answer(True)", "Quit", tooltip="quit tui-lm"),
+        Binding("n,escape", "answer(False)", "Cancel", tooltip="stay"),
     ]
 
     def __init__(self, warning: str = "") -> None:

@@ -21,7 +21,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from engine.runs.layout import RUN_CONFIG, is_run_folder
 from tui_lm.messages import BrowseRuns, ResumeRun, WatchRun
-from tui_lm.widgets.common.format import display_path
+from tui_lm.widgets.common.format import PARTIAL_LEGEND, display_path
 from tui_lm.widgets.resume.run_table import RunTable
 
 
@@ -40,14 +40,16 @@ def collect_runs(roots: list[Path]) -> list[Any]:
 
 
 class ResumeScreen(Screen):
+    HELP_TITLE = "resume picker"
     BINDINGS = [
         Binding("escape", "back", "Back to setup"),
-        Binding("enter", "choose", "Resume", show=True),
-        Binding("f5", "reload", "Reload"),
-        Binding("a", "attach", "Attach"),
-        Binding("b", "browse", "Browse"),
-        Binding("space", "mark", "Mark"),
-        Binding("c", "compare", "Compare marked"),
+        Binding("enter", "choose", "Resume", show=True, tooltip="resume the selected run"),
+        Binding("f5", "reload", "Reload", tooltip="look for runs again"),
+        Binding("a", "attach", "Attach", tooltip="watch the selected run live while another process trains it"),
+        Binding("b", "browse", "Browse",
+                tooltip="browse the selected run: curves, evaluations, samples, checkpoints, config"),
+        Binding("space", "mark", "Mark", tooltip="mark or unmark the selected run for comparison"),
+        Binding("c", "compare", "Compare marked", tooltip="compare the marked runs (two or more)"),
     ]
 
     def __init__(self, roots: Callable[[], list[Path]] | list[Path], named: Path | None = None) -> None:
@@ -94,8 +96,10 @@ class ResumeScreen(Screen):
     def _show(self, roots: list[Path], runs: list[Any]) -> None:
         self.roots = roots
         where = ", ".join(display_path(r) for r in roots) or "no folders yet: ./lm_* is empty (or pass --resume PATH)"
+        legend = f"\n[dim]{escape(PARTIAL_LEGEND)}[/dim]" if any(r.last_val_partial for r in runs) else ""
         self.query_one("#resume-where", Static).update(
-            f"Runs in {escape(where)}  ·  enter resumes the selected run, f5 looks again, escape returns to setup")
+            f"Runs in {escape(where)}  ·  enter resumes the selected run, f5 looks again, escape returns to setup"
+            + legend)
         table = self.query_one(RunTable)
         named = self.named.resolve() if self.named is not None else None
         selected = next((i for i, r in enumerate(runs) if named is not None and r.path.resolve() == named), 0)
@@ -120,7 +124,8 @@ class ResumeScreen(Screen):
         if info is None:
             return
         lines = [f"[b]{escape(display_path(info.path))}[/b]  ·  last checkpoint {info.last_checkpoint or '—'}"
-                 f"  ·  {info.world_size} process{'es' if info.world_size != 1 else ''}"]
+                 f"  ·  {info.world_size} process{'es' if info.world_size != 1 else ''}",
+                 f"model {escape(info.model_detail)}"]
         if info.problem:
             lines.append(f"[red]cannot be resumed: {escape(info.problem)}[/red]")
         elif self.named is not None and info.path.resolve() == self.named.resolve() and info.resumable:

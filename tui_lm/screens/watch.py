@@ -28,11 +28,12 @@ from tui_lm.widgets.dashboard.step_progress import StepProgress
 
 class WatchScreen(DashboardScreen):
     attached = True  # the app's quit and exit paths leave this trainer alone
+    HELP_TITLE = "watching a run"
     BINDINGS = [
-        Binding("p", "pause", "Pause"),
-        Binding("r", "resume", "Resume"),
-        Binding("s", "stop", "Stop"),
-        Binding("escape", "back", "Leave (the run goes on)"),
+        Binding("p", "pause", "Pause", tooltip="ask the trainer to pause (it checkpoints first)"),
+        Binding("r", "resume", "Resume", tooltip="ask a paused trainer to go on"),
+        Binding("s", "stop", "Stop", tooltip="ask the trainer to stop (it checkpoints first)"),
+        Binding("escape", "back", "Leave (the run goes on)", tooltip="leave this view; the trainer goes on"),
     ]
 
     def __init__(self, cfg: RunConfig, run_dir: Path) -> None:

@@ -1,4 +1,9 @@
-"""Number, size and duration formatting shared by the screens (pure functions)."""
+"""Number, size and duration formatting shared by the screens (pure functions).
+
+A figure from a partial evaluation (only the split's first batches scored) is
+marked the same way on every screen, by `marked` / `figure`; each screen that
+can show the mark shows `PARTIAL_LEGEND` with it.
+"""
 
 from __future__ import annotations
 
@@ -42,6 +47,20 @@ def maybe(value: float | None, spec: str = ".2f") -> str:
     if value is None or not math.isfinite(value):
         return "—"
     return format(value, spec)
+
+
+PARTIAL_MARK = "*"
+PARTIAL_LEGEND = "* partial (first batches)"  # fits the dashboard's narrowest side panel (28 columns)
+
+
+def marked(text: str, partial: bool) -> str:
+    """A figure as shown, with PARTIAL_MARK when it comes from a partial evaluation ('—' stays unmarked)."""
+    return f"{text}{PARTIAL_MARK}" if partial and text != "—" else text
+
+
+def figure(value: float | None, spec: str = ",.2f", partial: bool = False) -> str:
+    """A number (`maybe`), marked when it comes from a partial evaluation."""
+    return marked(maybe(value, spec), partial)
 
 
 def clock(timestamp: float | None) -> str:

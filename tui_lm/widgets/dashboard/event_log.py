@@ -20,6 +20,7 @@ from textual.widgets import RichLog
 from engine import events as ev
 from tui_lm.widgets.common.fit import clip_words
 from tui_lm.widgets.common.format import display_path as p
+from tui_lm.widgets.common.format import figure
 
 
 def describe(e: ev.Event) -> Text | None:
@@ -31,11 +32,14 @@ def describe(e: ev.Event) -> Text | None:
         return Text(f"run {what} in {p(e.run_dir)} on {e.device} ({e.precision}), "
                     f"{e.total_steps:,} steps of {e.tokens_per_step:,} tokens", style="green")
     if isinstance(e, ev.EvalResult):
-        part = " (partial)" if e.partial else ""
+        # Partial figures marked as everywhere (format.figure); the metrics panel beside the log shows the legend.
+        loss, ppl, word = (figure(value, spec, e.partial) for value, spec in
+                           ((e.loss, ".4f"), (e.perplexity, ",.2f"), (e.word_perplexity, ",.2f")))
         best = "  ★ best" if e.best else ""
-        return Text(f"step {e.step:,}: {e.split} loss {e.loss:.4f} · ppl {e.perplexity:,.2f} · "
-                    f"word ppl {e.word_perplexity:,.2f}{part}{best}", style="cyan")
+        return Text(f"step {e.step:,}: {e.split} loss {loss} · ppl {ppl} · word ppl {word}{best}", style="cyan")
     if isinstance(e, ev.CheckpointSaved):
+        if e.reason == "pause":
+            return None  # the Paused line that follows names this checkpoint: one line, not two
         return Text(f"step {e.step:,}: checkpoint ({e.reason}) saved to {p(e.path)}")
     if isinstance(e, ev.Paused):
         return Text(f"step {e.step:,}: paused, checkpoint {p(e.checkpoint)}", style="bold yellow")

@@ -14,6 +14,7 @@ loop cannot make the UI spend its time drawing.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -56,6 +57,44 @@ def fmt(value: float) -> str:
     if abs(value) < 1e-2 or abs(value) >= 1e5:
         return f"{value:.1e}"
     return f"{value:.4g}"
+
+
+def axis_labels(values: list[float], width: int = LABEL_WIDTH - 1, *, log: bool = False) -> list[str]:
+    """The tick labels of one axis, all with the same number of decimals: 2.00 / 2.15 / 2.30, not 2.3 / 2.15 / 2.
+
+    The fewest decimals that put each label within a twentieth of the gap
+    between ticks (of the value itself on a log axis), so the ticks read
+    apart; fixed point, or scientific for very small or large values or when
+    fixed point would not fit in `width` characters. Zero reads "0" in
+    scientific notation.
+    """
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return [fmt(v) for v in values]
+    gaps = [abs(a - b) for a, b in itertools.pairwise(finite) if a != b]
+    gap = min(gaps) if gaps else (max(abs(v) for v in finite) or 1.0)
+    tolerance = [0.05 * (abs(v) if log else gap) for v in values]
+
+    def attempt(scientific: bool) -> tuple[list[str] | None, bool]:
+        """(the most precise labels that fit, whether they are precise enough)."""
+        fitting = None
+        for decimals in range(7):
+            spec = f".{decimals}{'e' if scientific else 'f'}"
+            labels = ["0" if scientific and v == 0 else format(v, spec) for v in values]
+            if any(len(label) > width for label in labels):
+                break
+            fitting = labels
+            close = all(abs(float(label) - v) <= t for label, v, t in zip(labels, values, tolerance)
+                        if math.isfinite(v))
+            if close and len(set(labels)) == len(set(values)):
+                return labels, True
+        return fitting, False
+
+    biggest = max(abs(v) for v in finite)
+    labels, good = attempt(scientific=0 < biggest < 1e-2 or biggest >= 1e5)
+    if not good:
+        labels = attempt(scientific=True)[0] or labels
+    return labels or [fmt(v) for v in values]
 
 
 class LinePlot(Widget):
@@ -159,11 +198,12 @@ class LinePlot(Widget):
             pad = 0.5 if self.log_y else 0.5 * (abs(y0) or 1)
             y0, y1 = y0 - pad, y1 + pad
         cells = self._rasterize(visible, plot_w, plot_h, (x0, x1), (y0, y1))
-        shown = (lambda v: fmt(10 ** v)) if self.log_y else fmt
+        # Three ticks (top, middle, bottom), labelled alike; a log axis's middle is the geometric mean.
+        ticks = [y1, (y0 + y1) / 2, y0]
+        top, middle, bottom = axis_labels([10 ** v for v in ticks] if self.log_y else ticks, log=self.log_y)
         lines = [header]
         for r in range(plot_h):
-            label = (shown(y1) if r == 0 else shown(y0) if r == plot_h - 1
-                     else shown((y0 + y1) / 2) if r == plot_h // 2 else "")
+            label = top if r == 0 else bottom if r == plot_h - 1 else middle if r == plot_h // 2 else ""
             line = Text(f"{label:>{LABEL_WIDTH - 1}}┤", style="dim")
             for c in range(plot_w):
                 bits, color = cells.get((r, c), (0, ""))
@@ -172,7 +212,8 @@ class LinePlot(Widget):
                 else:
                     line.append(chr(0x2800 + bits) if bits else " ", style=color)
             lines.append(line)
-        left, right = fmt(x0), f"{fmt(x1)} {self.x_label}"
+        left, right = axis_labels([x0, x1], width=12)
+        right = f"{right} {self.x_label}"
         axis = " " * LABEL_WIDTH + left + " " * max(1, plot_w - len(left) - len(right)) + right
         lines.append(Text(axis, style="dim"))
         return Text("\n").join(lines)

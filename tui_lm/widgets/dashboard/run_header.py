@@ -1,4 +1,5 @@
-"""One line at the top of the dashboard: run name, state, device, parameter count.
+"""One line at the top of the dashboard: run name, state, model (its preset, or "custom (from tiny)"), device,
+parameter count.
 
 While an evaluation runs, `activity` replaces the state badge with
 EVALUATING and says which split, how far and how long to go: evaluations of a
@@ -24,6 +25,7 @@ _STATE_STYLE = {
 class RunHeader(Static):
     state: reactive[str] = reactive("starting")
     run_name: reactive[str] = reactive("")
+    model: reactive[str] = reactive("")  # engine.config.model_label: "tiny", "custom (from tiny)"
     device: reactive[str] = reactive("")
     num_params: reactive[int] = reactive(0)
     activity: reactive[str] = reactive("")  # "valid 120/960 · ETA 1m05s" while evaluating
@@ -43,10 +45,12 @@ class RunHeader(Static):
             text.append(f" {self.state.upper()} ", style=f"reverse {_STATE_STYLE.get(self.state, 'bold')}")
         text.append("  ")
         parts.append((0, Text(self.run_name or "new run", style="bold")))
+        if self.model:
+            parts.append((1, Text(self.model, style="dim")))
         if self.device:
             parts.append((2, Text(self.device, style="dim")))
         if self.num_params:
             parts.append((1, Text(f"{human_count(self.num_params)} parameters", style="dim")))
-        # A narrow terminal drops the device, then the size: whole, never cut mid-word.
+        # A narrow terminal drops the device, then the size and the model: whole, never cut mid-word.
         text.append_text(fit_parts(parts, self.size.width - text.cell_len, sep="  ·  "))
         return text

@@ -13,11 +13,11 @@ from rich.text import Text
 from textual.message import Message
 from textual.widgets import DataTable
 
-from tui_lm.widgets.common.format import clock, maybe
+from tui_lm.widgets.common.format import clock, figure
 
 _STATUS_STYLE = {"paused": "yellow", "stopped": "cyan", "finished": "green", "crashed": "red",
                  "running": "bold green"}
-COLUMNS = ("run", "preset", "dataset", "step / total", "val ppl", "word ppl", "last checkpoint", "state", "note")
+COLUMNS = ("run", "model", "dataset", "step / total", "val ppl", "word ppl", "last checkpoint", "state", "note")
 
 
 def _short(text: str, width: int) -> str:
@@ -62,11 +62,11 @@ class RunTable(DataTable):
             total = f"{r.total_steps:,}" if r.total_steps else "?"
             self.add_row(
                 Text(r.name, style="bold" if not r.problem else "dim"),
-                r.preset or "—",
+                r.model,  # the detail line below the table says what differs from the preset
                 _short(str(r.dataset), 20),
                 f"{r.step:,} / {total}",
-                maybe(r.last_val_ppl, ",.2f"),
-                maybe(r.last_word_ppl, ",.2f"),
+                figure(r.last_val_ppl, ",.2f", r.last_val_partial),
+                figure(r.last_word_ppl, ",.2f", r.last_val_partial),
                 clock(r.last_checkpoint_time),
                 Text(r.status, style=_STATUS_STYLE.get(r.status, "")),
                 note_for(r),

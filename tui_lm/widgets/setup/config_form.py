@@ -20,7 +20,7 @@ from textual.message import Message
 from textual.widgets import Checkbox, Collapsible, Input, Label, Select, Static
 
 from engine.config.run_config import RunConfig, validation_errors
-from tui_lm.widgets.setup.fields import COLLAPSED, FIELDS, GROUPS, FieldSpec, parse, to_text, widget_id
+from tui_lm.widgets.setup.fields import COLLAPSED, FIELDS, GROUPS, BoolField, FieldSpec, parse, to_text, widget_id
 from tui_lm.widgets.setup.messages import dataset_problem, user_messages
 
 
@@ -37,7 +37,7 @@ class FieldRow(Horizontal):
         spec = self.spec
         yield Label(spec.label, classes="field-label")
         if spec.kind == "bool":
-            yield Checkbox("", bool(self.value), id=widget_id(spec), compact=True, classes="field-input")
+            yield BoolField(bool(self.value), id=widget_id(spec), compact=True, classes="field-input")
         elif spec.kind == "choice":
             yield Select([(c, c) for c in spec.choices], value=self.value, allow_blank=False,
                          id=widget_id(spec), compact=True, classes="field-input")

@@ -5,13 +5,16 @@ has a form group in its declaration, so a new setting appears on the form
 without touching this file. Keys are the "section.field" strings that
 `engine.config.run_config.validation_errors` uses, so its messages land next to the
 right field. Settings whose group is "picker" (the preset) are chosen with
-the setup screen's preset/profile picker instead of an input.
+the setup screen's preset/profile picker instead of an input. A boolean
+setting is a `BoolField`.
 """
 
 from __future__ import annotations
 
 import math
 from typing import Any
+
+from textual.widgets import Checkbox
 
 from engine.config.run_config import PICKER, user_settings
 from engine.config.schema import Setting, format_value, parse_text
@@ -55,3 +58,27 @@ def parse(spec: Setting, text: str) -> tuple[Any, str]:
     if spec.kind == "float" and not math.isfinite(value):
         return None, "must be a finite number"
     return value, ""
+
+
+class BoolField(Checkbox):
+    """A boolean setting's checkbox that reads on or off without colour: `▐X▌ on` / `▐ ▌ off`.
+
+    Textual's Checkbox draws `▐X▌` either way and tells the two apart by
+    colour only, so a plain terminal (NO_COLOR, no ANSI colours) showed every
+    boolean as on.
+    """
+
+    def __init__(self, value: bool, **kwargs: Any) -> None:
+        super().__init__(self._word(value), value, **kwargs)
+
+    @staticmethod
+    def _word(value: bool) -> str:
+        return "on" if value else "off"
+
+    @property
+    def BUTTON_INNER(self) -> str:  # type: ignore[override]  (a class constant in Checkbox)
+        return "X" if self.value else " "
+
+    def watch_value(self) -> None:
+        super().watch_value()
+        self.label = self._word(self.value)
