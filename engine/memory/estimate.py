@@ -60,6 +60,7 @@ from engine.config.plan import DeviceInfo, RunPlan, plan_run, replan, with_train
 from engine.config.run_config import RunConfig
 from engine.memory.activations import inference_block_bytes, saved_activations
 from engine.memory.fused_loss import cce_head_bytes, liger_chunk
+from engine.memory.head import chunked_eval_bytes, chunked_head_bytes, head_phases
 
 MiB = 1024**2
 GiB = 1024**3
@@ -145,56 +146,6 @@ def muon_step_bytes(m, world_size: int = 1) -> int:
     return peak
 
 
-def chunked_head_bytes(s: int, V: int, C: int, chunk: int, half: bool) -> tuple[int, int]:
-    """(forward, backward) peak bytes of engine.model.losses.chunked_linear_cross_entropy over s tokens.
-
-    Forward: the gradients it keeps for h (fp32, ln_f's output) and for the
-    weight (fp32), its half copy of the weight, and one chunk at a time the
-    larger of: the logits (half) beside their shifted fp32 copy, that copy
-    beside the half gradient written from it, or the half gradient beside its
-    (V x C) half product with the chunk's hidden states (added into the fp32
-    weight gradient); plus a (chunk x C) product. In fp32 the logits' own
-    buffer becomes the gradient. Backward: the two gradients and their
-    scaled copies.
-    """
-    k = min(chunk, s)
-    e = 2 if half else 4
-    per_chunk = max(6 * k * V, 2 * k * V + 2 * V * C) if half else 4 * k * V
-    fwd = 4 * s * C + 4 * V * C + (2 * V * C if half else 0) + per_chunk + e * k * C
-    return fwd, 8 * s * C + 8 * V * C
-
-
-def chunked_eval_bytes(s: int, V: int, C: int, chunk: int, half: bool) -> int:
-    """Peak bytes of the chunked loss without gradients (evaluation) over s tokens.
-
-    The hidden states (fp32), the weight's half copy, and one chunk's logits
-    (half, then fp32) beside its half hidden states.
-    """
-    k = min(chunk, s)
-    return 4 * s * C + (2 * V * C + 6 * k * V + 2 * k * C if half else 4 * k * V)
-
-
-def _head_phases(compiled: bool, half: bool, sV: int, VC: int) -> dict[str, int]:
-    """Live bytes of the (tokens x vocab) terms at each moment around the loss, besides saved activations.
-
-    Eager: the logits exist only inside the forward (engine.train.trainer keeps the
-    loss), beside their fp32 upcast and the log-probs computed from them;
-    backward starts with nll_loss's and log_softmax's fp32 gradients beside
-    the saved log-probs; lm_head's backward holds the logits' gradient (cast
-    to half), then the weight's gradient (half, then its fp32 copy).
-    Compiled (inductor): the forward keeps only the logits (counted among
-    the saved tensors); backward makes two logits-sized buffers in their
-    dtype, then the weight's gradient in that dtype; fp32 logits stay live to
-    the end of backward.
-    """
-    el = 2 if half else 4
-    if compiled:
-        return {"end of forward": 0, "start of backward": 2 * el * sV, "lm_head backward": el * VC}
-    return {"end of forward": el * sV + (4 * sV if half else 0) + 4 * sV,
-            "start of backward": 12 * sV,
-            "lm_head backward": max(6 * sV if half else 0, el * sV + (6 if half else 4) * VC)}
-
-
 def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1,
                     bf16_supported: bool = True, plan: RunPlan | None = None,
                     compiled: bool | None = None, loss_chunk: int | None = None) -> MemoryEstimate:
@@ -237,13 +188,14 @@ def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1
     # (the .grad tensors are views of the buckets: gradient_as_bucket_view).
     g_live = G if accum > 1 or world > 1 else 0
 
-    a = saved_activations(m, micro, T, precision, device, compiled)
+    sdpa_math = plan.levers.attention_backend == "math"  # SDPA's math kernel (train.attention_backend)
+    a = saved_activations(m, micro, T, precision, device, compiled, sdpa_math)
     ckpt = t.grad_checkpointing
     head = a["head_checkpointed"] if ckpt else a["head"]
     A = a["embed"] + L * (a["block_input"] if ckpt else a["block"]) + head
     saved = A + a["logits"]
     sV = s * V
-    logits = _head_phases(compiled, half, sV, VC)
+    logits = head_phases(compiled, half, sV, VC)
     tied = m.tie_embeddings
     wte_grad = 4 * VC  # the tied weight's lm_head gradient waits in autograd's buffer (untied: in .grad)
     if compiled:
@@ -309,7 +261,7 @@ def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1
     # that stays within the training step's own peak, so evaluating never
     # raises the run's peak; with none, k = 1 and the evaluation may be it.
     def evaluation(k: int) -> dict[str, int]:
-        block = phase(g_live, 0, inference_block_bytes(m, k * s, precision), 0)
+        block = phase(g_live, 0, inference_block_bytes(m, k * s, precision, sdpa_math), 0)
         if fused != "off":  # the fused loss's own buffers (liger makes its gradients here too)
             loss_bytes = (cce_head_bytes(k * s, V, C, half)[0] if fused == "cce" else
                           chunked_head_bytes(k * s, V, C, liger_chunk(k * s, V, C), half)[0])

@@ -10,7 +10,7 @@ gradient, accumulated in fp32. Backward only scales the two stored gradients
 by the incoming one. The logits terms of the step then cost one chunk's
 (chunk x vocab) buffers plus h's and the weight's gradients, instead of the
 three full (tokens x vocab) fp32 tensors of eager cross-entropy
-(engine.memory.estimate.chunked_head_bytes models it). Without gradients (evaluation)
+(engine.memory.head.chunked_head_bytes models it). Without gradients (evaluation)
 only the loss is computed, a chunk at a time.
 
 GPT uses it when train.loss_chunk > 0 (off by default: whether it is as fast

@@ -66,7 +66,7 @@ def test_never_holds_the_full_logits():
 @pytest.mark.parametrize("n,c,v,chunk", [(512, 32, 4096, 64), (1024, 64, 2048, 256), (300, 48, 1000, 1000),
                                          (2048, 128, 1024, 128), (512, 256, 2048, 32)])
 def test_estimate_rows_match_the_measured_peak(precision, n, c, v, chunk):
-    from engine.memory.estimate import chunked_head_bytes
+    from engine.memory.head import chunked_head_bytes
 
     h, w, t = _inputs(n, c, v, seed=3)
     mode = LiveTensors()
