@@ -43,6 +43,9 @@ engine.model.losses' chunked loss instead (chunked_head_bytes, chunked_eval_byte
 one chunk's logits at a time, in training and in evaluation. With a fused
 loss (train.fused_loss resolved to liger or cce on CUDA) they are its
 library's buffers (engine.memory.fused_loss; cce: no logits at all), in the same row.
+With train.fp8 its layers keep no weight copy where autocast keeps one
+(engine.memory.fp8); with train.attention_backend math the blocks
+save SDPA's math kernel's tensors (engine.memory.activations).
 
 Gradients do not exist before backward (set_to_none), except with gradient
 accumulation, where earlier micro-steps' are held, and under DDP, whose
@@ -59,6 +62,7 @@ from engine.config.costs import block_matrix_params, block_matrix_shapes, count_
 from engine.config.plan import DeviceInfo, RunPlan, plan_run, replan, with_train
 from engine.config.run_config import RunConfig
 from engine.memory.activations import inference_block_bytes, saved_activations
+from engine.memory.fp8 import KEPT_BYTES, fp8_head_backward_bytes, fp8_weights
 from engine.memory.fused_loss import cce_head_bytes, liger_chunk
 from engine.memory.head import chunked_eval_bytes, chunked_head_bytes, head_phases
 
@@ -180,8 +184,11 @@ def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1
     O = optimizer_state_bytes(m, t)
     block_w = block_matrix_params(m)
     VC = V * C
-    W_head = 2 * VC if half else 0  # lm_head's half copy of its weight
-    W_blk = 2 * block_w if half else 0
+    # FP8 layers (train.fp8) keep no weight copy where autocast keeps a half one (engine.memory.fp8).
+    fp8_blk, fp8_head = fp8_weights(m, plan.levers.fp8_modules) if plan.levers.fp8 != "off" else (0, 0)
+    e_copy = 2 if half else 0
+    W_head = e_copy * (VC - fp8_head) + KEPT_BYTES * fp8_head  # lm_head's copy of its weight
+    W_blk = e_copy * (block_w - fp8_blk) + KEPT_BYTES * fp8_blk
     W_all = W_head + L * W_blk
     # Gradients are live before backward with accumulation (earlier
     # micro-steps') and under DDP, whose buckets hold them for the whole run
@@ -196,6 +203,8 @@ def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1
     saved = A + a["logits"]
     sV = s * V
     logits = head_phases(compiled, half, sV, VC)
+    if fp8_head:  # the FP8 head's backward casts, beside the logits' gradient
+        logits["lm_head backward"] += fp8_head_backward_bytes(s, V, C)
     tied = m.tie_embeddings
     wte_grad = 4 * VC  # the tied weight's lm_head gradient waits in autograd's buffer (untied: in .grad)
     if compiled:

@@ -370,6 +370,35 @@ def test_sdpa_math_kernel_saved_activations_match_autograd(arch, dropout, precis
     assert est.saved_bytes > flash.saved_bytes or dropout > 0  # on the CPU dropout takes the math path anyway
 
 
+@pytest.mark.parametrize("recipe", ["tensorwise", "rowwise"])
+@pytest.mark.parametrize("modules", ["mlp", "mlp+head", "head"])
+def test_fp8_weight_copies_match_torchao(recipe, modules):
+    """train.fp8: what the FP8 layers keep of their weights for backward (tensorwise an FP8 copy, rowwise
+    none, where autocast kept a bf16 copy), counted by autograd's saved-tensor hooks with torchao's CPU
+    emulation, against the estimate's weight copies. (Activations are not compared: on the CPU
+    Float8Linear skips autocast's input cast, which it does on CUDA; GPU peaks are unmeasured.)"""
+    pytest.importorskip("torchao.float8")
+    from engine.config.plan import DeviceInfo, plan_run
+    from engine.model.kernels import convert_to_fp8
+
+    def saved(fp8: str) -> tuple[int, int]:
+        cfg = cfg_with("tiny", model={"dropout": 0.0, "max_seq_len": 64, "vocab_size": 512, "num_layers": 2},
+                       train={"batch_size": 2, "precision": "bf16", "fp8": fp8, "fp8_modules": modules})
+        plan = plan_run(cfg, device=DeviceInfo("cuda", 0, "H100", (9, 0)), vocab_size=512)
+        assert plan.levers.fp8 == fp8 and not plan.errors
+        est = estimate_memory(cfg, plan=plan, compiled=False)
+        torch.manual_seed(0)
+        gpt = GPT(cfg.model)
+        if fp8 != "off":
+            convert_to_fp8(gpt, fp8, modules, emulate=True)
+        x = torch.randint(0, 512, (2, 64), generator=torch.Generator().manual_seed(1))
+        return est.phases["end of forward"], measure_saved(gpt, x, x, "bf16")[1]
+
+    (est_plain, copies_plain), (est_fp8, copies_fp8) = saved("off"), saved(recipe)
+    assert copies_fp8 < copies_plain
+    assert est_fp8 - est_plain == copies_fp8 - copies_plain
+
+
 @pytest.mark.parametrize("preset,model,batch,seq,precision,ckpt", [
     ("tiny", {}, 4, 128, "fp32", False),  # peaks at the start of backward
     ("tiny", {"vocab_size": 512}, 8, 256, "fp32", True),  # peaks in the recomputed block
