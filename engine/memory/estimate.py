@@ -86,12 +86,22 @@ ALLOCATOR_SLACK = 0.10  # caching allocator's reserved-over-allocated (fragmenta
 # (three presets, checkpointing off and on; bench/README.md), where 10% of the
 # allocation fell 12-16% short on three. Compiled steps keep one logits dtype.
 EAGER_LOGITS_SLACK = 0.75  # of one fp32 (tokens x vocab) block
+# A CPU run's own process before its tensors: Python, torch's CPU libraries, the engine and what it
+# imports (tokenizers, the TensorBoard writer), its threads. The peak RSS of a tiny-model training run
+# (d_model 32, two layers: 0.9 MB of tensors) measured 344 MiB here (torch 2.13 CPU, Python 3.11,
+# Linux x86-64, 2 cores); more cores add thread stacks and malloc arenas.
+CPU_PROCESS_BYTES = 344 * MiB
+# glibc's malloc raises its mmap threshold after the first large free, so later blocks of that size come
+# from the heap, which it keeps between steps: a tiny run's peak RSS above the process was 1.28x (batch 8)
+# and 1.30x (batch 16) the estimated tensors, 1.00x with MALLOC_MMAP_THRESHOLD_=131072 (no heap reuse).
+CPU_MALLOC_SLACK = 0.30
 EVAL_MULTIPLE_MAX = 8  # an evaluation batch holds at most this many training micro-batches
 TIGHT = 0.85  # above this share of the card a run may fail on fragmentation or another process
 
-# Row names in display order; "NCCL buffers" appears only with world_size > 1 on CUDA.
+# Row names in display order; "NCCL buffers" appears only with world_size > 1 on CUDA, "Python + torch"
+# only on the CPU (where the process's own memory shares the RAM with the tensors).
 ROWS = ("parameters", "gradients", "optimizer state", "autocast weight copies", "activations",
-        "logits + cross-entropy", "CUDA context", "NCCL buffers", "allocator slack")
+        "logits + cross-entropy", "CUDA context", "Python + torch", "NCCL buffers", "allocator slack")
 
 
 @dataclass(frozen=True)
@@ -292,10 +302,13 @@ def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1
     rows = phases[peak]
     allocated = totals[peak] + (CUBLAS_WORKSPACE_BYTES if cuda else 0)
     rows["CUDA context"] = CUDA_CONTEXT_BYTES + CUBLAS_WORKSPACE_BYTES if cuda else 0
+    if device == "cpu":
+        rows["Python + torch"] = CPU_PROCESS_BYTES
     if world > 1 and cuda:
         rows["NCCL buffers"] = NCCL_BUFFER_BYTES  # NCCL's own cudaMallocs, outside the caching allocator
     fragments = int(EAGER_LOGITS_SLACK * 4 * sV) if half and not compiled and not loss_chunk and fused == "off" else 0
-    rows["allocator slack"] = max(int(ALLOCATOR_SLACK * allocated), fragments) if cuda else 0
+    rows["allocator slack"] = (max(int(ALLOCATOR_SLACK * allocated), fragments) if cuda else
+                               int(CPU_MALLOC_SLACK * allocated) if device == "cpu" else 0)
     return MemoryEstimate(
         num_params=n, micro_batch=micro, seq_len=T, precision=precision,
         tokens_per_step=plan.tokens_per_step, flops_per_token=flops_per_token(m, T),
