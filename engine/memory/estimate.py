@@ -325,6 +325,28 @@ def verdict(total_bytes: int, gpu_bytes: int) -> str:
     return "tight" if total_bytes > TIGHT * gpu_bytes else "fits"
 
 
+NO_BF16 = "no bf16: fp16 "  # the verdict's prefix where the run only starts in fp16
+DOES_NOT_RUN = "does not run"
+
+
+def run_verdict(plan: RunPlan, capacity: int) -> tuple[str, RunPlan, MemoryEstimate]:
+    """(verdict, the plan it is about, its estimate) of `plan` on a device of `capacity` bytes.
+
+    A plan that can start gets verdict(). One that cannot is never "fits":
+    bf16 asked of a card without it is judged as the fp16 run the card can
+    start ("no bf16: fp16 fits", "no bf16: fp16 does not fit", ...); any
+    other error gives "does not run" (the estimate is still the plan's own).
+    """
+    cfg = plan.config
+    if plan.errors and cfg.train.precision == "bf16" and plan.device.type == "cuda" and not plan.device.bf16_native:
+        fp16 = replan(plan, with_train(cfg, precision="fp16"))
+        if not fp16.errors:
+            est = estimate_memory(fp16.config, plan=fp16)
+            return NO_BF16 + verdict(est.total_bytes, capacity), fp16, est
+    est = estimate_memory(cfg, plan=plan)
+    return (DOES_NOT_RUN if plan.errors else verdict(est.total_bytes, capacity)), plan, est
+
+
 def max_batch_size(cfg: RunConfig, gpu_bytes: int, *, device: str = "cuda", world_size: int = 1,
                    bf16_supported: bool = True, plan: RunPlan | None = None, compiled: bool | None = None) -> int:
     """Largest `train.batch_size` (at the current grad_accum_steps) whose estimate fits; 0 if none.
