@@ -106,6 +106,7 @@ def train_step(model: torch.nn.Module, opt, scaler, micro_batches, precision: st
 
     `ddp`: the DistributedDataParallel wrapper `model` runs under (engine.train.build.wrap_ddp), or None.
     """
+    from engine.model.losses import backward_scale
     from engine.train.build import zero_grad
 
     total = None
@@ -113,7 +114,7 @@ def train_step(model: torch.nn.Module, opt, scaler, micro_batches, precision: st
         last = i == len(micro_batches) - 1
         with ddp.no_sync() if ddp is not None and not last else contextlib.nullcontext():
             with autocast(x.device.type, precision):
-                loss = model(x, y)[1]
+                loss = model(x, y, grad_scale=backward_scale(scaler, len(micro_batches), x.device))[1]
             loss = loss / len(micro_batches)
             scaler.scale(loss).backward()
         total = loss.detach() if total is None else total + loss.detach()
