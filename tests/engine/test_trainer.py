@@ -70,7 +70,7 @@ def test_a_chunked_loss_trains_the_same_model_and_can_be_switched_on_resume(corp
     calls: list[int] = []
     chunked_loss = engine.model.gpt.chunked_linear_cross_entropy
     monkeypatch.setattr(engine.model.gpt, "chunked_linear_cross_entropy",
-                        lambda h, w, t, chunk: calls.append(chunk) or chunked_loss(h, w, t, chunk))
+                        lambda h, w, t, chunk, *scale: calls.append(chunk) or chunked_loss(h, w, t, chunk, *scale))
 
     def run(out: Path, **train) -> list[ev.Event]:
         seen: list[ev.Event] = []
