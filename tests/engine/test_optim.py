@@ -199,7 +199,7 @@ def test_newton_schulz_runs_in_fp16_on_cards_that_only_emulate_bf16(monkeypatch)
     opt = make_optimizer(m, TrainConfig(optimizer="muon"), ns_dtype=DTYPES[t4.muon_dtype])
     seen = []
     real = muon.newton_schulz
-    monkeypatch.setattr(muon, "newton_schulz", lambda x: seen.append(x.dtype) or real(x))
+    monkeypatch.setattr(muon, "newton_schulz", lambda owned: seen.append(owned[0].dtype) or real(owned))
     x = torch.randint(0, 100, (2, 16))
     m(x, x)[1].backward()
     opt.step()
