@@ -51,7 +51,11 @@ Gradients do not exist before backward (set_to_none), except with gradient
 accumulation, where earlier micro-steps' are held, and under DDP, whose
 buckets hold them for the whole run (zeroed in place there, never set to
 None: engine.train.build.zero_grad). Under DDP on CUDA, NCCL's own buffers
-(outside PyTorch's allocator) add a row.
+(outside PyTorch's allocator) add a row. On the CPU the total is the
+process's RAM: the tensors, glibc's heap kept between steps ("allocator
+slack") and the process itself ("Python + torch"), held to a real run's
+peak RSS (tests/engine/test_memory.py). `run_verdict` is what a user reads:
+never "fits" for a run the device cannot start.
 """
 
 from __future__ import annotations
