@@ -524,3 +524,18 @@ def test_cpu_estimate_total_matches_a_real_runs_peak_rss(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert abs(got["estimate"] - got["peak_rss"]) <= 0.10 * got["peak_rss"], got
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux keeps ru_maxrss across exec")
+def test_a_processes_peak_rss_is_its_own_not_its_parents():
+    """The memory monitor's CPU peak (the dashboard's "peak" without a GPU) of a process started from a
+    large one (a 512 MiB parent) is its own: ru_maxrss reported the parent's 512+ MiB before."""
+    import subprocess
+
+    child = "from engine.memory.monitor import _rss_bytes; print(_rss_bytes()[1])"
+    parent = ("import subprocess, sys; big = bytearray(512 * 2**20); big[::4096] = b'x' * len(big[::4096]); "
+              f"sys.stdout.write(subprocess.run([sys.executable, '-c', {child!r}], capture_output=True, "
+              "text=True, check=True).stdout)")
+    out = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout.strip()) < 256 * 2**20  # Python and the engine's memory module: tens of MiB
