@@ -2,7 +2,8 @@
 
 On a CUDA machine (`gpu_memory_rows`, also called by bench/gpu_check.py):
 for each preset x {eager, compiled} x checkpointing {off, on} (and small and
-medium with the chunked loss, train.loss_chunk 4096), bf16 (fp16
+medium with the chunked loss, train.loss_chunk 4096, and with the levers
+of LEVER_ROWS: FP8 rowwise, SDPA's math kernel), bf16 (fp16
 on cards without bf16), real training steps written like engine.train.trainer's
 (GPT, engine.optim.groups's fused AdamW, autocast, the loader's batch layout,
 zero_grad(set_to_none=True), torch.compile(dynamic=False) for compiled
@@ -48,6 +49,8 @@ from tests.memory_probe import autocast, measure_peak, measure_peak_profiled, me
 
 PRESETS = ("tiny", "small", "medium")
 GPU_BATCH = {"tiny": 32, "small": 16, "medium": 16}  # moderate: the grid must finish in about two minutes
+# Levers whose memory rows are read off source (engine.memory.fp8) or the CPU (SDPA's math kernel).
+LEVER_ROWS = ({"fp8": "rowwise", "fp8_modules": "mlp+head"}, {"attention_backend": "math"})
 
 
 def _nvml_device_used() -> int | None:
@@ -212,8 +215,12 @@ def _phase_peaks(run, model, opt, batch_xy, precision: str) -> dict[str, int]:
 
 
 def gpu_row(preset: str, batch: int, compiled: bool, ckpt: bool, steps: int = 2,
-            nvml_baseline: int | None = None, diagnose: bool = False, loss_chunk: int = 0) -> dict:
+            nvml_baseline: int | None = None, diagnose: bool = False, loss_chunk: int = 0,
+            levers: dict | None = None) -> dict:
     """One row of the CUDA grid (see the module docstring); errors (an OOM) come back in "error".
+
+    `levers`: speed-lever settings (train.fp8, train.attention_backend, ...), resolved for this card by the
+    run plan; the model is built with them, as engine.train.build builds it.
 
     `diagnose` adds "phases_measured" (peaks of forward, backward and the
     optimizer step, measured saved bytes) and the estimate's "phases" and
@@ -226,20 +233,29 @@ def gpu_row(preset: str, batch: int, compiled: bool, ckpt: bool, steps: int = 2,
     precision = "bf16" if major >= 8 else "fp16"
     cfg = build_config(preset, None, {"train": {"batch_size": batch, "precision": precision,
                                                 "grad_checkpointing": ckpt, "compile": "on" if compiled else "off",
-                                                "loss_chunk": loss_chunk}})
-    est = estimate_memory(cfg, device="cuda", compiled=compiled, bf16_supported=major >= 8)
+                                                "loss_chunk": loss_chunk, **(levers or {})}})
+    from engine.config.plan import plan_run
+    from engine.train.runtime import device_info
+
+    plan = plan_run(cfg, device=device_info(torch.device("cuda", torch.cuda.current_device())),
+                    vocab_size=cfg.model.vocab_size)
+    est = estimate_memory(cfg, plan=plan, compiled=compiled)
     row = {"preset": preset, "compile": compiled, "checkpointing": ckpt, "loss_chunk": loss_chunk, "batch": batch,
+           "lever": " ".join(str(v) for v in (levers or {}).values()),
            "precision": precision,
            "seq": cfg.model.max_seq_len, "eval_multiple": est.eval_multiple, "estimate_allocated": est.allocated_bytes,
            "estimate_reserved": est.reserved_bytes, "estimate_total": est.total_bytes, "peak_phase": est.peak_phase,
            "max_allocated": None, "max_reserved": None, "nvml_used": None, "nvml_source": "",
            "err_alloc_pct": None, "err_reserved_pct": None, "err_nvml_pct": None,
            "compile_s": None, "step_s": None, "error": ""}
+    if plan.errors:  # a lever this card cannot run (FP8 before capability 8.9)
+        row["error"] = f"skipped: {plan.errors[0][:120]}"
+        return row
     _release()
     model = opt = run = batches = None
     try:
         torch.manual_seed(0)
-        model = GPT(cfg.model, grad_checkpointing=ckpt, loss_chunk=loss_chunk).cuda().train()
+        model = GPT(cfg.model, grad_checkpointing=ckpt, loss_chunk=loss_chunk, levers=plan.levers).cuda().train()
         opt = make_optimizer(model, cfg.train)
         scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
         run = torch.compile(model, dynamic=False) if compiled else model
@@ -301,21 +317,24 @@ def gpu_memory_rows(presets=PRESETS, batches: dict[str, int] | None = None, step
             return [(p, compiled, False, loss_chunk) for p in presets if p != "tiny"] if loss_chunk else []
         return [(p, compiled, ckpt, 0) for p in presets for ckpt in (False, True)]
 
-    # Quick eager rows first, then the compiled chunked ones, whose estimate is the least tried.
+    # Quick eager rows first, then the compiled chunked ones, whose estimate is the least tried; then the
+    # levers whose memory is modelled but not yet measured on a GPU (FP8 needs capability 8.9).
     grid = rows_of(False, False) + rows_of(False, True) + rows_of(True, True) + rows_of(True, False)
+    grid = [(*g, None) for g in grid] + [(p, c, False, 0, lever) for lever in LEVER_ROWS
+                                         for p in presets if p != "tiny" for c in (False, True)]
     rows = []
-    for preset, compiled, ckpt, chunk in grid:
+    for preset, compiled, ckpt, chunk, levers in grid:
         if budget_s is not None and time.monotonic() - start > budget_s:
             rows.append({"preset": preset, "compile": compiled, "checkpointing": ckpt, "loss_chunk": chunk,
                          "batch": batches[preset], "error": "skipped: time budget"})
             continue
-        rows.append(gpu_row(preset, batches[preset], compiled, ckpt, steps, base, diagnose, chunk))
+        rows.append(gpu_row(preset, batches[preset], compiled, ckpt, steps, base, diagnose, chunk, levers))
     return rows
 
 
 def format_gpu_rows(rows: list[dict]) -> str:
     """The CUDA grid as a table (bytes in GiB), with the mean and worst errors."""
-    head = (f"{'preset':7} {'path':18} {'ckpt':4} {'batch':>5} {'est alloc':>9} {'max alloc':>9} {'err':>7} "
+    head = (f"{'preset':7} {'path':26} {'ckpt':4} {'batch':>5} {'est alloc':>9} {'max alloc':>9} {'err':>7} "
             f"{'est resv':>9} {'max resv':>9} {'err':>7} {'est total':>9} {'nvml':>9} {'err':>7} "
             f"{'compile':>7} {'step':>6}  peak phase")
     lines = [head]
@@ -328,12 +347,13 @@ def format_gpu_rows(rows: list[dict]) -> str:
         return f"{v:+6.1f}%" if v is not None else f"{'-':>7}"
 
     for r in rows:
-        path = ("compiled" if r["compile"] else "eager") + (f" chunk {r['loss_chunk']}" if r.get("loss_chunk") else "")
+        path = (("compiled" if r["compile"] else "eager") + (f" chunk {r['loss_chunk']}" if r.get("loss_chunk") else "")
+                + (f" {r['lever']}" if r.get("lever") else ""))
         ckpt = "on" if r["checkpointing"] else "off"
         if r.get("error"):
-            lines.append(f"{r['preset']:7} {path:18} {ckpt:4} {r['batch']:5} {r['error']}")
+            lines.append(f"{r['preset']:7} {path:26} {ckpt:4} {r['batch']:5} {r['error']}")
             continue
-        lines.append(f"{r['preset']:7} {path:18} {ckpt:4} {r['batch']:5} {g(r['estimate_allocated'])} "
+        lines.append(f"{r['preset']:7} {path:26} {ckpt:4} {r['batch']:5} {g(r['estimate_allocated'])} "
                      f"{g(r['max_allocated'])} {pct(r['err_alloc_pct'])} {g(r['estimate_reserved'])} "
                      f"{g(r['max_reserved'])} {pct(r['err_reserved_pct'])} {g(r['estimate_total'])} "
                      f"{g(r['nvml_used'])} {pct(r['err_nvml_pct'])} {r['compile_s'] or 0:6.1f}s "

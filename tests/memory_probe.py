@@ -29,6 +29,8 @@ from engine.config.run_config import RunConfig
 from engine.model.gpt import GPT
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# Weight copies: autocast's half ones, torchao's FP8 ones (train.fp8 tensorwise).
+COPY_DTYPES = (torch.bfloat16, torch.float16, torch.float8_e4m3fn, torch.float8_e5m2)
 _VIEWS = {"TBackward0", "ViewBackward0", "TransposeBackward0", "PermuteBackward0", "ExpandBackward0",
           "UnsafeViewBackward0", "AliasBackward0"}
 
@@ -49,12 +51,13 @@ def _weight_copy(t: torch.Tensor, params: set[int], shapes: set[tuple[int, ...]]
     """True for a half copy of a parameter (or a view of one): a weight copy, not an activation.
 
     Eager autocast copies carry a ToCopyBackward0 from the parameter; a
-    compiled graph's saved copies carry no history, so those are told by a
-    parameter's shape (or its transpose) in a half dtype.
+    compiled graph's saved copies (and torchao's FP8 weights) carry no
+    history, so those are told by a parameter's shape (or its transpose) in
+    a half or FP8 dtype.
     """
     fn = t.grad_fn
     if fn is None:
-        return t.dtype in (torch.bfloat16, torch.float16) and tuple(t.shape) in shapes
+        return t.dtype in COPY_DTYPES and tuple(t.shape) in shapes
     while fn is not None and type(fn).__name__ in _VIEWS:
         fn = fn.next_functions[0][0]
     if fn is None or type(fn).__name__ != "ToCopyBackward0":
@@ -75,13 +78,16 @@ def measure_saved(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, prec
     acts: dict[int, int] = {}
     copies: dict[int, int] = {}
 
-    def pack(t: torch.Tensor) -> torch.Tensor:
+    def pack(saved: torch.Tensor) -> torch.Tensor:
+        # torchao's FP8 tensors are wrappers (no storage of their own): count the FP8 bytes they wrap.
+        inner = getattr(saved, "_data", None)
+        t = inner if isinstance(inner, torch.Tensor) else saved
         st = t.untyped_storage()
         ptr = st.data_ptr()
         if ptr and ptr not in params:
             into = copies if _weight_copy(t, params, shapes) else acts
             into[ptr] = max(into.get(ptr, 0), st.nbytes())
-        return t  # keeping the tensor keeps its address unique until we are done
+        return saved  # keeping the tensor keeps its address unique until we are done
 
     model.train()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast(x.device.type, precision):
@@ -100,6 +106,7 @@ def train_step(model: torch.nn.Module, opt, scaler, micro_batches, precision: st
 
     `ddp`: the DistributedDataParallel wrapper `model` runs under (engine.train.build.wrap_ddp), or None.
     """
+    from engine.model.losses import backward_scale
     from engine.train.build import zero_grad
 
     total = None
@@ -107,7 +114,7 @@ def train_step(model: torch.nn.Module, opt, scaler, micro_batches, precision: st
         last = i == len(micro_batches) - 1
         with ddp.no_sync() if ddp is not None and not last else contextlib.nullcontext():
             with autocast(x.device.type, precision):
-                loss = model(x, y)[1]
+                loss = model(x, y, grad_scale=backward_scale(scaler, len(micro_batches), x.device))[1]
             loss = loss / len(micro_batches)
             scaler.scale(loss).backward()
         total = loss.detach() if total is None else total + loss.detach()

@@ -30,6 +30,7 @@ COMPILE_MODES = ("auto", "default", "max-autotune-no-cudagraphs", "reduce-overhe
 LIBRARIES = {"liger": ("liger_kernel", "liger-kernel"), "cce": ("cut_cross_entropy", "cut-cross-entropy"),
              "fp8": ("torchao", "torchao")}
 FP8_CAPABILITY = (8, 9)  # Ada / Hopper: FP8 tensor cores
+FP8_DIVISOR = 16  # FP8 matmuls need both dimensions of a weight divisible by 16 (cuBLAS / CUTLASS)
 # Lowest compute capability of each SDPA kernel on CUDA (torch's sdp_utils checks); the CPU runs flash and math.
 ATTENTION_CAPABILITY = {"flash": (8, 0), "cudnn": (8, 0), "efficient": (5, 0), "math": (0, 0)}
 CPU_ATTENTION = ("flash", "math")

@@ -25,20 +25,25 @@ from engine.config.costs import swiglu_hidden
 CPU_RNG_STATE_BYTES = 5056  # torch.get_rng_state(): what checkpointing keeps to replay dropout
 
 
-def _attention(m, batch: int, seq: int, e: int, cuda: bool, compiled: bool) -> int:
+def _attention(m, batch: int, seq: int, e: int, cuda: bool, compiled: bool, sdpa_math: bool = False) -> int:
     """Bytes one attention layer saves besides its input LayerNorm and c_attn's input."""
     C, H, T = m.d_model, m.num_heads, seq
     s = batch * seq
     drop = m.dropout > 0
     probs = batch * H * T * T  # elements of one layer's attention matrix
-    if m.attention == "fused" and (cuda or not drop):
+    if m.attention == "fused" and not sdpa_math and (cuda or not drop):
         # flash / memory-efficient (CUDA) or CPU flash: q, k, v stay views of
         # the qkv output; the output doubles as c_proj's input; logsumexp is fp32.
         return 3 * e * s * C + e * s * C + 4 * batch * H * T
     if m.attention == "fused" and not compiled:
-        # Eager CPU with dropout falls back to SDPA's math path, which upcasts
-        # to fp32: contiguous q/k/v copies, softmax, noise and dropped matrix.
-        return 3 * 4 * s * C + 12 * probs + e * s * C
+        # SDPA's math path: train.attention_backend math, or eager CPU with
+        # dropout (no fused CPU kernel takes dropout). A composite of ATen ops,
+        # the same on every device (aten/src/ATen/native/transformers/attention.cpp):
+        # it upcasts half q, k, v to fp32, so it saves q and k scaled, v
+        # contiguous (all fp32), the fp32 softmax and, with dropout, the mask
+        # (CPU: an fp32 noise tensor; CUDA: native_dropout's bool) and the dropped matrix.
+        mask = (1 if cuda else 4) if drop else 0
+        return 3 * 4 * s * C + probs * (4 + (mask + 4 if drop else 0)) + e * s * C
     # The explicit matrix (and the compiled CPU SDPA with dropout, which
     # decomposes into it): matmul copies of the transposed q, k, v views;
     # softmax in fp32 under CUDA autocast (or when SDPA upcasts), then dropout,
@@ -54,13 +59,14 @@ def _attention(m, batch: int, seq: int, e: int, cuda: bool, compiled: bool) -> i
 
 
 def saved_activations(m, batch: int, seq: int, precision: str, device: str,
-                      compiled: bool = False) -> dict[str, int]:
+                      compiled: bool = False, sdpa_math: bool = False) -> dict[str, int]:
     """Bytes autograd saves in one training forward, by part: embed, block (each), block_input, head, logits.
 
     `block` is one non-checkpointed block; `block_input` what checkpointing
     keeps of one block instead; `head` ln_f and lm_head's input (and, unless
     compiled under checkpointing, ln_f's fp32 input); `logits` what the loss
-    keeps of the (tokens x vocab) logits.
+    keeps of the (tokens x vocab) logits. `sdpa_math`: model.attention fused
+    runs SDPA's math kernel (train.attention_backend math).
     """
     C, F = m.d_model, m.d_ff
     s = batch * seq
@@ -76,7 +82,7 @@ def saved_activations(m, batch: int, seq: int, precision: str, device: str,
     # LayerNorm keeps its fp32 input plus mean and rstd (compiled: rstd only).
     stats = 4 * s if compiled else 8 * s
     ln = 4 * s * C + stats
-    attn = _attention(m, batch, seq, e, cuda, compiled)
+    attn = _attention(m, batch, seq, e, cuda, compiled, sdpa_math)
     block = (ln + e * s * C + attn + mask(e) * s * C  # attention half
              + ln + e * s * C + 2 * e * s * F + mask(e) * s * C)  # MLP half: c_fc's output, GELU's output
     V = m.padded_vocab_size
@@ -133,7 +139,7 @@ def _modern_saved(m, batch: int, T: int, e: int, mask, attn: int) -> dict[str, i
     }
 
 
-def inference_block_bytes(m, tokens: int, precision: str) -> int:
+def inference_block_bytes(m, tokens: int, precision: str, sdpa_math: bool = False) -> int:
     """Peak transient bytes of one block in an inference-mode forward over `tokens` tokens (an evaluation).
 
     Nothing is saved for backward, so the peak is inside one block: the
@@ -141,7 +147,7 @@ def inference_block_bytes(m, tokens: int, precision: str) -> int:
     gate, up and their product), modern's RoPE and q/k-norm copies, or math
     attention's (T x T) scores and softmax, beside the residual stream's
     (x, its norm, the sublayer output). Read off the CPU allocator
-    (tests/engine/test_memory.py).
+    (tests/engine/test_memory.py), SDPA's math kernel (`sdpa_math`) included.
     """
     e = 4 if precision == "fp32" else 2
     C = m.d_model
@@ -151,4 +157,10 @@ def inference_block_bytes(m, tokens: int, precision: str) -> int:
         per_token = 2 * e * m.d_ff + 12 * C
     if m.attention == "math":
         per_token = max(per_token, 2 * e * m.num_heads * m.max_seq_len + (3 * e + 9) * C)
+    if m.attention == "fused" and sdpa_math:
+        # SDPA's math kernel: fp32 scores, their softmax and _safe_softmax's
+        # bool mask beside the fp32 q, k, v (and, for half inputs, their
+        # upcasts); plus the causal mask as an fp32 (T x T) matrix per call.
+        T = m.max_seq_len
+        return tokens * max(per_token, 9 * m.num_heads * T + (24 if e == 4 else 30) * C) + 4 * T * T
     return tokens * per_token

@@ -43,12 +43,19 @@ engine.model.losses' chunked loss instead (chunked_head_bytes, chunked_eval_byte
 one chunk's logits at a time, in training and in evaluation. With a fused
 loss (train.fused_loss resolved to liger or cce on CUDA) they are its
 library's buffers (engine.memory.fused_loss; cce: no logits at all), in the same row.
+With train.fp8 its layers keep no weight copy where autocast keeps one
+(engine.memory.fp8); with train.attention_backend math the blocks
+save SDPA's math kernel's tensors (engine.memory.activations).
 
 Gradients do not exist before backward (set_to_none), except with gradient
 accumulation, where earlier micro-steps' are held, and under DDP, whose
 buckets hold them for the whole run (zeroed in place there, never set to
 None: engine.train.build.zero_grad). Under DDP on CUDA, NCCL's own buffers
-(outside PyTorch's allocator) add a row.
+(outside PyTorch's allocator) add a row. On the CPU the total is the
+process's RAM: the tensors, glibc's heap kept between steps ("allocator
+slack") and the process itself ("Python + torch"), held to a real run's
+peak RSS (tests/engine/test_memory.py). `run_verdict` is what a user reads:
+never "fits" for a run the device cannot start.
 """
 
 from __future__ import annotations
@@ -59,7 +66,9 @@ from engine.config.costs import block_matrix_params, block_matrix_shapes, count_
 from engine.config.plan import DeviceInfo, RunPlan, plan_run, replan, with_train
 from engine.config.run_config import RunConfig
 from engine.memory.activations import inference_block_bytes, saved_activations
+from engine.memory.fp8 import KEPT_BYTES, fp8_head_backward_bytes, fp8_weights
 from engine.memory.fused_loss import cce_head_bytes, liger_chunk
+from engine.memory.head import chunked_eval_bytes, chunked_head_bytes, head_phases
 
 MiB = 1024**2
 GiB = 1024**3
@@ -81,12 +90,22 @@ ALLOCATOR_SLACK = 0.10  # caching allocator's reserved-over-allocated (fragmenta
 # (three presets, checkpointing off and on; bench/README.md), where 10% of the
 # allocation fell 12-16% short on three. Compiled steps keep one logits dtype.
 EAGER_LOGITS_SLACK = 0.75  # of one fp32 (tokens x vocab) block
+# A CPU run's own process before its tensors: Python, torch's CPU libraries, the engine and what it
+# imports (tokenizers, the TensorBoard writer), its threads. The peak RSS of a tiny-model training run
+# (d_model 32, two layers: 0.9 MB of tensors) measured 344 MiB here (torch 2.13 CPU, Python 3.11,
+# Linux x86-64, 2 cores); more cores add thread stacks and malloc arenas.
+CPU_PROCESS_BYTES = 344 * MiB
+# glibc's malloc raises its mmap threshold after the first large free, so later blocks of that size come
+# from the heap, which it keeps between steps: a tiny run's peak RSS above the process was 1.28x (batch 8)
+# and 1.30x (batch 16) the estimated tensors, 1.00x with MALLOC_MMAP_THRESHOLD_=131072 (no heap reuse).
+CPU_MALLOC_SLACK = 0.30
 EVAL_MULTIPLE_MAX = 8  # an evaluation batch holds at most this many training micro-batches
 TIGHT = 0.85  # above this share of the card a run may fail on fragmentation or another process
 
-# Row names in display order; "NCCL buffers" appears only with world_size > 1 on CUDA.
+# Row names in display order; "NCCL buffers" appears only with world_size > 1 on CUDA, "Python + torch"
+# only on the CPU (where the process's own memory shares the RAM with the tensors).
 ROWS = ("parameters", "gradients", "optimizer state", "autocast weight copies", "activations",
-        "logits + cross-entropy", "CUDA context", "NCCL buffers", "allocator slack")
+        "logits + cross-entropy", "CUDA context", "Python + torch", "NCCL buffers", "allocator slack")
 
 
 @dataclass(frozen=True)
@@ -145,56 +164,6 @@ def muon_step_bytes(m, world_size: int = 1) -> int:
     return peak
 
 
-def chunked_head_bytes(s: int, V: int, C: int, chunk: int, half: bool) -> tuple[int, int]:
-    """(forward, backward) peak bytes of engine.model.losses.chunked_linear_cross_entropy over s tokens.
-
-    Forward: the gradients it keeps for h (fp32, ln_f's output) and for the
-    weight (fp32), its half copy of the weight, and one chunk at a time the
-    larger of: the logits (half) beside their shifted fp32 copy, that copy
-    beside the half gradient written from it, or the half gradient beside its
-    (V x C) half product with the chunk's hidden states (added into the fp32
-    weight gradient); plus a (chunk x C) product. In fp32 the logits' own
-    buffer becomes the gradient. Backward: the two gradients and their
-    scaled copies.
-    """
-    k = min(chunk, s)
-    e = 2 if half else 4
-    per_chunk = max(6 * k * V, 2 * k * V + 2 * V * C) if half else 4 * k * V
-    fwd = 4 * s * C + 4 * V * C + (2 * V * C if half else 0) + per_chunk + e * k * C
-    return fwd, 8 * s * C + 8 * V * C
-
-
-def chunked_eval_bytes(s: int, V: int, C: int, chunk: int, half: bool) -> int:
-    """Peak bytes of the chunked loss without gradients (evaluation) over s tokens.
-
-    The hidden states (fp32), the weight's half copy, and one chunk's logits
-    (half, then fp32) beside its half hidden states.
-    """
-    k = min(chunk, s)
-    return 4 * s * C + (2 * V * C + 6 * k * V + 2 * k * C if half else 4 * k * V)
-
-
-def _head_phases(compiled: bool, half: bool, sV: int, VC: int) -> dict[str, int]:
-    """Live bytes of the (tokens x vocab) terms at each moment around the loss, besides saved activations.
-
-    Eager: the logits exist only inside the forward (engine.train.trainer keeps the
-    loss), beside their fp32 upcast and the log-probs computed from them;
-    backward starts with nll_loss's and log_softmax's fp32 gradients beside
-    the saved log-probs; lm_head's backward holds the logits' gradient (cast
-    to half), then the weight's gradient (half, then its fp32 copy).
-    Compiled (inductor): the forward keeps only the logits (counted among
-    the saved tensors); backward makes two logits-sized buffers in their
-    dtype, then the weight's gradient in that dtype; fp32 logits stay live to
-    the end of backward.
-    """
-    el = 2 if half else 4
-    if compiled:
-        return {"end of forward": 0, "start of backward": 2 * el * sV, "lm_head backward": el * VC}
-    return {"end of forward": el * sV + (4 * sV if half else 0) + 4 * sV,
-            "start of backward": 12 * sV,
-            "lm_head backward": max(6 * sV if half else 0, el * sV + (6 if half else 4) * VC)}
-
-
 def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1,
                     bf16_supported: bool = True, plan: RunPlan | None = None,
                     compiled: bool | None = None, loss_chunk: int | None = None) -> MemoryEstimate:
@@ -229,21 +198,27 @@ def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1
     O = optimizer_state_bytes(m, t)
     block_w = block_matrix_params(m)
     VC = V * C
-    W_head = 2 * VC if half else 0  # lm_head's half copy of its weight
-    W_blk = 2 * block_w if half else 0
+    # FP8 layers (train.fp8) keep no weight copy where autocast keeps a half one (engine.memory.fp8).
+    fp8_blk, fp8_head = fp8_weights(m, plan.levers.fp8_modules) if plan.levers.fp8 != "off" else (0, 0)
+    e_copy = 2 if half else 0
+    W_head = e_copy * (VC - fp8_head) + KEPT_BYTES * fp8_head  # lm_head's copy of its weight
+    W_blk = e_copy * (block_w - fp8_blk) + KEPT_BYTES * fp8_blk
     W_all = W_head + L * W_blk
     # Gradients are live before backward with accumulation (earlier
     # micro-steps') and under DDP, whose buckets hold them for the whole run
     # (the .grad tensors are views of the buckets: gradient_as_bucket_view).
     g_live = G if accum > 1 or world > 1 else 0
 
-    a = saved_activations(m, micro, T, precision, device, compiled)
+    sdpa_math = plan.levers.attention_backend == "math"  # SDPA's math kernel (train.attention_backend)
+    a = saved_activations(m, micro, T, precision, device, compiled, sdpa_math)
     ckpt = t.grad_checkpointing
     head = a["head_checkpointed"] if ckpt else a["head"]
     A = a["embed"] + L * (a["block_input"] if ckpt else a["block"]) + head
     saved = A + a["logits"]
     sV = s * V
-    logits = _head_phases(compiled, half, sV, VC)
+    logits = head_phases(compiled, half, sV, VC)
+    if fp8_head:  # the FP8 head's backward casts, beside the logits' gradient
+        logits["lm_head backward"] += fp8_head_backward_bytes(s, V, C)
     tied = m.tie_embeddings
     wte_grad = 4 * VC  # the tied weight's lm_head gradient waits in autograd's buffer (untied: in .grad)
     if compiled:
@@ -309,7 +284,7 @@ def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1
     # that stays within the training step's own peak, so evaluating never
     # raises the run's peak; with none, k = 1 and the evaluation may be it.
     def evaluation(k: int) -> dict[str, int]:
-        block = phase(g_live, 0, inference_block_bytes(m, k * s, precision), 0)
+        block = phase(g_live, 0, inference_block_bytes(m, k * s, precision, sdpa_math), 0)
         if fused != "off":  # the fused loss's own buffers (liger makes its gradients here too)
             loss_bytes = (cce_head_bytes(k * s, V, C, half)[0] if fused == "cce" else
                           chunked_head_bytes(k * s, V, C, liger_chunk(k * s, V, C), half)[0])
@@ -331,10 +306,13 @@ def estimate_memory(cfg: RunConfig, *, device: str = "cuda", world_size: int = 1
     rows = phases[peak]
     allocated = totals[peak] + (CUBLAS_WORKSPACE_BYTES if cuda else 0)
     rows["CUDA context"] = CUDA_CONTEXT_BYTES + CUBLAS_WORKSPACE_BYTES if cuda else 0
+    if device == "cpu":
+        rows["Python + torch"] = CPU_PROCESS_BYTES
     if world > 1 and cuda:
         rows["NCCL buffers"] = NCCL_BUFFER_BYTES  # NCCL's own cudaMallocs, outside the caching allocator
     fragments = int(EAGER_LOGITS_SLACK * 4 * sV) if half and not compiled and not loss_chunk and fused == "off" else 0
-    rows["allocator slack"] = max(int(ALLOCATOR_SLACK * allocated), fragments) if cuda else 0
+    rows["allocator slack"] = (max(int(ALLOCATOR_SLACK * allocated), fragments) if cuda else
+                               int(CPU_MALLOC_SLACK * allocated) if device == "cpu" else 0)
     return MemoryEstimate(
         num_params=n, micro_batch=micro, seq_len=T, precision=precision,
         tokens_per_step=plan.tokens_per_step, flops_per_token=flops_per_token(m, T),
@@ -349,6 +327,28 @@ def verdict(total_bytes: int, gpu_bytes: int) -> str:
     if total_bytes > gpu_bytes:
         return "does not fit"
     return "tight" if total_bytes > TIGHT * gpu_bytes else "fits"
+
+
+NO_BF16 = "no bf16: fp16 "  # the verdict's prefix where the run only starts in fp16
+DOES_NOT_RUN = "does not run"
+
+
+def run_verdict(plan: RunPlan, capacity: int) -> tuple[str, RunPlan, MemoryEstimate]:
+    """(verdict, the plan it is about, its estimate) of `plan` on a device of `capacity` bytes.
+
+    A plan that can start gets verdict(). One that cannot is never "fits":
+    bf16 asked of a card without it is judged as the fp16 run the card can
+    start ("no bf16: fp16 fits", "no bf16: fp16 does not fit", ...); any
+    other error gives "does not run" (the estimate is still the plan's own).
+    """
+    cfg = plan.config
+    if plan.errors and cfg.train.precision == "bf16" and plan.device.type == "cuda" and not plan.device.bf16_native:
+        fp16 = replan(plan, with_train(cfg, precision="fp16"))
+        if not fp16.errors:
+            est = estimate_memory(fp16.config, plan=fp16)
+            return NO_BF16 + verdict(est.total_bytes, capacity), fp16, est
+    est = estimate_memory(cfg, plan=plan)
+    return (DOES_NOT_RUN if plan.errors else verdict(est.total_bytes, capacity)), plan, est
 
 
 def max_batch_size(cfg: RunConfig, gpu_bytes: int, *, device: str = "cuda", world_size: int = 1,

@@ -4,7 +4,7 @@ Read off the libraries' source (liger-kernel 0.8.5, cut-cross-entropy
 25.1.1), not yet measured on a GPU. liger's fused linear cross-entropy works
 like engine.model.losses' chunked loss (h's and the weight's fp32 gradients
 made in the forward, also when evaluating), at its own chunk size, so
-engine.memory.estimate models it with chunked_head_bytes at `liger_chunk`.
+engine.memory.estimate models it with engine.memory.head.chunked_head_bytes at `liger_chunk`.
 cut-cross-entropy never writes logits (`cce_head_bytes`).
 """
 

@@ -154,6 +154,18 @@ class DetectedGPU:
 
 
 
+def machine_ram() -> int:
+    """This machine's RAM in bytes: what a CPU run's memory is judged against."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+    except ImportError:  # psutil is a dependency; without it, POSIX's page count
+        import os
+
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def peak_flops_of(device_name: str, precision: str, tf32: bool) -> float | None:
     """Dense peak FLOP/s of the catalogue card a CUDA device name means; None for "" (the CPU) or an unknown card."""
     if not device_name:

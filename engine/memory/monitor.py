@@ -21,16 +21,32 @@ from engine.events import MemorySample
 CPU_LABEL = "process memory (no GPU)"
 
 
-def _rss_bytes() -> tuple[int, int]:
-    """(current, peak) resident set size of this process."""
-    peak = 0
+def _peak_rss() -> int:
+    """This process's peak resident set size; 0 where nothing says.
+
+    Linux: VmHWM, the peak of this process's own memory. (Its ru_maxrss
+    keeps the peak of the process it was started from across fork + exec:
+    a trainer launched from a large Python process would report that one's.)
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # no procfs: macOS, Windows
+        pass
     try:
         import resource
 
         # ru_maxrss is KiB on Linux, bytes on macOS
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
     except Exception:  # Windows has no resource module
-        pass
+        return 0
+
+
+def _rss_bytes() -> tuple[int, int]:
+    """(current, peak) resident set size of this process."""
+    peak = _peak_rss()
     try:
         import psutil
 

@@ -127,8 +127,10 @@ class GPT(nn.Module):
         idx: torch.Tensor,
         targets: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        grad_scale: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Logits for every position and, with targets, the mean cross-entropy (chunked: no logits)."""
+        """Logits for every position and, with targets, the mean cross-entropy (chunked: no logits; `grad_scale`:
+        the fp16 loss scale its in-forward gradients carry, engine.model.losses.backward_scale)."""
         T = idx.size(1)
         start = cache.length if cache is not None else 0
         if start + T > self.cfg.max_seq_len:
@@ -153,7 +155,7 @@ class GPT(nn.Module):
         if targets is not None and self.levers.fused_loss != "off":
             return None, fused_linear_cross_entropy(x, self.lm_head.weight, targets, self.levers.fused_loss)
         if targets is not None and self.loss_chunk > 0:
-            return None, chunked_linear_cross_entropy(x, self.lm_head.weight, targets, self.loss_chunk)
+            return None, chunked_linear_cross_entropy(x, self.lm_head.weight, targets, self.loss_chunk, grad_scale)
         logits = self.lm_head(x)
         loss = None
         if targets is not None:

@@ -25,9 +25,10 @@ import contextlib
 import torch
 import torch.nn as nn
 
+from engine.config.levers import FP8_DIVISOR
+
 SDPA_BACKENDS = {"flash": "FLASH_ATTENTION", "cudnn": "CUDNN_ATTENTION", "efficient": "EFFICIENT_ATTENTION",
                  "math": "MATH"}
-FP8_DIVISOR = 16  # FP8 matmuls need both dimensions of a weight divisible by 16 (cuBLAS / CUTLASS)
 
 
 def attention_kernel(backend: str) -> contextlib.AbstractContextManager:

@@ -54,11 +54,18 @@ NS_STEPS = 5
 EPS = 1e-7
 
 
-def newton_schulz(x: torch.Tensor, steps: int = NS_STEPS, eps: float = EPS) -> torch.Tensor:
+def newton_schulz(x: torch.Tensor | list[torch.Tensor], steps: int = NS_STEPS, eps: float = EPS) -> torch.Tensor:
     """The approximate orthogonalisation U·S'·Vᵀ of each (rows, cols) matrix in a (n, rows, cols) batch.
 
     Runs in x's dtype (bf16 or fp16) and divides `x` in place by its norms.
+    `x` may come as a one-tensor list, which is emptied: the caller then
+    holds no reference to it and the first iterate frees it. (A caller's
+    argument is not always released when the call starts: under a PEP 523
+    frame hook, such as the one a failed torch.compile leaves installed,
+    CPython holds it until the call returns, one more batch at the peak.)
     """
+    if isinstance(x, list):
+        x = x.pop()
     a, b, c = NS_COEFFICIENTS
     tall = x.size(-2) > x.size(-1)
     if tall:
@@ -148,8 +155,8 @@ class Muon(torch.optim.Optimizer):
         world = dist.get_world_size() if self.shard else 1
         share = -(-len(updates) // world)
         start = dist.get_rank() * share if self.shard else 0
-        # The stack is newton_schulz's only reference, so it is freed with the first iterate.
-        ortho = newton_schulz(_stack(updates[start:start + share], share, updates[0], self.ns_dtype))
+        # Handed over in a list newton_schulz empties: its only reference, so it is freed with the first iterate.
+        ortho = newton_schulz([_stack(updates[start:start + share], share, updates[0], self.ns_dtype)])
         if world == 1:
             return ortho
         tall = ortho.size(-2) > ortho.size(-1)

@@ -31,6 +31,7 @@ from engine.control import Interrupted, TrainingControl
 from engine.errors import DataError, FileError, RunLocked, UserError
 from engine.memory.estimate import MemoryEstimate, estimate_memory
 from engine.memory.gpus import peak_flops_of
+from engine.model.losses import backward_scale
 from engine.optim.groups import set_lr
 from engine.runs.checkpoints import checkpoint_path, prune_checkpoints, save_checkpoint
 from engine.runs.layout import RUN_CONFIG
@@ -263,7 +264,7 @@ class Trainer:
                 with s.autocast():
                     # Only the loss: holding the (tokens x vocab) logits through
                     # backward would cost as much memory as the log-probs.
-                    loss = s.model(x, y)[1]
+                    loss = s.model(x, y, grad_scale=backward_scale(s.scaler, len(micro_batches), s.rt.device))[1]
                 loss = loss / len(micro_batches)
                 s.scaler.scale(loss).backward()
             total += loss.detach()

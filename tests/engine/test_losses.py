@@ -19,12 +19,15 @@ def _inputs(n: int, c: int, v: int, seed: int = 0):
 
 
 @pytest.mark.parametrize("n,chunk", [(96, 32), (100, 32), (37, 1000), (64, 1)])
-def test_loss_and_gradients_match_cross_entropy(n, chunk):
+@pytest.mark.parametrize("grad_scale", [None, 4.0], ids=["unscaled", "announced-4"])
+def test_loss_and_gradients_match_cross_entropy(n, chunk, grad_scale):
+    """Also when the announced backward scale (fp16's loss scale) is not the one backward brings."""
     h, w, t = _inputs(n, 48, 301)
     ref = F.cross_entropy(F.linear(h, w).float(), t)
     gh, gw = torch.autograd.grad(ref * 3.0, (h, w))  # a scaled loss: backward must scale both gradients
     h2, w2 = h.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
-    loss = chunked_linear_cross_entropy(h2, w2, t, chunk=chunk)
+    scale = None if grad_scale is None else torch.tensor(grad_scale)
+    loss = chunked_linear_cross_entropy(h2, w2, t, chunk=chunk, grad_scale=scale)
     (loss * 3.0).backward()
     assert abs(loss.item() - ref.item()) <= 1e-5 * max(1.0, abs(ref.item()))
     torch.testing.assert_close(h2.grad, gh, rtol=1e-5, atol=1e-5)
@@ -66,7 +69,7 @@ def test_never_holds_the_full_logits():
 @pytest.mark.parametrize("n,c,v,chunk", [(512, 32, 4096, 64), (1024, 64, 2048, 256), (300, 48, 1000, 1000),
                                          (2048, 128, 1024, 128), (512, 256, 2048, 32)])
 def test_estimate_rows_match_the_measured_peak(precision, n, c, v, chunk):
-    from engine.memory.estimate import chunked_head_bytes
+    from engine.memory.head import chunked_head_bytes
 
     h, w, t = _inputs(n, c, v, seed=3)
     mode = LiveTensors()
@@ -147,3 +150,66 @@ def test_the_estimate_with_a_chunked_loss_is_far_smaller():
     assert full.peak_phase == "start of backward"
     assert chunked.allocated_bytes < 0.6 * full.allocated_bytes
     assert chunked.eval_multiple > full.eval_multiple
+
+
+def _fp16_run(chunk: int, gain: float, steps: int) -> tuple[int, float]:
+    """(steps GradScaler skipped, its final scale) of a small GPT trained in fp16 autocast on the CPU with
+    the final norm's gain at `gain` (large hidden states: the head's fp16 gradients overflow)."""
+    from engine.config.loading import build_config
+    from engine.model.gpt import GPT
+    from tests.memory_probe import real_batches, train_step
+
+    cfg = build_config("tiny", None, {"model": {"d_model": 64, "num_heads": 2, "num_layers": 2, "d_ff": 128,
+                                                "max_seq_len": 32, "vocab_size": 512, "dropout": 0.0},
+                                      "train": {"batch_size": 8, "loss_chunk": chunk}})
+    torch.manual_seed(0)
+    model = GPT(cfg.model, loss_chunk=chunk)
+    with torch.no_grad():
+        model.ln_f.weight.fill_(gain)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    skipped = 0
+    for step in range(steps):
+        before = scaler.get_scale()
+        train_step(model, opt, scaler, real_batches(cfg, seed=step), "fp16")  # the trainer's step
+        skipped += scaler.get_scale() < before
+    return skipped, scaler.get_scale()
+
+
+def test_fp16_chunked_loss_skips_no_more_steps_than_the_plain_loss():
+    """The chunked loss makes the head's gradients in the forward: in fp16 they carry GradScaler's scale
+    (engine.model.losses.backward_scale), so they overflow where the plain loss's backward would and
+    shrink with the scale. Before, unscaled, they overflowed at any scale: with the gain at 3000, 23 (chunks
+    of 64) and 28 (one chunk) of 30 steps were skipped and the scale fell to 2^-12, against 12 and 16 for
+    the plain loss; now 11 and 12."""
+    plain_skipped, plain_scale = _fp16_run(0, 3000.0, 30)
+    assert 0 < plain_skipped < 20  # the setup overflows, and GradScaler finds a scale that does not
+    for chunk in (64, 256):
+        skipped, scale = _fp16_run(chunk, 3000.0, 30)
+        assert skipped <= plain_skipped and scale >= plain_scale, (chunk, skipped, scale, plain_skipped, plain_scale)
+
+
+def test_fp16_chunked_gradients_equal_the_plain_ones_when_nothing_overflows():
+    """One fp16 step at loss scale 1024, nothing overflowing: every gradient of the chunked loss equals the
+    plain loss's within fp16's precision."""
+    from engine.config.loading import build_config
+    from engine.model.gpt import GPT
+    from tests.memory_probe import real_batches
+
+    cfg = build_config("tiny", None, {"model": {"d_model": 64, "num_heads": 2, "num_layers": 2, "d_ff": 128,
+                                                "max_seq_len": 32, "vocab_size": 512, "dropout": 0.0},
+                                      "train": {"batch_size": 8}})
+    (x, y), = real_batches(cfg)
+    grads = {}
+    for chunk in (0, 64):
+        torch.manual_seed(0)
+        model = GPT(cfg.model, loss_chunk=chunk)
+        scale = torch.tensor(1024.0)
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = model(x, y, grad_scale=scale)[1]
+        (loss * scale).backward()
+        grads[chunk] = {name: p.grad / scale for name, p in model.named_parameters()}
+        assert all(torch.isfinite(g).all() for g in grads[chunk].values())
+    for name, plain in grads[0].items():
+        torch.testing.assert_close(grads[64][name], plain, rtol=2e-2, atol=2e-3 * plain.abs().max().item(),
+                                   msg=name)

@@ -153,3 +153,44 @@ def test_estimate_bad_values_exit_2_naming_the_field(capsys, argv, field):
     assert estimate_main(["--preset", "tiny", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("tui-lm estimate: error:") and field in err
+
+
+def test_estimate_never_says_fits_for_a_run_the_card_cannot_start(capsys, tmp_path):
+    """bf16 asked of cards without it (T4, V100) is judged as the fp16 run they can start; another error
+    (flash attention before compute capability 8.0) is "does not run". Before, both said "fits"."""
+    assert estimate_main(["--preset", "small", "--batch_size", "16", "--precision", "bf16", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["gpus"]}
+    t4, a100 = rows["T4 16GB"], rows["A100 40GB"]
+    assert t4["verdict"] == "no bf16: fp16 fits" and t4["precision"] == "fp16" and not t4["precision_supported"]
+    fp16 = estimate_memory(cfg_with("small", train={"batch_size": 16, "precision": "fp16"}), bf16_supported=False)
+    assert t4["total_bytes"] == fp16.total_bytes and t4["time"] is not None
+    assert a100["verdict"] == "fits" and a100["precision"] == "bf16"
+    assert all(r["verdict"].startswith("no bf16: fp16 ") for r in rows.values() if not r["precision_supported"])
+    # The table says so too.
+    assert estimate_main(["--preset", "small", "--batch_size", "16", "--precision", "bf16", "--gpu", "T4"]) == 0
+    assert "no bf16: fp16 fits" in capsys.readouterr().out
+    toml = tmp_path / "flash.toml"
+    toml.write_text('[train]\nattention_backend = "flash"\nprecision = "bf16"\n')
+    assert estimate_main(["--config", str(toml), "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["gpus"]}
+    assert rows["T4 16GB"]["verdict"] == "does not run" and rows["T4 16GB"]["max_batch_size"] == 0
+    assert rows["T4 16GB"]["time"] is None  # fp16 would not run flash attention either
+    assert rows["A100 40GB"]["verdict"] == "fits"
+
+
+def test_estimate_on_the_cpu_gives_the_ram_verdict_first(capsys, monkeypatch):
+    """--device cpu: the verdict against this machine's RAM comes first, and no GPU table (a CPU plan
+    judged against GPU cards) follows."""
+    import tui_lm.commands.estimate as estimate_command
+
+    monkeypatch.setattr(estimate_command, "machine_ram", lambda: 4 * GiB)
+    assert estimate_main(["--preset", "tiny", "--batch_size", "32", "--device", "cpu", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["gpus"] == [] and out["ram"]["memory_bytes"] == 4 * GiB
+    assert out["ram"]["verdict"] == "does not fit" and out["total_bytes"] > 4 * GiB  # 7.8 GiB
+    assert 0 < out["ram"]["max_batch_size"] < 32
+    assert estimate_main(["--preset", "tiny", "--batch_size", "8", "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert "RTX" not in text and "H100" not in text
+    first = text.index("On this machine's RAM (4.00 GiB): fits")
+    assert first < text.index("parameters ") and first < text.index("activations")

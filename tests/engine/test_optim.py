@@ -95,7 +95,7 @@ def _shard_rank(rank: int, world: int, store: str, out: str) -> None:
     dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank, world_size=world)
     seen = []
     real = muon.newton_schulz
-    muon.newton_schulz = lambda x: seen.append(x.shape[0]) or real(x)
+    muon.newton_schulz = lambda owned: seen.append(owned[0].shape[0]) or real(owned)
     params, opt = _muon_setup(shard=True)
     _muon_steps(params, opt)
     torch.save({"params": [p.detach() for p in params], "seen": seen,
@@ -199,7 +199,7 @@ def test_newton_schulz_runs_in_fp16_on_cards_that_only_emulate_bf16(monkeypatch)
     opt = make_optimizer(m, TrainConfig(optimizer="muon"), ns_dtype=DTYPES[t4.muon_dtype])
     seen = []
     real = muon.newton_schulz
-    monkeypatch.setattr(muon, "newton_schulz", lambda x: seen.append(x.dtype) or real(x))
+    monkeypatch.setattr(muon, "newton_schulz", lambda owned: seen.append(owned[0].dtype) or real(owned))
     x = torch.randint(0, 100, (2, 16))
     m(x, x)[1].backward()
     opt.step()

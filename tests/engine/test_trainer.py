@@ -70,7 +70,7 @@ def test_a_chunked_loss_trains_the_same_model_and_can_be_switched_on_resume(corp
     calls: list[int] = []
     chunked_loss = engine.model.gpt.chunked_linear_cross_entropy
     monkeypatch.setattr(engine.model.gpt, "chunked_linear_cross_entropy",
-                        lambda h, w, t, chunk: calls.append(chunk) or chunked_loss(h, w, t, chunk))
+                        lambda h, w, t, chunk, *scale: calls.append(chunk) or chunked_loss(h, w, t, chunk, *scale))
 
     def run(out: Path, **train) -> list[ev.Event]:
         seen: list[ev.Event] = []
@@ -182,12 +182,12 @@ def test_out_of_memory_keeps_checkpoint_and_advises(corpus: Path, tmp_path: Path
     real_forward = GPT.forward
     calls = {"n": 0}
 
-    def forward(self, idx, targets=None, cache=None):
+    def forward(self, idx, targets=None, cache=None, **kw):
         if self.training:
             calls["n"] += 1
             if calls["n"] == 4:
                 raise torch.OutOfMemoryError("tried to allocate 20.00 GiB")
-        return real_forward(self, idx, targets, cache)
+        return real_forward(self, idx, targets, cache, **kw)
 
     monkeypatch.setattr(GPT, "forward", forward)
     from collections import namedtuple

@@ -26,8 +26,8 @@ from engine.config.plan import DeviceInfo, RunPlan, plan_run
 from engine.config.run_config import RunConfig, user_settings
 from engine.config.loading import build_config
 from engine.errors import ConfigError, UserError
-from engine.memory.estimate import MemoryEstimate, estimate_memory, format_bytes, max_batch_size, verdict
-from engine.memory.gpus import GPU, GPU_CATALOGUE, find_gpu
+from engine.memory.estimate import MemoryEstimate, estimate_memory, format_bytes, max_batch_size, run_verdict
+from engine.memory.gpus import GPU, GPU_CATALOGUE, find_gpu, machine_ram
 from engine.speed.model import SplitSizes
 from engine.speed.run_time import timed_plan
 from engine.speed.sizes import split_sizes
@@ -38,7 +38,6 @@ from tui_lm.flags import overrides_from as flag_overrides
 # (where, its time figures, the split sizes) of the --device cpu or --gpu target
 Target = tuple[str, dict[str, Any], SplitSizes | None] | None
 
-VERDICT_STYLE = {"fits": "green", "tight": "yellow", "does not fit": "red"}
 # The settings that change the estimate, declared as such in engine/config/run_config.py.
 SETTINGS = [s for s in user_settings() if s.estimate or s.key == "run.preset"]
 
@@ -75,30 +74,46 @@ def overrides_from(args) -> dict[str, dict[str, Any]]:
     return flag_overrides(args, SETTINGS)
 
 
-def gpu_rows(cfg: RunConfig, gpus: list[GPU], device: str, world_size: int,
+def gpu_rows(cfg: RunConfig, gpus: list[GPU], world_size: int,
              sizes: SplitSizes | None = None) -> list[dict[str, Any]]:
     """Verdict, largest batch_size and (where it fits) time for each GPU, each with its own plan ("auto" is fp16
-    without bf16)."""
+    without bf16). A run the card cannot start is judged by engine.memory.estimate.run_verdict: bf16 on a card
+    without it as the fp16 run it can start ("no bf16: fp16 fits"), anything else "does not run"."""
     rows = []
     for gpu in gpus:
-        where = DeviceInfo.gpu(gpu.name, gpu.bf16) if device == "cuda" else DeviceInfo(device)
-        plan = plan_run(cfg, world_size=world_size, device=where)
-        est = estimate_memory(cfg, plan=plan)
+        asked = plan_run(cfg, world_size=world_size, device=DeviceInfo.gpu(gpu.name, gpu.bf16))
+        said, plan, est = run_verdict(asked, gpu.memory_bytes)
+        runs = not plan.errors
         rows.append({
             "name": gpu.name,
             "memory_bytes": gpu.memory_bytes,
-            "precision": plan.precision,
-            "precision_supported": not plan.errors,
+            "precision": plan.precision,  # what the verdict is about (fp16 where bf16 was asked of a card without)
+            "precision_supported": not asked.errors,
             "total_bytes": est.total_bytes,
-            "verdict": verdict(est.total_bytes, gpu.memory_bytes),
-            "max_batch_size": max_batch_size(cfg, gpu.memory_bytes, plan=plan),
+            "verdict": said,
+            "max_batch_size": max_batch_size(plan.config, gpu.memory_bytes, plan=plan) if runs else 0,
         })
-        fits = device == "cuda" and rows[-1]["verdict"] != "does not fit" and not plan.errors
-        rows[-1]["time"] = gpu_time(cfg, gpu, world_size, sizes) if fits else None
+        fits = runs and not said.endswith("does not fit")
+        rows[-1]["time"] = gpu_time(plan.config, gpu, world_size, sizes) if fits else None
     return rows
 
 
-def as_json(plan: RunPlan, est: MemoryEstimate, rows: list[dict[str, Any]], target: Target = None) -> dict[str, Any]:
+def ram_row(plan: RunPlan, est: MemoryEstimate) -> dict[str, Any]:
+    """--device cpu: the verdict against this machine's RAM, where the run trains."""
+    ram = machine_ram()
+    said, _, _ = run_verdict(plan, ram)
+    return {"name": "this machine's RAM", "memory_bytes": ram, "precision": plan.precision,
+            "total_bytes": est.total_bytes, "verdict": said,
+            "max_batch_size": max_batch_size(plan.config, ram, plan=plan) if not plan.errors else 0}
+
+
+def verdict_style(said: str) -> str:
+    """The colour of a verdict: "fits" green, "tight" yellow, "does not fit" / "does not run" red."""
+    return "green" if said.endswith("fits") else "yellow" if said.endswith("tight") else "red"
+
+
+def as_json(plan: RunPlan, est: MemoryEstimate, rows: list[dict[str, Any]], target: Target = None,
+            ram: dict[str, Any] | None = None) -> dict[str, Any]:
     cfg = plan.config
     return {
         "preset": cfg.run.preset,
@@ -121,6 +136,7 @@ def as_json(plan: RunPlan, est: MemoryEstimate, rows: list[dict[str, Any]], targ
         "eval_multiple": est.eval_multiple,  # training micro-batches an evaluation batch holds
         "rows": est.rows,
         "gpus": rows,
+        "ram": ram,  # --device cpu: the verdict against this machine's RAM (no GPU table then)
         "dataset": sizes_json(target[2]) if target else None,
         "time": target[1] if target else None,  # on the target: the CPU with --device cpu, or --gpu
     }
@@ -133,7 +149,8 @@ def _count(n: float) -> str:
     return str(int(n))
 
 
-def print_report(plan: RunPlan, est: MemoryEstimate, rows: list[dict[str, Any]], target: Target = None) -> None:
+def print_report(plan: RunPlan, est: MemoryEstimate, rows: list[dict[str, Any]], target: Target = None,
+                 ram: dict[str, Any] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -149,7 +166,12 @@ def print_report(plan: RunPlan, est: MemoryEstimate, rows: list[dict[str, Any]],
         f"{'torch.compile' if est.compiled else 'eager'}"
     )
     console.print(f"speed levers: {plan.levers.describe()}")
-    console.print(f"Estimated peak per GPU: [bold]{format_bytes(est.total_bytes)}[/] (at {est.peak_phase})")
+    if ram:  # --device cpu: the verdict on this machine first
+        console.print(f"On this machine's RAM ({format_bytes(ram['memory_bytes'])}): "
+                      f"[{verdict_style(ram['verdict'])}]{ram['verdict']}[/], "
+                      f"largest batch_size {ram['max_batch_size'] or '-'}")
+    where = "in RAM" if ram else "per GPU"
+    console.print(f"Estimated peak {where}: [bold]{format_bytes(est.total_bytes)}[/] (at {est.peak_phase})")
     table = Table()
     table.add_column("row")
     table.add_column("memory", justify="right")
@@ -167,16 +189,16 @@ def print_report(plan: RunPlan, est: MemoryEstimate, rows: list[dict[str, Any]],
                       f"after this moment.[/]")
     console.print(f"parameters {est.num_params:,}   tokens/step {est.tokens_per_step:,}   "
                   f"FLOPs/token {est.flops_per_token:,} ({_count(est.flops_per_token)})")
-    console.print("Does it fit?")
-    gpus = Table()
-    for col, just in (("GPU", "left"), ("memory", "right"), ("precision", "left"), ("verdict", "left"),
-                      ("max batch_size", "right")):
-        gpus.add_column(col, justify=just, no_wrap=True)
-    for r in rows:
-        prec = r["precision"] if r["precision_supported"] else f"{r['precision']} (unsupported)"
-        gpus.add_row(r["name"], format_bytes(r["memory_bytes"]), prec,
-                     f"[{VERDICT_STYLE[r['verdict']]}]{r['verdict']}[/]", str(r["max_batch_size"] or "-"))
-    console.print(gpus)
+    if rows:
+        console.print("Does it fit?")
+        gpus = Table()
+        for col, just in (("GPU", "left"), ("memory", "right"), ("precision", "left"), ("verdict", "left"),
+                          ("max batch_size", "right")):
+            gpus.add_column(col, justify=just, no_wrap=True)
+        for r in rows:
+            gpus.add_row(r["name"], format_bytes(r["memory_bytes"]), r["precision"],
+                         f"[{verdict_style(r['verdict'])}]{r['verdict']}[/]", str(r["max_batch_size"] or "-"))
+        console.print(gpus)
     timed = [r for r in rows if r.get("time")]
     if timed:
         console.print("How long, where it fits:")
@@ -215,7 +237,9 @@ def main(argv: list[str]) -> int:
             args.gpu = args.gpu or measured_on
     est = estimate_memory(cfg, plan=plan)
     sizes = split_sizes(cfg.data)
-    rows = gpu_rows(cfg, gpus, args.device, args.world_size, sizes)
+    # On the CPU the run's memory is this machine's RAM: no GPU table unless --gpu asks for one.
+    rows = gpu_rows(cfg, gpus, args.world_size, sizes) if args.device == "cuda" or args.gpu else []
+    ram = ram_row(plan, est) if args.device == "cpu" else None
     target = None
     if args.device == "cpu":
         target = ("this CPU", time_of(timed_plan(cfg, args.world_size, DeviceInfo("cpu"), sizes), est, None, sizes),
@@ -223,9 +247,9 @@ def main(argv: list[str]) -> int:
     elif args.gpu:
         target = (gpus[0].name, rows[0]["time"] or gpu_time(cfg, gpus[0], args.world_size, sizes), sizes)
     if args.json:
-        print(json.dumps(as_json(plan, est, rows, target)))
+        print(json.dumps(as_json(plan, est, rows, target, ram)))
     else:
-        print_report(plan, est, rows, target)
+        print_report(plan, est, rows, target, ram)
     return 0
 
 

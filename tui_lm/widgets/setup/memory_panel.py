@@ -75,9 +75,7 @@ def short_bytes(n: int) -> str:
 
 def machine_ram() -> int:
     """This machine's RAM: the capacity of the CPU target (a function, so tests can fix it)."""
-    import psutil
-
-    return int(psutil.virtual_memory().total)
+    return _gpus.machine_ram()
 
 
 def _bf16(name: str) -> bool:
