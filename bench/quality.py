@@ -83,7 +83,8 @@ def row_config(name: str, a: argparse.Namespace, seed: int, out_dir: Path) -> Ru
     train = {"max_steps": a.steps, "batch_size": a.batch_size, "lr": a.lr, "warmup_steps": a.warmup,
              "min_lr_ratio": a.min_lr_ratio, "optimizer": parts[1], "seed": seed, "device": a.device,
              "precision": a.precision, "compile": a.compile, "log_interval": a.log_interval,
-             "eval_interval": 0, "save_interval": 0, "sample_tokens": 0, "keep_checkpoints": 1}
+             "eval_interval": 0, "save_interval": 0, "sample_tokens": 0, "keep_checkpoints": 1,
+             "final_eval_batches": a.eval_batches}  # 0: the whole splits; a smoke run bounds them
     if a.muon_lr:
         train["muon_lr"] = a.muon_lr
     return build_config("tiny", None, {
@@ -95,16 +96,7 @@ def row_config(name: str, a: argparse.Namespace, seed: int, out_dir: Path) -> Ru
     })
 
 
-class _CappedEvalTrainer(Trainer):
-    """For smoke runs only: the final evaluation scores the first `eval_cap` batches, not whole splits."""
-
-    eval_cap = 0
-
-    def _evaluate(self, split_name: str, max_batches: int) -> ev.EvalResult:
-        return super()._evaluate(split_name, max_batches or self.eval_cap)
-
-
-def train_once(cfg: RunConfig, eval_batches: int) -> Run:
+def train_once(cfg: RunConfig) -> Run:
     device = resolve_runtime(cfg.train).device
     metrics: list[ev.StepMetrics] = []
     evals: dict[str, ev.EvalResult] = {}
@@ -120,9 +112,7 @@ def train_once(cfg: RunConfig, eval_batches: int) -> Run:
     release(device)
     reset_peak(device)
     start = time.perf_counter()
-    trainer = (_CappedEvalTrainer if eval_batches else Trainer)(cfg, emit)
-    trainer.eval_cap = eval_batches
-    result = trainer.run()
+    result = Trainer(cfg, emit).run()
     wall = time.perf_counter() - start
     peak = read_peak(device)
     if not isinstance(result, ev.Finished) or "valid" not in evals:
@@ -143,7 +133,7 @@ def run_rows(names: list[str], a: argparse.Namespace, seeds: list[int], done=lam
             rows.append(row)
             for seed in seeds:
                 cfg = row_config(name, a, seed, Path(tmp))
-                run = train_once(cfg, a.eval_batches)
+                run = train_once(cfg)
                 row.runs.append(run)
                 print(f"  {name} seed {seed}: valid word ppl {run.valid_word_ppl:.1f}, "
                       f"{run.tokens_per_s:,.0f} tokens/s, {run.wall_s:.0f} s", file=sys.stderr, flush=True)

@@ -81,13 +81,3 @@ def test_existing_run_folder_is_never_overwritten(corpus: Path, tmp_path: Path, 
     assert main(flags(corpus, tmp_path, steps=2)) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert (tmp_path / "cli" / "metrics.jsonl").read_text() == before
-
-
-def test_wrapper_script_translates_seed_flags(tmp_path: Path) -> None:
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "tui-lm").write_text('#!/bin/sh\necho "$@"\n')
-    (fake / "tui-lm").chmod(0o755)
-    out = subprocess.run([str(REPO / "run_train_lm.sh"), "--preset", "small", "--warmup", "4000", "--lr", "6e-4"],
-                         env={**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}, capture_output=True, text=True)
-    assert out.stdout.strip() == "--no-ui --model_preset small --warmup_steps 4000 --lr 6e-4"

@@ -57,6 +57,15 @@ def test_wrapper_runs_the_projects_venv_from_a_fresh_shell(tmp_path: Path) -> No
     assert run.stdout.startswith("usage: tui-lm") and "--final_eval_batches" in run.stdout
 
 
+def test_wrapper_translates_the_seed_flags(tmp_path: Path) -> None:
+    # The project's .venv python echoes what the wrapper runs it with (it "imports" tui_lm.cli: exit 0).
+    wrapper = _wrapper_in(tmp_path / "project")
+    _fake_python(tmp_path / "project" / ".venv" / "bin" / "python", 'echo "$@"')
+    out = subprocess.run([str(wrapper), "--preset", "small", "--warmup", "4000", "--lr", "6e-4"],
+                         env=_fresh_shell(tmp_path), capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "-m tui_lm --no-ui --model_preset small --warmup_steps 4000 --lr 6e-4"
+
+
 def test_wrapper_without_tui_lm_says_how_to_install(tmp_path: Path) -> None:
     wrapper = _wrapper_in(tmp_path / "project")
     run = subprocess.run([str(wrapper), "--preset", "tiny"], env=_fresh_shell(tmp_path), capture_output=True,
