@@ -367,3 +367,60 @@ def test_time_beside_the_verdict_and_in_the_presets_table(corpus: Path) -> None:
                 kept.unlink()
 
     run(flow())
+
+
+def test_start_asks_first_when_the_run_does_not_fit_and_offers_the_fixes() -> None:
+    """Issue 24 item 12: "does not fit" and Start: a dialog (start anyway? / back), the fixes beside it."""
+    from tui_lm.widgets.setup.start_confirm import StartConfirm
+
+    async def flow() -> None:
+        app = make_app(out_dir="runs")
+        started: list = []
+        app.start_training = started.append  # the run itself is not what is tested
+        async with app.run_test(size=(100, 30)) as pilot:
+            panel = await medium_on_a_4090(app, pilot)
+            await pilot.pause()
+            assert panel.verdict == "does not fit" and panel.fixes
+            shown = screen_text(app)
+            # The status says what Start does, whole (not cut off), and the Start label is whole too.
+            assert "does not fit: Start asks first; F6-F" in shown and "fix it" in shown
+            assert "ready to start" not in shown and "Start training" in shown
+            # "No": back to the form, nothing started.
+            await pilot.press("ctrl+t")
+            await wait_for(pilot, lambda: isinstance(app.screen, StartConfirm), 5, "the dialog")
+            dialog = screen_text(app)
+            assert "The run does not fit: start anyway?" in dialog
+            assert "does not fit: " in dialog and "of 24.0 GiB on RTX 4090 24GB" in dialog
+            for fix in panel.fixes:
+                assert f"{fix.key.upper()}  {fix.what} → {fix.verdict}" in dialog
+            assert "Start anyway (y)" in dialog and "Back (n)" in dialog
+            await pilot.press("n")
+            await wait_for(pilot, lambda: app.screen.__class__.__name__ == "SetupScreen", 5, "back to setup")
+            assert started == []
+            # A fix from the dialog: applied to the form, back to it, nothing started.
+            await pilot.press("ctrl+t")
+            await wait_for(pilot, lambda: isinstance(app.screen, StartConfirm), 5, "the dialog again")
+            largest = panel.fixes[0].changes["train.batch_size"]
+            await pilot.press("f6")
+            await wait_for(pilot, lambda: app.screen.__class__.__name__ == "SetupScreen", 5, "back to setup")
+            form = app.screen.query_one(ConfigForm)
+            await wait_for(pilot, lambda: panel.verdict != "does not fit", 5, "the fix applied")
+            assert form.config.train.batch_size == largest and started == []
+            assert "ready to start" in screen_text(app)
+            # Back to a run that does not fit; "yes" starts it as set.
+            await type_into(pilot, "#f-train-batch_size", "32")
+            await wait_for(pilot, lambda: panel.verdict == "does not fit", 5, "does not fit again")
+            await pilot.press("ctrl+t")
+            await wait_for(pilot, lambda: isinstance(app.screen, StartConfirm), 5, "the dialog a third time")
+            await pilot.press("y")
+            await wait_for(pilot, lambda: bool(started), 5, "started")
+            assert started[0].train.batch_size == 32 and started[0].model.d_model == 768
+            # A run that fits starts at once, no dialog.
+            started.clear()
+            app.screen.query_one("#gpu-select", Select).value = "catalogue:H100 80GB"
+            await wait_for(pilot, lambda: panel.verdict == "fits", 5, "fits on an H100")
+            await pilot.press("ctrl+t")
+            await wait_for(pilot, lambda: bool(started), 5, "started at once")
+            assert not isinstance(app.screen, StartConfirm)
+
+    run(flow())

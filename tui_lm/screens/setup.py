@@ -2,7 +2,9 @@
 
 Start stays disabled while any field is invalid (the dataset included); the
 form's messages say why, beside each field. When the run does not fit the
-memory panel offers fixes, F6-F10, which this screen applies to the form.
+memory panel offers fixes, F6-F10, which this screen applies to the form, and
+Start asks first (tui_lm/widgets/setup/start_confirm.py), the fixes beside
+the question.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tui_lm.widgets.setup.config_form import ConfigForm
 from tui_lm.widgets.setup.memory_panel import FIX_KEYS, MemoryPanel
 from tui_lm.widgets.setup.messages import label
 from tui_lm.widgets.setup.profile_picker import ProfilePicker
+from tui_lm.widgets.setup.start_confirm import StartConfirm
 
 COMPACT_WIDTH = 140
 
@@ -74,12 +77,23 @@ class SetupScreen(Screen):
     def _config_changed(self, event: ConfigForm.Changed) -> None:
         self.query_one(MemoryPanel).show(event.config, event.errors)
         self.query_one("#start", Button).disabled = bool(event.errors)
+        self._show_status()
+
+    @on(MemoryPanel.Redrawn)
+    def _show_status(self) -> None:
+        """One short status (it has at most 3 lines of the side column): what to fix, or what Start will do."""
         status = self.query_one("#setup-status", Static)
-        n = len(event.errors)
+        errors = self.form.errors
+        n = len(errors)
         note = self.form.dataset_note
         if n:
-            fields = ", ".join(label(k) for k in event.errors)
+            fields = ", ".join(label(k) for k in errors)
             status.update(Text(f"{n} setting{'s' if n != 1 else ''} to fix before starting: {fields}", style="bold red"))
+        elif self.query_one(MemoryPanel).verdict == "does not fit":
+            fixes = self.query_one(MemoryPanel).fixes
+            keys = f"; {fixes[0].key.upper()}-{fixes[-1].key.upper()} fix it" if len(fixes) > 1 else \
+                f"; {fixes[0].key.upper()} fixes it" if fixes else ""
+            status.update(Text(f"does not fit: Start asks first{keys}", style="bold red"))
         else:
             status.update(Text("ready to start" + (f" · {note}" if note else ""), style="green"))
 
@@ -147,6 +161,16 @@ class SetupScreen(Screen):
         form = self.form
         if form.errors:
             self.notify("fix the settings marked in red first", title="cannot start", severity="warning")
+            return
+        panel = self.query_one(MemoryPanel)
+        if panel.verdict == "does not fit":
+            cfg = copy.deepcopy(form.config)
+
+            def answered(start: bool | None) -> None:
+                if start:
+                    self.post_message(StartTraining(cfg))
+
+            self.app.push_screen(StartConfirm(panel.verdict_line(), list(panel.fixes), self.action_fix), answered)
             return
         self.post_message(StartTraining(copy.deepcopy(form.config)))
 

@@ -28,6 +28,7 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
+from textual.message import Message
 from textual.widgets import Select, Static
 
 from engine.config.plan import DeviceInfo, RunPlan, plan_run
@@ -152,6 +153,9 @@ def fixes(cfg: RunConfig, target: Target, plan: RunPlan) -> list[Fix]:
 
 
 class MemoryPanel(VerticalScroll):
+    class Redrawn(Message):
+        """The estimate was redone (a form change or another target): the screen's status follows it."""
+
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self._options, self._default, self._targets, self.gpu_detected = targets()
@@ -203,6 +207,7 @@ class MemoryPanel(VerticalScroll):
         if cfg is None:
             return
         self.estimate, self.fixes, self.time = None, [], None
+        self.post_message(self.Redrawn())  # after the attributes are set: messages are handled later
         if self.waiting:
             # Never an estimate from a value that is not the one typed (batch -3, seq 0, "abc").
             body.update(Text(f"no estimate until these are fixed: {waiting_for(self.waiting)}", style="yellow"))
@@ -222,6 +227,18 @@ class MemoryPanel(VerticalScroll):
             return
         self.estimate, self.fixes, self.time = est, found, timed
         body.update(self._describe(plan, est, target, origin, found, presets, sizes))
+
+    @property
+    def verdict(self) -> str | None:
+        """"fits", "tight" or "does not fit" on the target; None while there is no estimate."""
+        if self.estimate is None:
+            return None
+        return _memory.verdict(self.estimate.total_bytes, self.target.capacity)
+
+    def verdict_line(self) -> str:
+        """"does not fit: 1.1 TiB of 16.0 GiB on this machine (CPU RAM)" (the start dialog's words)."""
+        return (f"{self.verdict}: {human_bytes(self.estimate.total_bytes)} of {human_bytes(self.target.capacity)} "
+                f"on {self.target.name}")
 
     def _vocabulary(self, data: DataConfig) -> tuple[int, str]:
         """planned_vocab, looked up again only when the data section changes (it reads the cache)."""
@@ -270,8 +287,9 @@ class MemoryPanel(VerticalScroll):
         share = est.total_bytes / max(1, target.capacity)
         width = max(10, self.content_size.width - 1)
         parts.append(Text(bar(share, width), style=style.split()[-1]))
-        line = Text(f"{human_bytes(est.total_bytes)} of {human_bytes(target.capacity)} ({100 * share:.0f}%)  ")
-        line.append(verdict, style=style)
+        # The verdict first: a long size or share wraps after it, never pushes it out of sight.
+        line = Text(verdict, style=style)
+        line.append(f"  {human_bytes(est.total_bytes)} of {human_bytes(target.capacity)} ({share:.0%})")
         parts.append(line)
         largest = _memory.max_batch_size(plan.config, target.capacity, plan=plan)
         parts.append(Text.assemble(("largest batch that fits: ", "dim"), (f"{largest:,}" if largest else "none", "bold")))
