@@ -63,6 +63,8 @@ class TimeEstimate:
     epoch_s: float | None  # None while the training split's size is unknown
     periodic_evals: int
     eval_s: float  # periodic and final evaluations
+    final_windows: int  # windows the final evaluation scores (valid and test; 0: skipped or splits unknown)
+    final_eval_s: float  # its share of eval_s
     compile_s: float
     total_s: float  # to the end of the schedule: training, evaluations and compile
 
@@ -113,20 +115,21 @@ def estimate_time(plan: RunPlan, est: MemoryEstimate, throughput: Throughput,
     step_s = per_rank_tokens / throughput.tokens_per_s
     steps = plan.total_steps
     periodic = (steps - 1) // t.eval_interval if t.eval_interval and steps else 0
-    scored = 0
+    scored = final = 0
     if sizes is not None:
         micro, seq = plan.micro_batch, plan.seq_len
         scored = periodic * eval_tokens(t.eval_batches, micro, seq, sizes.valid)
         if t.final_eval_batches >= 0:
-            scored += sum(eval_tokens(t.final_eval_batches, micro, seq, n) for n in (sizes.valid, sizes.test))
+            final = sum(eval_tokens(t.final_eval_batches, micro, seq, n) for n in (sizes.valid, sizes.test))
     eval_rate = throughput.eval_tokens_per_s or throughput.tokens_per_s / FORWARD_SHARE
     # Each rank scores its share of the windows.
-    eval_s = scored / plan.world_size / eval_rate
+    eval_s = (scored + final) / plan.world_size / eval_rate
     train_s = steps * step_s
     return TimeEstimate(
         seconds_per_step=step_s, tokens_per_s=throughput.tokens_per_s * plan.world_size, throughput=throughput,
         steps=steps, train_s=train_s, epoch_s=plan.steps_per_epoch * step_s if plan.steps_per_epoch else None,
-        periodic_evals=periodic, eval_s=eval_s, compile_s=throughput.compile_s,
+        periodic_evals=periodic, eval_s=eval_s, final_windows=final // plan.seq_len,
+        final_eval_s=final / plan.world_size / eval_rate, compile_s=throughput.compile_s,
         total_s=train_s + eval_s + throughput.compile_s,
     )
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from textual.widgets import Button, Input, Select, Static
 
 from engine.config.plan import DeviceInfo, plan_run
@@ -422,5 +423,62 @@ def test_start_asks_first_when_the_run_does_not_fit_and_offers_the_fixes() -> No
             await pilot.press("ctrl+t")
             await wait_for(pilot, lambda: bool(started), 5, "started at once")
             assert not isinstance(app.screen, StartConfirm)
+
+    run(flow())
+
+
+def test_the_final_evaluation_cost_and_the_setting_that_bounds_it(corpus: Path) -> None:
+    """Issue 24 item 2: the setup screen says what the final evaluation costs, windows and time, and how to bound it."""
+    from engine.speed.model import eval_tokens, format_duration
+
+    async def flow() -> None:
+        app = make_app(out_dir="runs")
+        async with app.run_test(size=(160, 48)) as pilot:
+            await pilot.pause()
+            await type_into(pilot, "#f-data-dataset", str(corpus))
+            await type_into(pilot, "#f-train-max_steps", "100")
+            await type_into(pilot, "#f-model-max_seq_len", "16")
+            await type_into(pilot, "#f-train-batch_size", "2")
+            panel = app.screen.query_one(MemoryPanel)
+            sizes = panel._split_sizes(app.screen.query_one(ConfigForm).config.data)
+            micro, seq = panel.estimate.micro_batch, panel.estimate.seq_len
+
+            def windows(batches: int) -> int:  # the evaluation's own count (engine.speed.model.eval_tokens)
+                return sum(eval_tokens(batches, micro, seq, n) for n in (sizes.valid, sizes.test)) // seq
+
+            whole = windows(0)
+            assert whole > 2 * micro  # the bound below bites
+            shown = " ".join(memory_text(app).split())
+            assert (f"final evaluation {format_duration(panel.time.final_eval_s)} ({whole:,} windows, whole splits); "
+                    f"final eval batches bounds it") in shown
+            assert panel.time.final_windows == whole and panel.time.final_eval_s > 0
+            await type_into(pilot, "#f-train-final_eval_batches", "1")
+            shown = " ".join(memory_text(app).split())
+            assert f"({windows(1):,} windows, bounded)" in shown and windows(1) == 2 * micro
+            await type_into(pilot, "#f-train-final_eval_batches", "-1")
+            assert "final evaluation skipped (final eval batches -1)" in " ".join(memory_text(app).split())
+            assert panel.time.final_windows == 0
+
+    run(flow())
+
+
+def test_quality_guide_beside_the_time() -> None:
+    """Issue 21 item 6 on the setup screen: tokens per parameter, epochs and their warning, published references."""
+    async def flow() -> None:
+        app = make_app(out_dir="runs")
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.pause()
+            panel = app.screen.query_one(MemoryPanel)
+            g = panel.guide
+            shown = " ".join(memory_text(app).split())
+            assert g.epochs == pytest.approx(20, rel=0.01) and g.measured is None  # tiny's default 20 epochs
+            assert f"data {g.tokens_per_param:.2g} tokens/param (compute-optimal ~20) · {g.epochs:.3g} epochs" in shown
+            assert "past ~4 epochs each repeat is worth less and overfitting is likely" in shown
+            assert "not a prediction of this run" in shown and "expected validation word perplexity" not in shown
+            for row in ("AWD-LSTM 33M WT-2 65.8", "GPT-2 0-shot 117M WT-103 37.5", "Trans-XL 151M WT-103 24.0"):
+                assert row in shown
+            await type_into(pilot, "#f-train-epochs", "2")
+            shown = " ".join(memory_text(app).split())
+            assert "2 epochs" in shown and "overfitting" not in shown
 
     run(flow())

@@ -39,7 +39,8 @@ from engine.memory import gpus as _gpus
 from engine.memory.advice import memory_fixes
 from tui_lm.widgets.common.format import bar, human_bytes, human_count
 from tui_lm.widgets.setup.messages import label, waiting_for
-from tui_lm.widgets.setup.time_estimate import UnknownCard, short_total, target_gpu, time_lines, time_on
+from tui_lm.widgets.setup.time_estimate import (UnknownCard, guide_on, quality_parts, short_total, target_gpu,
+                                                time_lines, time_on)
 
 _VERDICT_STYLE = {"fits": "bold green", "tight": "bold yellow", "does not fit": "bold red"}
 SHORT_VERDICT = {"does not fit": "too big"}  # a narrow column
@@ -166,6 +167,7 @@ class MemoryPanel(VerticalScroll):
         self._vocab: tuple[DataConfig, tuple[int, str]] | None = None  # the last lookup, per data section
         self._sizes: tuple[DataConfig, Any] | None = None  # the splits' sizes, per data section
         self.time: Any = None  # the last TimeEstimate on the target (None: no catalogued card)
+        self.guide: Any = None  # the last QualityGuide (engine.speed.quality)
 
     def compose(self) -> ComposeResult:
         if not self.gpu_detected:
@@ -222,10 +224,11 @@ class MemoryPanel(VerticalScroll):
             sizes = self._split_sizes(cfg.data)
             presets = self._presets(cfg, target, vocab, sizes)
             timed = self._time(cfg, target, vocab, sizes)
+            guide = guide_on(cfg, target.device, vocab, sizes, est.num_params)
         except Exception as e:  # a combination the planner refuses: say so instead of a wrong number
             body.update(Text(f"no estimate: {e}", style="yellow"))
             return
-        self.estimate, self.fixes, self.time = est, found, timed
+        self.estimate, self.fixes, self.time, self.guide = est, found, timed, guide
         body.update(self._describe(plan, est, target, origin, found, presets, sizes))
 
     @property
@@ -294,7 +297,7 @@ class MemoryPanel(VerticalScroll):
         largest = _memory.max_batch_size(plan.config, target.capacity, plan=plan)
         parts.append(Text.assemble(("largest batch that fits: ", "dim"), (f"{largest:,}" if largest else "none", "bold")))
         if self.time is not None:
-            parts.extend(time_lines(self.time, sizes))
+            parts.extend(time_lines(self.time, sizes, plan.config.train.final_eval_batches))
         else:
             parts.append(Text(f"time: {target.name} is not in the GPU catalogue (no peak to time it with)",
                               style="dim"))
@@ -305,6 +308,8 @@ class MemoryPanel(VerticalScroll):
             parts.append(fix_line)
         parts.append(Text(""))
         parts.append(self._preset_table(presets, plan))
+        parts.append(Text(""))
+        parts.extend(quality_parts(self.guide))
         parts.append(Text(""))
         table = Table.grid(padding=(0, 1), expand=True)
         table.add_column(style="dim", ratio=1, no_wrap=True, overflow="fold")
