@@ -50,10 +50,16 @@ def _measuring_config(cfg: RunConfig, out_dir: Path, total: int) -> RunConfig:
     return dataclasses.replace(cfg, train=train, run=run)
 
 
+class MeasureCancelled(UserError):
+    """The caller's control stopped the measurement before its last step: nothing is kept."""
+
+
 def measure(cfg: RunConfig, *, steps: int = TIMED_STEPS, warmup: int = WARMUP_STEPS,
-            log: Callable[[str], None] = lambda _: None) -> tuple[RunPlan, str, Measurement]:
-    """(the plan measured, the device key, the measurement), saved; UserError when the run cannot train."""
-    control = TrainingControl()
+            log: Callable[[str], None] = lambda _: None,
+            control: TrainingControl | None = None) -> tuple[RunPlan, str, Measurement]:
+    """(the plan measured, the device key, the measurement), saved; UserError when the run cannot train,
+    MeasureCancelled when `control` (the caller's, to cancel it from another thread) stops it first."""
+    control = control or TrainingControl()
     metrics: list[ev.StepMetrics] = []
     started: list[ev.RunStarted] = []
     total = warmup + steps
@@ -75,6 +81,8 @@ def measure(cfg: RunConfig, *, steps: int = TIMED_STEPS, warmup: int = WARMUP_ST
         result = Trainer(_measuring_config(cfg, Path(tmp), total), emit, control).run()
     if isinstance(result, ev.Failed):
         raise UserError(f"the measurement run failed: {result.message.splitlines()[0]}")
+    if len(metrics) < total and control.should_stop:
+        raise MeasureCancelled(f"measurement cancelled after {len(metrics)} of {total} steps: nothing kept")
     if not started or len(metrics) < total:
         raise UserError(f"the measurement run stopped after {len(metrics)} of {total} steps")
     run = started[0]

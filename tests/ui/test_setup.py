@@ -482,3 +482,64 @@ def test_quality_guide_beside_the_time() -> None:
             assert "2 epochs" in shown and "overfitting" not in shown
 
     run(flow())
+
+
+def test_f4_measures_here_keeps_it_and_the_time_says_so(tiny_profile, monkeypatch) -> None:
+    """Issue 21 item 3's key: F4 trains a few real steps of the form's settings in a worker, shows progress,
+    keeps the result like `estimate --measure`; F4 again cancels; a failure is one line."""
+    import functools
+    import re
+
+    import engine.train.measure as measure_module
+    from engine.errors import UserError
+    from engine.speed.measured import load_measurement, measurement_path
+
+    async def flow() -> None:
+        app = make_app(profile=tiny_profile(), out_dir=None)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.pause()
+            panel = app.screen.query_one(MemoryPanel)
+            form = app.screen.query_one(ConfigForm)
+            plan = plan_run(form.config, device=DeviceInfo("cpu"))
+            assert load_measurement(plan, "cpu") is None and panel.time.throughput.here is False
+            status = lambda: text(app.screen.query_one("#setup-status", Static))  # noqa: E731
+            # Progress, then cancelled (F4 again) while it trains: nothing kept. Endless here, so it cannot end first.
+            real_measure = measure_module.measure
+            monkeypatch.setattr(measure_module, "measure", functools.partial(real_measure, steps=100_000))
+            await pilot.press("f4")
+            assert status().startswith("measuring") and status().endswith("(F4 cancels)")
+            step = re.compile(r"measuring: step (\d+)/100002 \(F4 cancels\)")
+            await wait_for(pilot, lambda: (m := step.match(status())) is not None and int(m[1]) >= 3, 60, "progress")
+            await pilot.press("f4")
+            await wait_for(pilot, lambda: app.screen._measuring is None, 60, "the cancel")
+            assert load_measurement(plan, "cpu") is None
+            assert "ready to start" in status()
+            assert any("measurement cancelled after" in n.message for n in app._notifications)
+            # Measured: the panel's time is the measured one from then on.
+            monkeypatch.setattr(measure_module, "measure", real_measure)
+            await pilot.press("f4")
+            await wait_for(pilot, lambda: app.screen._measuring is None, 120, "measured")
+            try:
+                kept = load_measurement(plan, "cpu")
+                assert kept is not None and kept.steps == measure_module.TIMED_STEPS
+                await wait_for(pilot, lambda: f"measured here on {kept.date}" in memory_text(app), 10, "the time")
+                assert panel.time.throughput.here and panel.time.tokens_per_s == pytest.approx(kept.tokens_per_s)
+            finally:  # the token cache folder is shared by the session's UI tests
+                measurement_path(plan, "cpu").unlink(missing_ok=True)
+            # A failure: one line in the status, until the next change.
+            def fail(*_a, **_k):
+                raise UserError("the measurement run failed: no data\nTraceback (most recent call last)")
+
+            monkeypatch.setattr(measure_module, "measure", fail)
+            await pilot.press("f4")
+            await wait_for(pilot, lambda: app.screen._measuring is None, 10, "the failure")
+            await pilot.pause()
+            assert status() == "measurement failed: the measurement run failed: no data"
+            # A catalogue card is not this machine: nothing to measure there.
+            app.screen.query_one("#gpu-select", Select).value = "catalogue:H100 80GB"
+            await pilot.pause()
+            await pilot.press("f4")
+            await pilot.pause()
+            assert app.screen._measuring is None
+
+    run(flow())

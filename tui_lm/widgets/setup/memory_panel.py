@@ -198,10 +198,22 @@ class MemoryPanel(VerticalScroll):
         return self._targets[str(self.query_one("#gpu-select", Select).value)]
 
     @property
+    def here_device(self) -> str | None:
+        """The train.device that trains on the target on this machine ("cpu", "cuda:N"); None for a catalogue card."""
+        value = str(self.query_one("#gpu-select", Select).value)
+        if value == CPU:
+            return "cpu"
+        return f"cuda:{value.split(':', 1)[1]}" if value.startswith("detected:") else None
+
+    @property
     def gpu(self) -> tuple[str, int, bool] | None:
         """(name, bytes, bf16) of a GPU target; None for the CPU."""
         t = self.target
         return None if t.device.type == "cpu" else (t.name, t.capacity, t.device.bf16_native)
+
+    def redraw(self) -> None:
+        """Estimate again with the same settings (a measurement kept since changes the time)."""
+        self._redraw()
 
     def _redraw(self) -> None:
         body = self.query_one("#memory-body", Static)
