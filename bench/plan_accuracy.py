@@ -205,8 +205,16 @@ def main() -> None:
     p.add_argument("--budget", default="40s", help="the budgeted run's --time-budget; 0s: none")
     p.add_argument("--dataset", type=Path, default=DATA)
     p.add_argument("--seed-overhead", action="store_true", help="fit the CPU's per-step overhead and stop")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own, as a run has)")
     a = p.parse_args()
-    print(f"load average at the start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}, {os.cpu_count()} cores")
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    import torch
+
+    print(f"load average at the start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}, {os.cpu_count()} cores, "
+          f"torch {torch.__version__} with {torch.get_num_threads()} threads")
     if a.seed_overhead:
         overhead, k = seed_overhead(a.dataset)
         print(f"overhead {overhead * 1e3:.1f} ms a step, {k * 1e6:.1f} us a token")

@@ -122,9 +122,11 @@ ROWS: tuple[SpeedRow, ...] = (
     SpeedRow("cpu", *_TINY, 8, False, "fp32", 1_043, source=_CPU),
     SpeedRow("cpu", *_SMALL, 4, False, "fp32", 382, source=_CPU),
     SpeedRow("cpu", *_TINY, 8, True, "fp32", 88, 103.5, source=_CPU_COMPILED),
-    # bench/plan_accuracy.py --seed-overhead's larger point: a small shape, where the vocabulary's softmax and
-    # the loop's fixed costs outweigh the FLOPs
+    # bench/plan_accuracy.py --seed-overhead's larger point, and a d_model 128 shape (the fastest of 2 runs of
+    # 10 steps, the same day): small shapes, where the vocabulary's softmax and the loop's fixed costs outweigh
+    # the FLOPs
     SpeedRow("cpu", 32, 1, 64, 32, 32, False, "fp32", 1024 / 2.570, source=_CPU_SEED),
+    SpeedRow("cpu", 128, 2, 512, 128, 8, False, "fp32", 1024 / 4.073, source=_CPU_SEED),
 )
 
 

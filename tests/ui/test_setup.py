@@ -345,7 +345,7 @@ def test_time_beside_the_verdict_and_in_the_presets_table(corpus: Path) -> None:
             assert te.steps == 1000 and te.throughput.here is False
             assert f"time {te.seconds_per_step:.3g} s/step" in shown
             assert f"to the end {format_duration(te.total_s)} (1,000 steps, 3 evaluations + the final one)" in shown
-            assert "extrapolated from the development CPU; dataset size estimated" in shown
+            assert "extrapolated from the development CPU; dataset size estimated; F4 measures it here" in shown
             rows = {line.split()[0]: line.split()[1:] for line in memory_text(app).splitlines() if line.strip()}
             # The presets table's time row: the whole run of each preset, tiny's being the form's.
             assert rows["time"][0] == short_total(te) and len(rows["time"]) == 3

@@ -309,7 +309,8 @@ class MemoryPanel(VerticalScroll):
         largest = _memory.max_batch_size(plan.config, target.capacity, plan=plan)
         parts.append(Text.assemble(("largest batch that fits: ", "dim"), (f"{largest:,}" if largest else "none", "bold")))
         if self.time is not None:
-            parts.extend(time_lines(self.time, sizes, plan.config.train.final_eval_batches))
+            parts.extend(time_lines(self.time, sizes, plan.config.train.final_eval_batches,
+                                    measurable=self.here_device is not None))
         else:
             parts.append(Text(f"time: {target.name} is not in the GPU catalogue (no peak to time it with)",
                               style="dim"))

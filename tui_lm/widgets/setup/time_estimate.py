@@ -54,7 +54,8 @@ def final_eval_line(te: TimeEstimate, sizes: SplitSizes | None, final_eval_batch
                          (f" ({te.final_windows:,} windows, {how}); {bound} bounds it", "dim"))
 
 
-def time_lines(te: TimeEstimate, sizes: SplitSizes | None, final_eval_batches: int = 0) -> list[Text]:
+def time_lines(te: TimeEstimate, sizes: SplitSizes | None, final_eval_batches: int = 0,
+               measurable: bool = False) -> list[Text]:
     """"time 0.35 s/step · 37 min/epoch", "to the end 13.2 h (21,720 steps, 86 evaluations)", the final
     evaluation's cost, the source."""
     head = Text.assemble(("time ", "dim"), (f"{te.seconds_per_step:.3g} s/step", "bold"))
@@ -72,6 +73,8 @@ def time_lines(te: TimeEstimate, sizes: SplitSizes | None, final_eval_batches: i
     where = short_source(te.throughput)
     if sizes is not None and not sizes.exact:
         where += "; dataset size estimated"
+    if measurable:  # the target is this machine: the setup screen's F4 measures it
+        where += "; F4 measures it here"
     lines.append(Text(where, style="dim italic"))
     return lines
 
