@@ -187,10 +187,14 @@ def test_estimate_prints_the_time(capsys, corpus: Path) -> None:
     assert "estimated from" in out and "throughput extrapolated from the development CPU" in out
 
 
-def test_estimate_measure_trains_here_and_is_remembered(capsys, corpus: Path) -> None:
+def test_estimate_measure_trains_here_and_is_remembered(capsys, corpus: Path, monkeypatch) -> None:
     import datetime
+    import re
 
+    import engine.train.measure as measure_module
     from tui_lm.commands.estimate import main
+
+    monkeypatch.setattr(measure_module, "MIN_TIMED_S", 1.0)  # at least 5 steps and 1 s of them (10 s by default)
 
     argv = ["--preset", "tiny", "--d_model", "32", "--num_heads", "2", "--num_layers", "2", "--d_ff", "64",
             "--seq_len", "16", "--vocab_size", "300", "--batch_size", "4", "--device", "cpu",
@@ -201,7 +205,8 @@ def test_estimate_measure_trains_here_and_is_remembered(capsys, corpus: Path) ->
     measured = json.loads(captured.out)["time"]
     assert "measured here:" in captured.err
     today = datetime.date.today().isoformat()
-    assert measured["source"] == f"measured here on {today} (5 steps)" and measured["measured_here"]
+    timed = re.fullmatch(rf"measured here on {today} \((\d+) steps\)", measured["source"])
+    assert timed and int(timed[1]) >= 5 and measured["measured_here"]
     assert measured["seconds_per_step"] != modelled["seconds_per_step"]
     # Kept in the cache: the next estimate of the same config uses it, another batch size does not.
     assert _estimate_json(capsys, *argv)["time"] == measured
@@ -241,3 +246,19 @@ def test_a_tiny_shape_pays_the_steps_fixed_overhead() -> None:
         overhead = OVERHEAD[kind]
         assert overhead.seconds < step_s < 2 * overhead.seconds, kind
         assert f"+ {overhead.seconds * 1e3:.3g} ms a step ({overhead.source})" in th.source
+
+
+def test_measure_times_at_least_its_steps_and_its_seconds(corpus: Path, monkeypatch, tmp_path) -> None:
+    """A few steps on a shared machine are noise: the measurement lasts at least MIN_TIMED_S of timed steps."""
+    from engine.train.measure import measure
+
+    monkeypatch.setenv("TUI_LM_CACHE", str(tmp_path))
+    cfg = build_config(None, None, {"model": {"d_model": 16, "num_heads": 2, "num_layers": 1, "d_ff": 32,
+                                              "max_seq_len": 16},
+                                    "train": {"batch_size": 2, "device": "cpu"},
+                                    "data": {"dataset": str(corpus), "vocab_size": 300}})
+    lines: list[str] = []
+    _, _, m = measure(cfg, steps=2, min_seconds=1.5, log=lines.append)
+    timed = [float(line.split(": ")[1].split(" s")[0]) for line in lines if line.startswith("step ")][2:]
+    assert m.steps == len(timed) >= 2 and sum(timed) >= 1.5 * 0.9  # the log's rounding
+    assert m.tokens_per_s == pytest.approx(2 * 16 * len(timed) / sum(timed), rel=0.05)

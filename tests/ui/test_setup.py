@@ -496,6 +496,7 @@ def test_f4_measures_here_keeps_it_and_the_time_says_so(tiny_profile, monkeypatc
 
     async def flow() -> None:
         app = make_app(profile=tiny_profile(), out_dir=None)
+        monkeypatch.setattr(measure_module, "MIN_TIMED_S", 1.0)  # the 10 s of a real measurement: not needed here
         async with app.run_test(size=(100, 30)) as pilot:
             await pilot.pause()
             panel = app.screen.query_one(MemoryPanel)
@@ -508,7 +509,7 @@ def test_f4_measures_here_keeps_it_and_the_time_says_so(tiny_profile, monkeypatc
             monkeypatch.setattr(measure_module, "measure", functools.partial(real_measure, steps=100_000))
             await pilot.press("f4")
             assert status().startswith("measuring") and status().endswith("(F4 cancels)")
-            step = re.compile(r"measuring: step (\d+)/100002 \(F4 cancels\)")
+            step = re.compile(r"measuring: step (\d+) of 100002\+ \(F4 cancels\)")
             await wait_for(pilot, lambda: (m := step.match(status())) is not None and int(m[1]) >= 3, 60, "progress")
             await pilot.press("f4")
             await wait_for(pilot, lambda: app.screen._measuring is None, 60, "the cancel")
@@ -521,7 +522,7 @@ def test_f4_measures_here_keeps_it_and_the_time_says_so(tiny_profile, monkeypatc
             await wait_for(pilot, lambda: app.screen._measuring is None, 120, "measured")
             try:
                 kept = load_measurement(plan, "cpu")
-                assert kept is not None and kept.steps == measure_module.TIMED_STEPS
+                assert kept is not None and kept.steps >= measure_module.TIMED_STEPS
                 await wait_for(pilot, lambda: f"measured here on {kept.date}" in memory_text(app), 10, "the time")
                 assert panel.time.throughput.here and panel.time.tokens_per_s == pytest.approx(kept.tokens_per_s)
             finally:  # the token cache folder is shared by the session's UI tests
