@@ -260,5 +260,5 @@ def test_measure_times_at_least_its_steps_and_its_seconds(corpus: Path, monkeypa
     lines: list[str] = []
     _, _, m = measure(cfg, steps=2, min_seconds=1.5, log=lines.append)
     timed = [float(line.split(": ")[1].split(" s")[0]) for line in lines if line.startswith("step ")][2:]
-    assert m.steps == len(timed) >= 2 and sum(timed) >= 1.5 * 0.9  # the log's rounding
-    assert m.tokens_per_s == pytest.approx(2 * 16 * len(timed) / sum(timed), rel=0.05)
+    assert m.steps == len(timed) >= 2
+    assert m.steps * 2 * 16 / m.tokens_per_s >= 1.5  # the timed steps' own clock: at least min_seconds

@@ -112,12 +112,22 @@ def test_the_total_follows_the_speed_when_it_moves(monkeypatch) -> None:
     assert step_s == pytest.approx(2.0) and total == step + math.floor((100 - spent) / 2.0) < 100
 
 
-def test_a_budget_too_short_for_any_step_says_so(corpus: Path, tmp_path: Path) -> None:
-    """The final evaluation alone outlasts what is left after measuring: the run ends there and says why."""
-    cfg = tiny_config(corpus, tmp_path / "out", time_budget="1s", max_steps=100_000, eval_interval=0,
-                      final_eval_batches=0)
+def test_a_budget_too_short_for_any_step_says_so(tmp_path: Path) -> None:
+    """The final evaluation alone outlasts what is left after measuring: the total is the step reached, and the
+    log says why and what to change."""
+    from engine.config.plan import DeviceInfo, plan_run
+    from engine.train.budget import fix_total
+
+    cfg = build_config(None, None, {"train": {"time_budget": "20s", "max_steps": 1000}})
+    plan = plan_run(cfg, device=DeviceInfo("cpu"))
     events: list[ev.Event] = []
-    done = Trainer(cfg, events.append, TrainingControl()).run()
-    changed = [e for e in events if isinstance(e, ev.SettingsChanged)]
-    assert isinstance(done, ev.Finished) and done.step == changed[0].changes["train.budget_steps"][1] == changed[0].step
-    assert any(isinstance(e, ev.Log) and "no step fits after the measurement" in e.message for e in events)
+    fixed_cfg, fixed_plan = fix_total(cfg, plan, 10, 10, 1.05, 14.0, events.append, tmp_path / "run.toml")
+    assert fixed_plan.total_steps == 10 and fixed_cfg.train.budget_steps == 10
+    (log,) = [e for e in events if isinstance(e, ev.Log)]
+    assert log.level == "warning" and "no step fits after the measurement (1.05 s a step; the final evaluation " \
+        "needs about 14 s): the run ends at step 10" in log.message and "train.final_eval_batches" in log.message
+    # A later fix says the speed moved, from which total to which.
+    events.clear()
+    fix_total(fixed_cfg, fixed_plan, 20, 30, 2.0, 20.0, events.append)
+    assert "the speed moved to 2 s a step; the run ends at step 30 instead of 10" in events[0].message
+    assert events[1].changes == {"train.budget_steps": [10, 30]}
