@@ -167,22 +167,29 @@ def budget_run(budget: str, dataset: Path = DATA, model: dict = BUDGET_SHAPE,
     return parse_duration(budget), marks["end"] - marks["start"], int(marks["step"])
 
 
-def seed_overhead(dataset: Path = DATA, repeats: int = 3,
-                  log: Callable[[str], None] = print) -> tuple[float, float]:
-    """(overhead s, s per token) fitted to one tiny shape at micro-batches 1 and 32: step = overhead + tokens x k.
+# The CPU rows --seed-overhead measures for engine/speed/table.py: (label, shape, micro-batch)
+SEED_ROWS = [("d32x1 b32x32", _shape(32, 1, 2, 64, 32), 32), ("d128x2 b8x128", _shape(128, 2, 4, 512, 128), 8),
+             ("tiny b8x256", _shape(256, 4, 4, 1024, 256), 8)]
 
-    Each point is the fastest of `repeats` interleaved runs: on a shared machine the least disturbed one.
+
+def seed_overhead(dataset: Path = DATA, repeats: int = 2,
+                  log: Callable[[str], None] = print) -> tuple[float, dict[str, float]]:
+    """(overhead s, {row label: tokens/s}): the overhead fitted to one tiny shape at micro-batches 1 and 32
+    (step = overhead + tokens x k), and the rows of SEED_ROWS.
+
+    Each figure is the fastest of `repeats` interleaved runs: on a shared machine the least disturbed one.
     """
-    shape = _shape(32, 1, 2, 64, 32)
-    best = {1: float("inf"), 32: float("inf")}
+    points = [("d32x1 b1x32", _shape(32, 1, 2, 64, 32), 1), *SEED_ROWS]
+    best = {label: float("inf") for label, _, _ in points}
     for _ in range(repeats):
-        for batch in best:
-            step_s = real_step_s(config(shape, {"batch_size": batch}, dataset), 20)
-            best[batch] = min(best[batch], step_s)
-            log(f"d32x1 b{batch}x32: {step_s * 1e3:.1f} ms a step (load {os.getloadavg()[0]:.1f})")
-    (t1, s1), (t2, s2) = ((b * 32, s) for b, s in best.items())
-    k = (s2 - s1) / (t2 - t1)
-    return s1 - k * t1, k
+        for label, shape, batch in points:
+            step_s = real_step_s(config(shape, {"batch_size": batch}, dataset), 10)
+            best[label] = min(best[label], step_s)
+            log(f"{label}: {step_s * 1e3:.1f} ms a step (load {os.getloadavg()[0]:.1f})")
+    s1, s2 = best["d32x1 b1x32"], best["d32x1 b32x32"]
+    k = (s2 - s1) / (32 * 32 - 32)
+    rows = {label: batch * shape["max_seq_len"] / best[label] for label, shape, batch in SEED_ROWS}
+    return s1 - k * 32, rows
 
 
 def format_table(rows: list[Row]) -> str:
@@ -216,8 +223,10 @@ def main() -> None:
     print(f"load average at the start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}, {os.cpu_count()} cores, "
           f"torch {torch.__version__} with {torch.get_num_threads()} threads")
     if a.seed_overhead:
-        overhead, k = seed_overhead(a.dataset)
-        print(f"overhead {overhead * 1e3:.1f} ms a step, {k * 1e6:.1f} us a token")
+        overhead, rows = seed_overhead(a.dataset)
+        print(f"overhead {overhead * 1e3:.1f} ms a step; rows: "
+              + ", ".join(f"{label} {tps:,.1f} tokens/s" for label, tps in rows.items()))
+        print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
         return
     chosen = [CONFIGS[int(i) - 1] for i in a.only.split(",")] if a.only else CONFIGS
     start = time.perf_counter()

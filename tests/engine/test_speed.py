@@ -244,7 +244,9 @@ def test_a_tiny_shape_pays_the_steps_fixed_overhead() -> None:
         th = modelled_throughput(plan, estimate_memory(cfg, plan=plan), gpu)
         step_s = estimate_time(plan, estimate_memory(cfg, plan=plan), th, SIZES).seconds_per_step
         overhead = OVERHEAD[kind]
-        assert overhead.seconds < step_s < 2 * overhead.seconds, kind
+        assert overhead.seconds < step_s, kind
+        if kind == "cuda":  # a d_model 32 step on an H100 is nearly all overhead
+            assert step_s < 1.1 * overhead.seconds
         assert f"+ {overhead.seconds * 1e3:.3g} ms a step ({overhead.source})" in th.source
 
 
