@@ -13,6 +13,7 @@ treated as no measurement.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -49,8 +50,20 @@ class Measurement:
                           eval_tokens_per_s=modelled.eval_tokens_per_s * ratio, here=True)
 
 
+@functools.lru_cache(maxsize=None)
+def _machine_id(device: str) -> tuple[tuple[str, str], ...]:
+    return tuple(_read_machine_id(device).items())
+
+
 def machine_id(device: str) -> dict[str, str]:
-    """What makes this machine this machine, for the speed of `device` ("cpu", "cuda:0 (NVIDIA H200)")."""
+    """What makes this machine this machine, for the speed of `device` ("cpu", "cuda:0 (NVIDIA H200)").
+
+    Read once per process (the torch version's metadata lookup costs milliseconds, and the setup
+    screen asks on every keystroke)."""
+    return dict(_machine_id(device))
+
+
+def _read_machine_id(device: str) -> dict[str, str]:
     try:
         torch_version = metadata.version("torch")
     except metadata.PackageNotFoundError:

@@ -1,15 +1,17 @@
 """How long a run takes, from its plan alone: seconds per step, per epoch and to the end of the schedule.
 
-    seconds per step = FLOPs per step / (peak FLOP/s for the precision x expected MFU)
+    seconds per step = overhead + FLOPs per step / (peak FLOP/s for the precision x expected MFU)
     total            = steps x seconds per step + evaluations + compile time
 
 FLOPs per step = tokens per step per rank x FLOPs per token (6N + attention,
-engine.memory.estimate.flops_per_token). The efficiency (MFU on a GPU, the
-achieved FLOP/s on the CPU) comes from engine.speed.table's measured rows, or
+engine.memory.estimate.flops_per_token). The overhead is a fixed time per
+step, seeded per device kind (engine.speed.table.OVERHEAD); the efficiency
+(MFU on a GPU, the achieved FLOP/s on the CPU, both on the step without its
+overhead) comes from engine.speed.table's measured rows, or
 from a measurement of this very config on this machine (`Throughput.measured`,
 engine.speed.measured). Evaluations are forward-only (a third of the FLOPs
 per token), run eagerly (the trainer scores with the uncompiled model), at the
-eager efficiency of the same lookup: the periodic ones every eval_interval
+eager efficiency of the same lookup, overhead included in it: the periodic ones every eval_interval
 steps over eval_batches micro-batches (0: the whole valid split), and the
 final whole valid and test splits unless final_eval_batches bounds or skips
 them. Sampling at each evaluation (a few dozen tokens) is left out. Compile
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from engine.config.plan import RunPlan
 from engine.memory.estimate import MemoryEstimate
 from engine.memory.gpus import GPU, find_gpu
-from engine.speed.table import nearest_row, peak_flops, row_mfu
+from engine.speed.table import OVERHEAD, compute_flops, nearest_row, peak_flops
 
 FORWARD_SHARE = 1 / 3  # a forward pass is 2N of the 6N FLOPs per trained token
 
@@ -63,13 +65,16 @@ class TimeEstimate:
     epoch_s: float | None  # None while the training split's size is unknown
     periodic_evals: int
     eval_s: float  # periodic and final evaluations
+    final_windows: int  # windows the final evaluation scores (valid and test; 0: skipped or splits unknown)
+    final_eval_s: float  # its share of eval_s
     compile_s: float
     total_s: float  # to the end of the schedule: training, evaluations and compile
-    final_eval_s: float = 0.0  # the final evaluation alone (part of eval_s)
 
 
-def _efficiency(plan: RunPlan, flops: int, gpu: GPU | None, compile: bool) -> tuple[float, float | None, str, float]:
-    """(FLOP/s per rank, MFU, source, compile seconds) from the nearest measured row."""
+def _efficiency(plan: RunPlan, flops: int, gpu: GPU | None, compile: bool,
+                whole: bool = False) -> tuple[float, str, float]:
+    """(FLOP/s per rank without the step's overhead, source, compile seconds) from the nearest measured row;
+    `whole`: of its whole step, overhead included."""
     kind = "cuda" if gpu is not None else "cpu"
     t = plan.config.train
     row, differs, _ = nearest_row(kind, flops, plan.micro_batch * plan.seq_len, compile=compile,
@@ -80,20 +85,28 @@ def _efficiency(plan: RunPlan, flops: int, gpu: GPU | None, compile: bool) -> tu
     what = "measured on" if exact and same_card else "extrapolated from"
     unlike = f" (differs in {', '.join(differs)})" if differs else ""
     source = f"{what} {row.describe()}{unlike} [{row.source}]"
+    achieved = row.achieved_flops if whole else compute_flops(row)
     if gpu is None:
-        return row.achieved_flops, None, source, row.compile_s
-    mfu = row_mfu(row)
+        return achieved, source, row.compile_s
+    mfu = achieved / peak_flops(find_gpu(row.device), row.precision)
     if not same_card:
         source += f", its MFU at the {gpu.name}'s peak"
-    return peak_flops(gpu, plan.precision) * mfu, mfu, source, row.compile_s
+    return peak_flops(gpu, plan.precision) * mfu, source, row.compile_s
 
 
 def modelled_throughput(plan: RunPlan, est: MemoryEstimate, gpu: GPU | None) -> Throughput:
-    """Training tokens/s per rank of `plan` on `gpu` (None: this CPU), from the measured rows."""
+    """Training tokens/s per rank of `plan` on `gpu` (None: this CPU), from the measured rows and the overhead."""
     flops = est.flops_per_token
-    rate, mfu, source, compile_s = _efficiency(plan, flops, gpu, plan.compile)
-    eval_rate = _efficiency(plan, flops, gpu, False)[0] if plan.compile else rate
-    return Throughput(tokens_per_s=rate / flops, source=source, mfu=mfu,
+    rate, source, compile_s = _efficiency(plan, flops, gpu, plan.compile)
+    overhead = OVERHEAD["cpu" if gpu is None else "cuda"]
+    tokens = plan.tokens_per_step / plan.world_size
+    tokens_per_s = tokens / (overhead.seconds + tokens * flops / rate)
+    if overhead.seconds:
+        source += f"; + {overhead.seconds * 1e3:.3g} ms a step ({overhead.source})"
+    # Evaluation (eager) at the eager row's whole-step rate: its batches have fixed costs too, unmeasured.
+    eval_rate = _efficiency(plan, flops, gpu, False, whole=True)[0]
+    return Throughput(tokens_per_s=tokens_per_s, source=source,
+                      mfu=None if gpu is None else tokens_per_s * flops / peak_flops(gpu, plan.precision),
                       compile_s=compile_s if plan.compile else 0.0,
                       eval_tokens_per_s=eval_rate / (flops * FORWARD_SHARE))
 
@@ -133,8 +146,9 @@ def estimate_time(plan: RunPlan, est: MemoryEstimate, throughput: Throughput,
     return TimeEstimate(
         seconds_per_step=step_s, tokens_per_s=throughput.tokens_per_s * plan.world_size, throughput=throughput,
         steps=steps, train_s=train_s, epoch_s=plan.steps_per_epoch * step_s if plan.steps_per_epoch else None,
-        periodic_evals=periodic, eval_s=eval_s, compile_s=throughput.compile_s,
-        total_s=train_s + eval_s + throughput.compile_s, final_eval_s=final / plan.world_size / eval_rate,
+        periodic_evals=periodic, eval_s=eval_s, final_windows=final // plan.seq_len,
+        final_eval_s=final / plan.world_size / eval_rate, compile_s=throughput.compile_s,
+        total_s=train_s + eval_s + throughput.compile_s,
     )
 
 

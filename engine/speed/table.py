@@ -14,6 +14,12 @@ the same device kind, the one at the smallest distance, where distance =
 ratio + 1 for each of compile, arch, optimizer and half-vs-full precision
 that differs. Its efficiency is used as it is, labelled "extrapolated from"
 that row (what differs named); an exact match is "measured on" its device.
+
+A step also costs a fixed time whatever its size (`OVERHEAD`: the optimizer
+step, the Python loop, a small model's kernel launches), which dominates tiny
+shapes: the time model adds it to each step, and a row's efficiency is
+taken on the rest of its step (`compute_flops`), so a measured row still gives
+back its own speed. It is seeded per device kind, each with its source.
 """
 
 from __future__ import annotations
@@ -68,11 +74,28 @@ class SpeedRow:
                 f"tokens, {self.precision}, {'compiled' if self.compile else 'eager'}, {self.arch}+{self.optimizer}")
 
 
+@dataclass(frozen=True)
+class StepOverhead:
+    seconds: float  # per optimizer step
+    source: str
+
+
+OVERHEAD = {
+    # bench/plan_accuracy.py --seed-overhead: d_model 32 x 1 layer, seq 32, micro-batches 1 and 32, the fastest
+    # of 2 interleaved runs each, fitted to step = overhead + tokens x per-token time (20.1 and 487.6 ms a step;
+    # at a load average of 6 the same fit gave 400 ms: oversubscribed threads make every small op slow)
+    "cpu": StepOverhead(0.005, "bench/plan_accuracy.py --seed-overhead, development machine, 2026-12-06"),
+    # the H200 quality rows, tiny gpt2+adamw compiled at micro-batch 8 (7.78 ms a step) and 64 (8.81 ms)
+    "cuda": StepOverhead(0.00763, "fitted to the H200 quality rows (tiny, compiled, batch 8 and 64)"),
+}
+
 _H200_THROUGHPUT = "bench/README.md, gpu_check throughput, H200, 2026-11-26"
 _H200_QUALITY = "bench/README.md, quality at equal budget, H200"
 _CPU = "bench/README.md, development machine (2 shared threads), torch 2.13 CPU"
 _CPU_COMPILED = ("bench/README.md, development machine: throughput.py --presets tiny --compile both, 2026-12-04, "
                  "load average 7.6")
+_CPU_SEED = ("bench/README.md, development machine: plan_accuracy.py --seed-overhead, 2026-12-06, load average "
+             "2, the fastest of 2 runs")
 _TINY, _SMALL, _MEDIUM = (256, 4, 1024, 256), (512, 6, 2048, 512), (768, 12, 3072, 1024)
 
 ROWS: tuple[SpeedRow, ...] = (
@@ -97,9 +120,15 @@ ROWS: tuple[SpeedRow, ...] = (
     SpeedRow("NVIDIA H200", *_TINY, 64, True, "bf16", 1_541_921, arch="modern", optimizer="muon",
              source=_H200_QUALITY),
     # bench/throughput.py on the development machine
+    # --seed-overhead measured 378 tokens/s for this row on 2026-12-06 at a load average of 3-3.7: kept at the
+    # quiet figure, which rises with the shape as the quiet small-shape rows below do (20, 42, 96, 99 GFLOP/s)
     SpeedRow("cpu", *_TINY, 8, False, "fp32", 1_043, source=_CPU),
     SpeedRow("cpu", *_SMALL, 4, False, "fp32", 382, source=_CPU),
     SpeedRow("cpu", *_TINY, 8, True, "fp32", 88, 103.5, source=_CPU_COMPILED),
+    # bench/plan_accuracy.py --seed-overhead's larger point and a d_model 128 shape (the fastest of 2 runs of
+    # 10 steps): small shapes, where the vocabulary's softmax and the loop's fixed costs weigh more
+    SpeedRow("cpu", 32, 1, 64, 32, 32, False, "fp32", 2_100.2, source=_CPU_SEED),
+    SpeedRow("cpu", 128, 2, 512, 128, 8, False, "fp32", 1_073.7, source=_CPU_SEED),
 )
 
 
@@ -113,8 +142,19 @@ def peak_flops(gpu: GPU, precision: str, tf32: bool = True) -> float:
 
 
 def row_mfu(row: SpeedRow) -> float:
-    """A GPU row's model FLOPs utilisation against its card's catalogue peak."""
+    """A GPU row's model FLOPs utilisation against its card's catalogue peak (its whole step, as measured)."""
     return row.achieved_flops / peak_flops(find_gpu(row.device), row.precision)
+
+
+def compute_flops(row: SpeedRow) -> float:
+    """FLOP/s of the row's step without its fixed overhead (OVERHEAD): the rate the time model scales.
+
+    The overhead is taken out up to 90% of the step: a row faster than the seeded overhead says the
+    overhead is smaller there, not that its compute took no time.
+    """
+    tokens = row.micro_batch * row.seq_len
+    step_s = tokens / row.tokens_per_s
+    return row.flops_per_token * tokens / max(step_s - OVERHEAD[row.kind].seconds, 0.1 * step_s)
 
 
 def _differs(row: SpeedRow, compile: bool, arch: str, optimizer: str, precision: str) -> list[str]:

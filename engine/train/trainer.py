@@ -222,7 +222,7 @@ class Trainer:
                 if fixed is not None:  # the time budget's total: from here on the run's length
                     s.cfg, s.plan = fix_total(s.cfg, plan, p.step, *fixed, self.emit,
                                               s.run_dir / RUN_CONFIG if rt.is_main else None)
-                    plan, budget = s.plan, None
+                    plan = s.plan  # the watch stays: a later window may fix the total again
             evaluate = bool(t.eval_interval) and p.step % t.eval_interval == 0 and p.step < plan.total_steps
             save = bool(t.save_interval) and p.step % t.save_interval == 0
             if evaluate or save:

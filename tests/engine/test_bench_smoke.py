@@ -98,3 +98,24 @@ def test_throughput_lever_flag_is_checked(throughput, capsys) -> None:
     assert e.value.code == 2
     assert "--lever 'fused_loss=fast': expected KEY=VALUE with KEY one of fused_loss, attention_backend" in \
         capsys.readouterr().err
+
+
+def test_plan_accuracy_bench_tiny_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/plan_accuracy.py: predicted (model, --measure) and real seconds per step, and a budgeted run."""
+    spec = importlib.util.spec_from_file_location("bench_plan_accuracy", BENCH.parent / "plan_accuracy.py")
+    assert spec and spec.loader
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_plan_accuracy", bench)
+    spec.loader.exec_module(bench)
+    monkeypatch.setenv("TUI_LM_CACHE", str(tmp_path / "cache"))
+    corpus = make_corpus(tmp_path / "corpus")
+    shape = bench._shape(16, 1, 2, 32, 16)
+    rows = bench.run_bench([("d16", shape, {"batch_size": 2})], dataset=corpus, seconds=0, log=lambda _: None)
+    (row,) = rows
+    assert row.label == "d16" and row.tokens_per_step == 32
+    assert row.model_s > 0 and row.measure_s > 0 and row.real_s > 0 and "development CPU" in row.source
+    table = bench.format_table(rows).splitlines()
+    assert table[0].split() == ["config", "tokens/step", "real", "s", "model", "s", "error", "measure", "s", "error"]
+    assert table[1].startswith("d16") and table[2].startswith("median |error|: model")
+    budget, wall, steps = bench.budget_run("2s", corpus, shape, {"batch_size": 2})
+    assert budget == 2 and wall > 0 and steps >= bench.WARMUP

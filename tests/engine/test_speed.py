@@ -14,7 +14,7 @@ from engine.memory.gpus import find_gpu
 from engine.speed.measured import Measurement, load_measurement, measurement_path, save_measurement
 from engine.speed.model import SplitSizes, estimate_time, format_duration, modelled_throughput
 from engine.speed.sizes import BYTES_PER_TOKEN, split_sizes
-from engine.speed.table import ROWS, WIKITEXT2_BPE_VOCAB, nearest_row, peak_flops, row_mfu
+from engine.speed.table import OVERHEAD, ROWS, WIKITEXT2_BPE_VOCAB, compute_flops, nearest_row, peak_flops, row_mfu
 
 SIZES = SplitSizes(train=2_224_629, valid=246_547, test=280_965, exact=True)
 
@@ -43,7 +43,10 @@ def test_another_gpu_gets_the_rows_mfu_at_its_own_peak() -> None:
     gpu = find_gpu("RTX 4090")
     te = estimate_time(plan, est, modelled_throughput(plan, est, gpu), SIZES)
     h200_row = next(r for r in ROWS if r.d_model == 768 and r.compile)
-    expected = 16 * 1024 * est.flops_per_token / (peak_flops(gpu, "bf16") * row_mfu(h200_row))
+    # The row's MFU without its step's fixed overhead, at the 4090's peak, plus the overhead.
+    mfu = compute_flops(h200_row) / peak_flops(find_gpu("H200"), "bf16")
+    assert row_mfu(h200_row) < mfu < 1.3 * row_mfu(h200_row)
+    expected = OVERHEAD["cuda"].seconds + 16 * 1024 * est.flops_per_token / (peak_flops(gpu, "bf16") * mfu)
     assert te.seconds_per_step == pytest.approx(expected)
     assert te.throughput.source.startswith("extrapolated from NVIDIA H200")
     # fp32 runs at the TF32 peak, half the bf16 one: twice the time at the same MFU.
@@ -164,8 +167,10 @@ def test_estimate_times_each_gpu_that_fits(capsys, monkeypatch, tmp_path) -> Non
     assert fitting and all(g["time"]["steps"] == 1000 for g in fitting)
     assert all(g["time"] is None for g in out["gpus"] if g["verdict"] == "does not fit")
     by_name = {g["name"]: g["time"] for g in fitting}
-    # The same MFU at a 6x lower peak: 6x the time per step.
-    ratio = by_name["RTX 4090 24GB"]["seconds_per_step"] / by_name["H100 80GB"]["seconds_per_step"]
+    # The same MFU at a 6x lower peak: 6x the time per step, less its fixed overhead.
+    overhead = OVERHEAD["cuda"].seconds
+    ratio = ((by_name["RTX 4090 24GB"]["seconds_per_step"] - overhead)
+             / (by_name["H100 80GB"]["seconds_per_step"] - overhead))
     assert ratio == pytest.approx(989.4 / 165.2)
     assert out["time"] is None  # no --gpu, no --device cpu: no single target
     one = _estimate_json(capsys, "--preset", "medium", "--batch_size", "16", "--max_steps", "1000", "--gpu", "H100")
@@ -182,10 +187,14 @@ def test_estimate_prints_the_time(capsys, corpus: Path) -> None:
     assert "estimated from" in out and "throughput extrapolated from the development CPU" in out
 
 
-def test_estimate_measure_trains_here_and_is_remembered(capsys, corpus: Path) -> None:
+def test_estimate_measure_trains_here_and_is_remembered(capsys, corpus: Path, monkeypatch) -> None:
     import datetime
+    import re
 
+    import engine.train.measure as measure_module
     from tui_lm.commands.estimate import main
+
+    monkeypatch.setattr(measure_module, "MIN_TIMED_S", 1.0)  # at least 5 steps and 1 s of them (10 s by default)
 
     argv = ["--preset", "tiny", "--d_model", "32", "--num_heads", "2", "--num_layers", "2", "--d_ff", "64",
             "--seq_len", "16", "--vocab_size", "300", "--batch_size", "4", "--device", "cpu",
@@ -196,7 +205,8 @@ def test_estimate_measure_trains_here_and_is_remembered(capsys, corpus: Path) ->
     measured = json.loads(captured.out)["time"]
     assert "measured here:" in captured.err
     today = datetime.date.today().isoformat()
-    assert measured["source"] == f"measured here on {today} (5 steps)" and measured["measured_here"]
+    timed = re.fullmatch(rf"measured here on {today} \((\d+) steps\)", measured["source"])
+    assert timed and int(timed[1]) >= 5 and measured["measured_here"]
     assert measured["seconds_per_step"] != modelled["seconds_per_step"]
     # Kept in the cache: the next estimate of the same config uses it, another batch size does not.
     assert _estimate_json(capsys, *argv)["time"] == measured
@@ -222,3 +232,35 @@ def test_a_gpu_measurement_is_kept_under_its_catalogue_name() -> None:
     assert measured_device("cuda:1 (NVIDIA H100 80GB HBM3)", "NVIDIA H100 80GB HBM3") == "H100 80GB"
     assert measured_device("cuda:0 (Radeon X)", "Radeon X") == "Radeon X"
     assert measured_device("cpu", "") == "cpu"
+
+
+def test_a_tiny_shape_pays_the_steps_fixed_overhead() -> None:
+    """Seconds per step = overhead + FLOPs / rate: a d_model 32 step is not microseconds (issue 21, item 7)."""
+    cfg = build_config(None, None, {"model": {"d_model": 32, "num_layers": 1, "num_heads": 2, "d_ff": 64,
+                                              "max_seq_len": 32}, "train": {"batch_size": 1}})
+    for gpu, kind in ((find_gpu("H100"), "cuda"), (None, "cpu")):
+        plan = plan_run(cfg, device=DeviceInfo.gpu(gpu.name) if gpu else DeviceInfo("cpu"),
+                        vocab_size=WIKITEXT2_BPE_VOCAB)
+        th = modelled_throughput(plan, estimate_memory(cfg, plan=plan), gpu)
+        step_s = estimate_time(plan, estimate_memory(cfg, plan=plan), th, SIZES).seconds_per_step
+        overhead = OVERHEAD[kind]
+        assert overhead.seconds < step_s, kind
+        if kind == "cuda":  # a d_model 32 step on an H100 is nearly all overhead
+            assert step_s < 1.1 * overhead.seconds
+        assert f"+ {overhead.seconds * 1e3:.3g} ms a step ({overhead.source})" in th.source
+
+
+def test_measure_times_at_least_its_steps_and_its_seconds(corpus: Path, monkeypatch, tmp_path) -> None:
+    """A few steps on a shared machine are noise: the measurement lasts at least MIN_TIMED_S of timed steps."""
+    from engine.train.measure import measure
+
+    monkeypatch.setenv("TUI_LM_CACHE", str(tmp_path))
+    cfg = build_config(None, None, {"model": {"d_model": 16, "num_heads": 2, "num_layers": 1, "d_ff": 32,
+                                              "max_seq_len": 16},
+                                    "train": {"batch_size": 2, "device": "cpu"},
+                                    "data": {"dataset": str(corpus), "vocab_size": 300}})
+    lines: list[str] = []
+    _, _, m = measure(cfg, steps=2, min_seconds=1.5, log=lines.append)
+    timed = [float(line.split(": ")[1].split(" s")[0]) for line in lines if line.startswith("step ")][2:]
+    assert m.steps == len(timed) >= 2
+    assert m.steps * 2 * 16 / m.tokens_per_s >= 1.5  # the timed steps' own clock: at least min_seconds

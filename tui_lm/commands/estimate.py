@@ -31,7 +31,8 @@ from engine.memory.gpus import GPU, GPU_CATALOGUE, find_gpu, machine_ram
 from engine.speed.model import SplitSizes
 from engine.speed.run_time import timed_plan
 from engine.speed.sizes import split_sizes
-from tui_lm.commands.plan_time import gpu_time, sizes_json, time_lines, time_of, time_table
+from engine.speed.quality import QualityGuide, quality_guide
+from tui_lm.commands.plan_time import gpu_time, quality_json, quality_lines, sizes_json, time_lines, time_of, time_table
 from tui_lm.flags import Parser, add_setting_flags, spellings
 from tui_lm.flags import overrides_from as flag_overrides
 
@@ -113,7 +114,7 @@ def verdict_style(said: str) -> str:
 
 
 def as_json(plan: RunPlan, est: MemoryEstimate, rows: list[dict[str, Any]], target: Target = None,
-            ram: dict[str, Any] | None = None) -> dict[str, Any]:
+            ram: dict[str, Any] | None = None, guide: QualityGuide | None = None) -> dict[str, Any]:
     cfg = plan.config
     return {
         "preset": cfg.run.preset,
@@ -139,6 +140,7 @@ def as_json(plan: RunPlan, est: MemoryEstimate, rows: list[dict[str, Any]], targ
         "ram": ram,  # --device cpu: the verdict against this machine's RAM (no GPU table then)
         "dataset": sizes_json(target[2]) if target else None,
         "time": target[1] if target else None,  # on the target: the CPU with --device cpu, or --gpu
+        "quality": quality_json(guide) if guide else None,
     }
 
 
@@ -150,7 +152,7 @@ def _count(n: float) -> str:
 
 
 def print_report(plan: RunPlan, est: MemoryEstimate, rows: list[dict[str, Any]], target: Target = None,
-                 ram: dict[str, Any] | None = None) -> None:
+                 ram: dict[str, Any] | None = None, guide: QualityGuide | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -206,6 +208,8 @@ def print_report(plan: RunPlan, est: MemoryEstimate, rows: list[dict[str, Any]],
     if target:
         for line in time_lines(*target):
             console.print(line, highlight=False, markup=False)
+    for line in quality_lines(guide) if guide else []:
+        console.print(line, highlight=False, markup=False)
 
 
 def main(argv: list[str]) -> int:
@@ -246,10 +250,13 @@ def main(argv: list[str]) -> int:
                   sizes)
     elif args.gpu:
         target = (gpus[0].name, rows[0]["time"] or gpu_time(cfg, gpus[0], args.world_size, sizes), sizes)
+    # Tokens per parameter and epochs need the steps, and so the training split's size.
+    guide = quality_guide(timed_plan(cfg, args.world_size, plan.device, sizes), est.num_params,
+                          sizes.train if sizes else None)
     if args.json:
-        print(json.dumps(as_json(plan, est, rows, target, ram)))
+        print(json.dumps(as_json(plan, est, rows, target, ram, guide)))
     else:
-        print_report(plan, est, rows, target, ram)
+        print_report(plan, est, rows, target, ram, guide)
     return 0
 
 

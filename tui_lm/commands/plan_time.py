@@ -2,7 +2,10 @@
 
 For the target (the CPU with --device cpu, the --gpu card) and each catalogue
 GPU that fits (engine.speed.run_time: this machine's kept measurement of the
-config, else the model), as JSON and as printed lines. Nothing here imports torch.
+config, else the model), as JSON and as printed lines; and beside it the
+quality guide (engine.speed.quality: tokens per parameter, epochs, published
+references, a perplexity only where this project measured that very run).
+Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from engine.config.run_config import RunConfig
 from engine.memory.estimate import MemoryEstimate, estimate_memory
 from engine.memory.gpus import GPU
 from engine.speed.model import SplitSizes, format_duration
+from engine.speed.quality import (CHINCHILLA_TOKENS_PER_PARAM, REFERENCES, REFERENCES_CAPTION, QualityGuide,
+                                  measured_line, reference_rows)
 from engine.speed.run_time import run_time, timed_plan
 
 
@@ -83,3 +88,41 @@ def time_table(rows: list[dict[str, Any]]):
         table.add_row(r["name"], f"{t['seconds_per_step']:.3g}", f"{t['tokens_per_s']:,.0f}", _maybe(t["epoch_s"]),
                       _maybe(t["total_s"]))
     return table
+
+
+def quality_json(g: QualityGuide) -> dict[str, Any]:
+    m = g.measured
+    return {
+        "tokens": g.tokens or None,
+        "params": g.params,
+        "tokens_per_param": g.tokens_per_param,
+        "compute_optimal_tokens_per_param": CHINCHILLA_TOKENS_PER_PARAM,
+        "data_verdict": g.data_verdict,
+        "epochs": g.epochs,
+        "repeat_warning": g.repeat_warning or None,
+        # Only a run this project measured, exactly this one (engine/speed/quality.py); else null.
+        "expected_word_perplexity": None if m is None else {"valid_word_ppl": m.word_ppl, "seeds": m.seeds,
+                                                            "source": f"bench/quality.py; {m.source}"},
+        "references": [{"model": r.model, "params": r.params, "dataset": r.dataset, "test_word_ppl": r.word_ppl,
+                        "source": r.source} for r in REFERENCES],
+        "references_note": REFERENCES_CAPTION,
+    }
+
+
+def quality_lines(g: QualityGuide) -> list[str]:
+    """The printed quality section."""
+    if g.tokens_per_param is None:
+        lines = ["Quality: tokens per parameter unknown (epochs of a dataset of unknown size)"]
+    else:
+        lines = [f"Quality: {g.tokens:,} training tokens for {g.params:,} parameters = {g.tokens_per_param:.1f} "
+                 f"tokens per parameter (compute-optimal ~{CHINCHILLA_TOKENS_PER_PARAM:.0f}, Hoffmann et al. "
+                 f"2022): {g.data_verdict}"]
+    if g.epochs is not None:
+        lines.append(f"  {g.epochs:.2f} epochs over the training split"
+                     + (f"; warning: {g.repeat_warning}" if g.repeat_warning else ""))
+    lines.append(f"  {measured_line(g.measured)}" if g.measured else
+                 "  no expected perplexity: this project has measured no run like this one (bench/quality.py)")
+    lines.append(f"  {REFERENCES_CAPTION}:")
+    for model, params, dataset, ppl in reference_rows():
+        lines.append(f"    {ppl:>5}  {params:>4} on {dataset:<12}  {model}")
+    return lines

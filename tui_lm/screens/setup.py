@@ -2,7 +2,12 @@
 
 Start stays disabled while any field is invalid (the dataset included); the
 form's messages say why, beside each field. When the run does not fit the
-memory panel offers fixes, F6-F10, which this screen applies to the form.
+memory panel offers fixes, F6-F10, which this screen applies to the form, and
+Start asks first (tui_lm/widgets/setup/start_confirm.py), the fixes beside
+the question. F4 measures the current settings' speed on this machine (a
+few real steps after a warm-up, engine.train.measure, in a worker thread;
+F4 again cancels); the measurement is kept like `tui-lm estimate --measure`
+keeps it, and the panel's time then says "measured here on DATE".
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import copy
 from pathlib import Path
 
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -28,6 +33,7 @@ from tui_lm.widgets.setup.config_form import ConfigForm
 from tui_lm.widgets.setup.memory_panel import FIX_KEYS, MemoryPanel
 from tui_lm.widgets.setup.messages import label
 from tui_lm.widgets.setup.profile_picker import ProfilePicker
+from tui_lm.widgets.setup.start_confirm import StartConfirm
 
 COMPACT_WIDTH = 140
 
@@ -37,6 +43,8 @@ class SetupScreen(Screen):
         Binding("ctrl+t", "start", "Start training"),
         Binding("ctrl+r", "open_resume", "Resume a run"),
         Binding("ctrl+s", "save_profile", "Save profile"),
+        # Not in the footer (an 80-column footer has no room): the panel's time line names it.
+        Binding("f4", "measure", "Measure speed here", show=False),
         *[Binding(key, f"fix({i})", f"fix {i + 1}", show=False) for i, key in enumerate(FIX_KEYS)],
     ]
 
@@ -45,6 +53,8 @@ class SetupScreen(Screen):
         super().__init__()
         self._initial_cfg = cfg
         self._source = source
+        self._measuring = None  # the TrainingControl of the measurement running, to cancel it
+        self._measure_error = ""  # a failed measurement's one line, shown until the next change
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -74,12 +84,28 @@ class SetupScreen(Screen):
     def _config_changed(self, event: ConfigForm.Changed) -> None:
         self.query_one(MemoryPanel).show(event.config, event.errors)
         self.query_one("#start", Button).disabled = bool(event.errors)
+        self._measure_error = ""
+        self._show_status()
+
+    @on(MemoryPanel.Redrawn)
+    def _show_status(self) -> None:
+        """One short status (it has at most 3 lines of the side column): what to fix, or what Start will do."""
+        if self._measuring is not None:
+            return  # the measurement's progress holds the status until it ends
         status = self.query_one("#setup-status", Static)
-        n = len(event.errors)
+        errors = self.form.errors
+        n = len(errors)
         note = self.form.dataset_note
         if n:
-            fields = ", ".join(label(k) for k in event.errors)
+            fields = ", ".join(label(k) for k in errors)
             status.update(Text(f"{n} setting{'s' if n != 1 else ''} to fix before starting: {fields}", style="bold red"))
+        elif self._measure_error:
+            status.update(Text(self._measure_error, style="bold red"))
+        elif self.query_one(MemoryPanel).verdict == "does not fit":
+            fixes = self.query_one(MemoryPanel).fixes
+            keys = f"; {fixes[0].key.upper()}-{fixes[-1].key.upper()} fix it" if len(fixes) > 1 else \
+                f"; {fixes[0].key.upper()} fixes it" if fixes else ""
+            status.update(Text(f"does not fit: Start asks first{keys}", style="bold red"))
         else:
             status.update(Text("ready to start" + (f" · {note}" if note else ""), style="green"))
 
@@ -148,7 +174,77 @@ class SetupScreen(Screen):
         if form.errors:
             self.notify("fix the settings marked in red first", title="cannot start", severity="warning")
             return
+        panel = self.query_one(MemoryPanel)
+        if panel.verdict == "does not fit":
+            cfg = copy.deepcopy(form.config)
+
+            def answered(start: bool | None) -> None:
+                if start:
+                    self.post_message(StartTraining(cfg))
+
+            self.app.push_screen(StartConfirm(panel.verdict_line(), list(panel.fixes), self.action_fix), answered)
+            return
         self.post_message(StartTraining(copy.deepcopy(form.config)))
+
+    # ------------------------------------------------------------------ measure here
+
+    def action_measure(self) -> None:
+        """F4: measure the settings' speed on this machine (the panel's target); F4 again cancels."""
+        if self._measuring is not None:
+            self._measuring.stop()
+            self.query_one("#setup-status", Static).update(Text("cancelling the measurement…", style="yellow"))
+            return
+        if self.form.errors:
+            self.notify("fix the settings marked in red first", title="cannot measure", severity="warning")
+            return
+        panel = self.query_one(MemoryPanel)
+        target, device = panel.target, panel.here_device
+        if device is None:
+            self.notify(f"{target.name} is not in this machine: choose this machine's CPU or its GPU to measure",
+                        title="cannot measure", severity="warning")
+            return
+        from engine.control import TrainingControl
+
+        cfg = copy.deepcopy(self.form.config)
+        cfg.train.device = device
+        self._measuring = TrainingControl()
+        self._measure_status(f"measuring on {target.name}: preparing (F4 cancels)")
+        self._measure(cfg, self._measuring)
+
+    @work(thread=True, exclusive=True, group="measure")
+    def _measure(self, cfg: RunConfig, control) -> None:
+        from engine.errors import UserError
+        from engine.train.measure import MeasureCancelled, measure
+
+        def progress(line: str) -> None:
+            if line.startswith("step "):
+                self.app.call_from_thread(self._measure_status, f"measuring: {line.split(':')[0]} (F4 cancels)")
+
+        try:
+            _, _, m = measure(cfg, log=progress, control=control)
+        except MeasureCancelled as e:
+            self.app.call_from_thread(self._measure_done, str(e), "warning")
+        except UserError as e:
+            self.app.call_from_thread(self._measure_done, f"measurement failed: {str(e).splitlines()[0]}", "error")
+        except Exception as e:  # the worker must not take the app down: one line, as for a user error
+            self.app.call_from_thread(self._measure_done, f"measurement failed: {type(e).__name__}: "
+                                                          f"{str(e).splitlines()[0] if str(e) else ''}", "error")
+        else:
+            self.app.call_from_thread(self._measure_done, f"measured here: {m.tokens_per_s:,.0f} tokens/s over "
+                                                          f"{m.steps} steps", "information")
+
+    def on_unmount(self) -> None:
+        if self._measuring is not None:  # the worker thread ends at its next step instead of outliving the app
+            self._measuring.stop()
+
+    def _measure_status(self, line: str) -> None:
+        self.query_one("#setup-status", Static).update(Text(line, style="bold yellow"))
+
+    def _measure_done(self, line: str, severity: str) -> None:
+        self._measuring = None
+        self._measure_error = line if severity == "error" else ""  # stays until the next change
+        self.notify(line, title="measure here", severity=severity, timeout=6)
+        self.query_one(MemoryPanel).redraw()  # the kept measurement replaces the model; the status follows
 
     @on(Button.Pressed, "#open-resume")
     def action_open_resume(self) -> None:

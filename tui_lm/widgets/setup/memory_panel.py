@@ -28,6 +28,7 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
+from textual.message import Message
 from textual.widgets import Select, Static
 
 from engine.config.plan import DeviceInfo, RunPlan, plan_run
@@ -38,7 +39,8 @@ from engine.memory import gpus as _gpus
 from engine.memory.advice import memory_fixes
 from tui_lm.widgets.common.format import bar, human_bytes, human_count
 from tui_lm.widgets.setup.messages import label, waiting_for
-from tui_lm.widgets.setup.time_estimate import UnknownCard, short_total, target_gpu, time_lines, time_on
+from tui_lm.widgets.setup.time_estimate import (UnknownCard, guide_on, quality_parts, short_total, target_gpu,
+                                                time_lines, time_on)
 
 _VERDICT_STYLE = {"fits": "bold green", "tight": "bold yellow", "does not fit": "bold red"}
 SHORT_VERDICT = {"does not fit": "too big"}  # a narrow column
@@ -150,6 +152,9 @@ def fixes(cfg: RunConfig, target: Target, plan: RunPlan) -> list[Fix]:
 
 
 class MemoryPanel(VerticalScroll):
+    class Redrawn(Message):
+        """The estimate was redone (a form change or another target): the screen's status follows it."""
+
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self._options, self._default, self._targets, self.gpu_detected = targets()
@@ -160,6 +165,7 @@ class MemoryPanel(VerticalScroll):
         self._vocab: tuple[DataConfig, tuple[int, str]] | None = None  # the last lookup, per data section
         self._sizes: tuple[DataConfig, Any] | None = None  # the splits' sizes, per data section
         self.time: Any = None  # the last TimeEstimate on the target (None: no catalogued card)
+        self.guide: Any = None  # the last QualityGuide (engine.speed.quality)
 
     def compose(self) -> ComposeResult:
         if not self.gpu_detected:
@@ -190,10 +196,22 @@ class MemoryPanel(VerticalScroll):
         return self._targets[str(self.query_one("#gpu-select", Select).value)]
 
     @property
+    def here_device(self) -> str | None:
+        """The train.device that trains on the target on this machine ("cpu", "cuda:N"); None for a catalogue card."""
+        value = str(self.query_one("#gpu-select", Select).value)
+        if value == CPU:
+            return "cpu"
+        return f"cuda:{value.split(':', 1)[1]}" if value.startswith("detected:") else None
+
+    @property
     def gpu(self) -> tuple[str, int, bool] | None:
         """(name, bytes, bf16) of a GPU target; None for the CPU."""
         t = self.target
         return None if t.device.type == "cpu" else (t.name, t.capacity, t.device.bf16_native)
+
+    def redraw(self) -> None:
+        """Estimate again with the same settings (a measurement kept since changes the time)."""
+        self._redraw()
 
     def _redraw(self) -> None:
         body = self.query_one("#memory-body", Static)
@@ -201,6 +219,7 @@ class MemoryPanel(VerticalScroll):
         if cfg is None:
             return
         self.estimate, self.fixes, self.time = None, [], None
+        self.post_message(self.Redrawn())  # after the attributes are set: messages are handled later
         if self.waiting:
             # Never an estimate from a value that is not the one typed (batch -3, seq 0, "abc").
             body.update(Text(f"no estimate until these are fixed: {waiting_for(self.waiting)}", style="yellow"))
@@ -215,11 +234,24 @@ class MemoryPanel(VerticalScroll):
             sizes = self._split_sizes(cfg.data)
             presets = self._presets(cfg, target, vocab, sizes)
             timed = self._time(cfg, target, vocab, sizes)
+            guide = guide_on(cfg, target.device, vocab, sizes, est.num_params)
         except Exception as e:  # a combination the planner refuses: say so instead of a wrong number
             body.update(Text(f"no estimate: {e}", style="yellow"))
             return
-        self.estimate, self.fixes, self.time = est, found, timed
+        self.estimate, self.fixes, self.time, self.guide = est, found, timed, guide
         body.update(self._describe(plan, est, target, origin, found, presets, sizes))
+
+    @property
+    def verdict(self) -> str | None:
+        """"fits", "tight" or "does not fit" on the target; None while there is no estimate."""
+        if self.estimate is None:
+            return None
+        return _memory.verdict(self.estimate.total_bytes, self.target.capacity)
+
+    def verdict_line(self) -> str:
+        """"does not fit: 1.1 TiB of 16.0 GiB on this machine (CPU RAM)" (the start dialog's words)."""
+        return (f"{self.verdict}: {human_bytes(self.estimate.total_bytes)} of {human_bytes(self.target.capacity)} "
+                f"on {self.target.name}")
 
     def _vocabulary(self, data: DataConfig) -> tuple[int, str]:
         """planned_vocab, looked up again only when the data section changes (it reads the cache)."""
@@ -268,13 +300,15 @@ class MemoryPanel(VerticalScroll):
         share = est.total_bytes / max(1, target.capacity)
         width = max(10, self.content_size.width - 1)
         parts.append(Text(bar(share, width), style=style.split()[-1]))
-        line = Text(f"{human_bytes(est.total_bytes)} of {human_bytes(target.capacity)} ({100 * share:.0f}%)  ")
-        line.append(verdict, style=style)
+        # The verdict first: a long size or share wraps after it, never pushes it out of sight.
+        line = Text(verdict, style=style)
+        line.append(f"  {human_bytes(est.total_bytes)} of {human_bytes(target.capacity)} ({share:.0%})")
         parts.append(line)
         largest = _memory.max_batch_size(plan.config, target.capacity, plan=plan)
         parts.append(Text.assemble(("largest batch that fits: ", "dim"), (f"{largest:,}" if largest else "none", "bold")))
         if self.time is not None:
-            parts.extend(time_lines(self.time, sizes))
+            parts.extend(time_lines(self.time, sizes, plan.config.train.final_eval_batches,
+                                    measurable=self.here_device is not None))
         else:
             parts.append(Text(f"time: {target.name} is not in the GPU catalogue (no peak to time it with)",
                               style="dim"))
@@ -285,6 +319,8 @@ class MemoryPanel(VerticalScroll):
             parts.append(fix_line)
         parts.append(Text(""))
         parts.append(self._preset_table(presets, plan))
+        parts.append(Text(""))
+        parts.extend(quality_parts(self.guide))
         parts.append(Text(""))
         table = Table.grid(padding=(0, 1), expand=True)
         table.add_column(style="dim", ratio=1, no_wrap=True, overflow="fold")

@@ -88,5 +88,5 @@ def dataset_problem(dataset: str) -> tuple[str, str]:
     except OSError as e:
         return f"cannot be read: {e}", ""
     if ref.kind == "hub":
-        return "", f"{ref.name} is not on this machine: it will be downloaded from the Hugging Face hub"
+        return "", f"{ref.name} will be downloaded from the Hugging Face hub"  # short: the status has 3 lines
     return "", ""
