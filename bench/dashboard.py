@@ -48,9 +48,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from textual import events  # noqa: E402
 
+from engine.config.loading import apply_overrides, write_toml  # noqa: E402
 from engine.config.run_config import RunConfig  # noqa: E402
 
-from engine.config.loading import apply_overrides, write_toml  # noqa: E402
 
 TARGET = 0.97
 WORDS = ("the cat dog sat on a mat , . and of history river king was is in to a an city war music film game "

@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.config.plan import DeviceInfo, plan_run  # noqa: E402
 from engine.config.loading import build_config, preset_names  # noqa: E402
+from engine.config.plan import DeviceInfo, plan_run  # noqa: E402
 from engine.memory.estimate import GiB, estimate_memory, max_batch_size  # noqa: E402
 from engine.memory.gpus import find_gpu  # noqa: E402
 from engine.speed.model import SplitSizes  # noqa: E402

@@ -40,9 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from engine.config.run_config import RunConfig  # noqa: E402
-
 from engine.config.loading import build_config  # noqa: E402
+from engine.config.run_config import RunConfig  # noqa: E402
 from engine.memory.estimate import estimate_memory, format_bytes  # noqa: E402
 from engine.model.gpt import GPT  # noqa: E402
 from tests.memory_probe import autocast, measure_peak, measure_peak_profiled, measure_saved, set_variant, train_step  # noqa: E402

@@ -34,9 +34,9 @@ from device_stats import read_peak, release, reset_peak  # noqa: E402
 
 from engine import events as ev  # noqa: E402
 from engine.config.costs import count_params  # noqa: E402
+from engine.config.loading import build_config  # noqa: E402
 from engine.config.plan import resolve_precision  # noqa: E402
 from engine.config.run_config import ARCHS, OPTIMIZERS, RunConfig, TrainConfig  # noqa: E402
-from engine.config.loading import build_config  # noqa: E402
 from engine.train.runtime import resolve_runtime  # noqa: E402
 from engine.train.trainer import Trainer  # noqa: E402
 

@@ -65,8 +65,8 @@ from throughput_report import Row, context_lines, format_table, ratios  # noqa: 
 
 from engine import events as ev  # noqa: E402
 from engine.config.costs import count_params, flops_per_token  # noqa: E402
-from engine.config.run_config import RunConfig  # noqa: E402
 from engine.config.loading import build_config  # noqa: E402
+from engine.config.run_config import RunConfig  # noqa: E402
 from engine.control import TrainingControl  # noqa: E402
 from engine.train.runtime import resolve_runtime  # noqa: E402
 from engine.train.trainer import Trainer  # noqa: E402

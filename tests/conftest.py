@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from engine.config.loading import build_config
 from engine.config.run_config import RunConfig
 
-from engine.config.loading import build_config
 
 WORDS = ("the cat dog sat on a mat and ran to house tree river city king queen war peace "
          "history of music film game north south east west old new great small").split()

@@ -14,9 +14,8 @@ from textual.app import App
 from textual.binding import Binding
 from textual.screen import Screen
 
-from engine.config.run_config import RunConfig
-
 from engine.config.loading import build_config
+from engine.config.run_config import RunConfig
 from engine.errors import ConfigError, UserError
 from engine.runs.layout import RUN_CONFIG, is_run_folder, named_folder
 from engine.runs.listing import default_roots

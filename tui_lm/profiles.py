@@ -12,9 +12,8 @@ import os
 import re
 from pathlib import Path
 
-from engine.config.run_config import RunConfig
-
 from engine.config.loading import build_config, write_toml
+from engine.config.run_config import RunConfig
 from engine.errors import ConfigError
 
 PROFILES_ENV = "TUI_LM_PROFILES"

@@ -18,9 +18,8 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save
 
-from engine.config.run_config import RunConfig, validate
-
 from engine.config.loading import apply_overrides, read_toml
+from engine.config.run_config import RunConfig, validate
 from engine.errors import CheckpointError, ConfigError, FileError, short_reason
 from engine.files import HASH_NAME, ensure_folder, hash_bytes, read_json_object, write_bytes, write_json
 from engine.runs.checkpoints import (

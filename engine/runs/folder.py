@@ -26,9 +26,8 @@ from itertools import count
 from pathlib import Path
 from typing import Any, Callable
 
-from engine.config.run_config import RunConfig
-
 from engine.config.loading import write_toml
+from engine.config.run_config import RunConfig
 from engine.errors import ConfigError, DataError, FileError, RunLocked
 from engine.files import (
     check_path_text,

@@ -37,9 +37,9 @@ import time
 from typing import Callable
 
 from engine import events as ev
+from engine.config.loading import write_toml
 from engine.config.plan import RunPlan, replan
 from engine.config.run_config import RunConfig, parse_duration
-from engine.config.loading import write_toml
 from engine.speed.budget import budget_total, periodic_evals
 from engine.speed.model import FORWARD_SHARE, eval_tokens
 

@@ -21,9 +21,9 @@ import torch
 
 from engine import events as ev
 from engine.config.costs import count_params
+from engine.config.loading import load_preset, preset_names, write_toml
 from engine.config.plan import RunPlan, plan_run
 from engine.config.run_config import ModelConfig, RunConfig
-from engine.config.loading import load_preset, preset_names, write_toml
 from engine.data.loader import TrainLoader
 from engine.errors import ConfigError
 from engine.memory.monitor import MemoryMonitor

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.config.loading import build_config
 from engine.config.plan import DeviceInfo, plan_run
 from engine.config.run_config import RunConfig, user_settings
-from engine.config.loading import build_config
 from engine.errors import ConfigError, RunLocked
 from engine.runs.folder import lock_holder, locked_message
 from engine.runs.layout import RUN_CONFIG, is_run_folder, named_folder

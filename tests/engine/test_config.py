@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from engine.config.costs import count_params
-from engine.config.run_config import RunConfig, validation_errors
 from engine.config.loading import build_config, load_preset, preset_names, read_toml, write_toml
+from engine.config.run_config import RunConfig, validation_errors
 from engine.config.schedule import LRSchedule
 from engine.errors import ConfigError
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from engine.config.loading import build_config
 from engine.config.plan import RunPlan, plan_run
 from engine.config.run_config import DataConfig, ModelConfig
-from engine.config.loading import build_config
 from engine.data.loader import TrainLoader
 from engine.data.token_cache import prepare_data
 from engine.model.gpt import GPT

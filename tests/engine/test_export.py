@@ -19,8 +19,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from engine.artifacts.export import export_hf
-from engine.config.run_config import ModelConfig, RunConfig
 from engine.config.loading import write_toml
+from engine.config.run_config import ModelConfig, RunConfig
 from engine.data.token_cache import EOT, train_bpe
 from engine.model.gpt import GPT
 from engine.model.sampling import generate

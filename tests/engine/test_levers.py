@@ -17,9 +17,9 @@ import torch
 
 from engine import events as ev
 from engine.config.levers import Levers, resolve_levers
+from engine.config.loading import build_config
 from engine.config.plan import DeviceInfo, plan_run
 from engine.config.run_config import ModelConfig
-from engine.config.loading import build_config
 from engine.model.gpt import GPT
 from engine.model.kernels import attention_kernel, compile_options, fp8_filter
 from engine.train.trainer import Trainer

@@ -16,8 +16,8 @@ import torch
 
 from engine import events as ev
 from engine.config.costs import count_params, flops_per_token, swiglu_hidden
-from engine.config.run_config import ModelConfig
 from engine.config.loading import build_config
+from engine.config.run_config import ModelConfig
 from engine.model.gpt import GPT
 from engine.train.trainer import Trainer
 from tests.conftest import tiny_config

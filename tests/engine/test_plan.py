@@ -6,8 +6,8 @@ import copy
 
 import pytest
 
-from engine.config.plan import DeviceInfo, plan_run
 from engine.config.loading import build_config
+from engine.config.plan import DeviceInfo, plan_run
 from engine.errors import DataError
 
 

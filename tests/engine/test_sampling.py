@@ -15,9 +15,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from engine.config.run_config import ModelConfig, RunConfig
-
 from engine.config.loading import write_toml
+from engine.config.run_config import ModelConfig, RunConfig
 from engine.data.token_cache import EOT, train_bpe
 from engine.model.gpt import GPT, KVCache
 from engine.model.sampling import generate, sample_text

@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
-from engine.config.run_config import SCHEMA, SETTINGS, RunConfig, user_settings, validation_errors
-
 from engine.config.loading import build_config, read_toml, write_toml
+from engine.config.run_config import SCHEMA, SETTINGS, RunConfig, user_settings, validation_errors
 from engine.config.schema import Setting, value_problem
 from engine.errors import ConfigError
 from tui_lm.cli import build_parser, main, overrides_from

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.config.plan import DeviceInfo, plan_run
 from engine.config.loading import build_config
+from engine.config.plan import DeviceInfo, plan_run
 from engine.memory.estimate import estimate_memory
 from engine.memory.gpus import find_gpu
 from engine.speed.measured import Measurement, load_measurement, measurement_path, save_measurement

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from engine import events as ev
-from engine.config.run_config import parse_duration
 from engine.config.loading import build_config, read_toml
+from engine.config.run_config import parse_duration
 from engine.control import TrainingControl
 from engine.errors import ConfigError
 from engine.speed.budget import budget_total, periodic_evals

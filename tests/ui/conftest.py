@@ -16,9 +16,9 @@ from typing import Any, Callable
 import pytest
 from rich.text import Text
 
+from engine.config.loading import apply_overrides, write_toml
 from engine.config.run_config import RunConfig
 
-from engine.config.loading import apply_overrides, write_toml
 
 WORDS = ("the cat dog sat on a mat , . and of history river king was is in to a an "
          "city war music film game team season album").split()

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from textual.widgets import Button, Input, Select, Static
 
+from engine.config.loading import read_toml
 from engine.config.plan import DeviceInfo, plan_run
 from engine.config.run_config import SCHEMA
-from engine.config.loading import read_toml
 from engine.memory.estimate import estimate_memory
 from tests.ui.conftest import run, screen_text, text, wait_for
 from tui_lm.app import make_app

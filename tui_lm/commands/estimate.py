@@ -21,17 +21,17 @@ import dataclasses
 import json
 import sys
 from typing import Any
-
+from engine.config.loading import build_config
+from engine.config.model_label import config_model, model_label
 from engine.config.plan import DeviceInfo, RunPlan, plan_run
 from engine.config.run_config import RunConfig, user_settings
-from engine.config.loading import build_config
 from engine.errors import ConfigError, UserError
 from engine.memory.estimate import MemoryEstimate, estimate_memory, format_bytes, max_batch_size, run_verdict
 from engine.memory.gpus import GPU, GPU_CATALOGUE, find_gpu, machine_ram
 from engine.speed.model import SplitSizes
+from engine.speed.quality import QualityGuide, quality_guide
 from engine.speed.run_time import timed_plan
 from engine.speed.sizes import split_sizes
-from engine.speed.quality import QualityGuide, quality_guide
 from tui_lm.commands.plan_time import gpu_time, quality_json, quality_lines, sizes_json, time_lines, time_of, time_table
 from tui_lm.flags import Parser, add_setting_flags, spellings
 from tui_lm.flags import overrides_from as flag_overrides
@@ -160,7 +160,7 @@ def print_report(plan: RunPlan, est: MemoryEstimate, rows: list[dict[str, Any]],
     cfg, world_size = plan.config, plan.world_size
     m, t = cfg.model, cfg.train
     console.print(
-        f"[bold]{cfg.run.preset or 'custom'}[/]: {_count(est.num_params)} parameters, "
+        f"[bold]{model_label(*config_model(cfg))}[/]: {_count(est.num_params)} parameters, "
         f"batch_size {t.batch_size} = {t.grad_accum_steps} micro-step(s) x {world_size} rank(s) x "
         f"{est.micro_batch} sequences x {est.seq_len} tokens, {est.precision}, {m.attention} attention, "
         f"checkpointing {'on' if t.grad_checkpointing else 'off'}, "

@@ -23,9 +23,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Static
 
-from engine.config.run_config import RunConfig
-
 from engine.config.loading import with_preset
+from engine.config.run_config import RunConfig
 from engine.errors import ConfigError
 from tui_lm.messages import OpenResumePicker, StartTraining
 from tui_lm.profiles import load_profile, name_problem, save_profile

@@ -31,9 +31,9 @@ from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import Select, Static
 
+from engine.config.loading import preset_names, with_preset
 from engine.config.plan import DeviceInfo, RunPlan, plan_run
 from engine.config.run_config import DataConfig, RunConfig, tokenizer_vocab
-from engine.config.loading import preset_names, with_preset
 from engine.memory import estimate as _memory
 from engine.memory import gpus as _gpus
 from engine.memory.advice import memory_fixes
