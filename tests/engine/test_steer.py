@@ -147,9 +147,12 @@ def test_paused_external_run_resumes_bit_identically(prepared: Path, tmp_path: P
     assert straight.returncode == 0, straight.stderr
 
     run_dir = tmp_path / "paused"
-    proc = Trainer(headless_flags(prepared, tmp_path, "paused", steps), tmp_path)
+    # Slowed steps, so the pause lands mid-run: the 200 steps take well under a second otherwise.
+    proc = Trainer(headless_flags(prepared, tmp_path, "paused", steps), tmp_path, module="tests.rank_launcher",
+                   env={"TEST_SLOW_STEP": "0.05"})
     try:
-        proc.wait_until(lambda: read_state(run_dir).get("status") == "running", what="running")
+        # After a trained step: a request read at step 0 (a logging step too) would pause before any training.
+        proc.wait_until(lambda: read_state(run_dir).get("step", 0) > 0, what="a step trained")
         assert steer("pause", str(run_dir)) == 0
         assert steer("stop", str(run_dir)) == 0  # stopped while paused: the process ends
         code, _, err = proc.finish()
