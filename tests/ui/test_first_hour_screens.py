@@ -105,6 +105,18 @@ def ends_marked(cells: list[str]) -> list[bool]:
     return [cell.endswith("*") for cell in cells]
 
 
+async def compare(pilot, app, names: tuple[str, ...], complete: bool = False) -> dict[str, list[str]]:
+    """Back on the picker, mark `names` and compare them: {metric row: its cells}, once loaded (or complete)."""
+    await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen), 5, "picker again")
+    for name in names:
+        await pick(pilot, app, name)
+        await pilot.press("space")
+    await pilot.press("c")
+    await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen)
+                   and (app.screen.complete if complete else app.screen.loaded), 30, "compare")
+    return {r[0]: r[1:] for r in table_rows(app.screen.query_one("#compare-metrics", DataTable))}
+
+
 def test_partial_figures_are_marked_alike_with_a_legend(trained: Path) -> None:
     """The picker's, browse's and compare's figures never said they came from a partial evaluation."""
 
@@ -132,13 +144,7 @@ def test_partial_figures_are_marked_alike_with_a_legend(trained: Path) -> None:
                 assert ends_marked(row[2:6]) == [False] * 4, row
             await pilot.press("escape")
 
-            await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen), 5, "picker again")
-            for name in ("partial", "whole"):
-                await pick(pilot, app, name)
-                await pilot.press("space")
-            await pilot.press("c")
-            await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen.complete, 30, "compare")
-            metrics = {r[0]: r[1:] for r in table_rows(app.screen.query_one("#compare-metrics", DataTable))}
+            metrics = await compare(pilot, app, ("partial", "whole"), complete=True)
             for label in ("best valid loss", "valid ppl", "valid word ppl", "test ppl", "test word ppl"):
                 assert ends_marked(metrics[label]) == [True, False], label
             assert not any(ends_marked(metrics["train loss"]))
@@ -197,13 +203,7 @@ def test_a_custom_shape_is_not_labelled_as_its_preset(trained: Path, corpus: Pat
             view = await browse(pilot, app, "partial")
             assert "model custom (from tiny): d_model 32" in text(view.query_one("#browse-header", Static), 140)
             await pilot.press("escape")
-            await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen), 5, "picker again")
-            for name in ("partial", "tiny-shaped"):
-                await pick(pilot, app, name)
-                await pilot.press("space")
-            await pilot.press("c")
-            await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen.loaded, 30, "compare")
-            metrics = {r[0]: r[1:] for r in table_rows(app.screen.query_one("#compare-metrics", DataTable))}
+            metrics = await compare(pilot, app, ("partial", "tiny-shaped"))
             assert metrics["model"] == ["custom (from tiny)", "tiny"]
 
     run(flow())
